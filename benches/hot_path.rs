@@ -1,0 +1,93 @@
+//! Criterion benchmarks of the gateway's per-request CPU work:
+//! - `request/parse_validate_serialize`: a typical request body from bytes to the validated
+//!   canonical request and back to the upstream body;
+//! - `stream/normalize_20_chunks`: a 20-chunk upstream event stream decoded, parsed,
+//!   normalized and re-encoded as the client's events.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use llmgate::providers::http::{EventOutcome, openai_event};
+use llmgate::schema::parse_and_validate;
+use llmgate::stream::data_event;
+use llmgate::stream::decode::SseDecoder;
+use llmgate::stream::normalize::ChunkNormalizer;
+use serde_json::json;
+
+fn typical_request() -> Vec<u8> {
+    json!({
+        "model": "openai/gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. Answer briefly and cite sources when you can."},
+            {"role": "user", "content": "What is the capital of France, and what is it famous for?"},
+            {"role": "assistant", "content": "Paris. It is famous for the Eiffel Tower, the Louvre and its cafes."},
+            {"role": "user", "content": "And what is the weather there today?"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "auto",
+        "temperature": 0.7,
+        "max_tokens": 256,
+        "user": "user-1234"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn twenty_chunk_stream() -> Vec<u8> {
+    let mut out = String::new();
+    let words = ["The", " capital", " of", " France", " is", " Paris", "."];
+    for i in 0..20 {
+        let delta = if i == 0 {
+            json!({"role": "assistant", "content": ""})
+        } else {
+            json!({"content": words[i % words.len()]})
+        };
+        let finish = if i == 19 { json!("stop") } else { json!(null) };
+        let chunk = json!({"id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion.chunk",
+            "created": 1741570283, "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out.into_bytes()
+}
+
+fn request(c: &mut Criterion) {
+    let body = typical_request();
+    c.bench_function("request/parse_validate_serialize", |b| {
+        b.iter(|| {
+            let request = parse_and_validate(black_box(&body)).expect("valid");
+            black_box(serde_json::to_vec(&request).expect("serializable"))
+        })
+    });
+}
+
+fn stream(c: &mut Criterion) {
+    let input = twenty_chunk_stream();
+    c.bench_function("stream/normalize_20_chunks", |b| {
+        b.iter(|| {
+            let mut decoder = SseDecoder::new();
+            let mut events = VecDeque::new();
+            // Upstreams deliver in network-sized pieces; 512 bytes splits events mid-line.
+            for piece in black_box(&input).chunks(512) {
+                decoder.push(piece, &mut events).expect("utf-8");
+            }
+            decoder.finish(&mut events).expect("utf-8");
+            let mut normalizer = ChunkNormalizer::new("fast", true);
+            let mut bytes = 0;
+            for event in &events {
+                if let EventOutcome::Chunk(chunk) = openai_event(event)
+                    && let Some(chunk) = normalizer.push(chunk)
+                {
+                    bytes += data_event(&chunk).len();
+                }
+            }
+            black_box(bytes)
+        })
+    });
+}
+
+criterion_group!(benches, request, stream);
+criterion_main!(benches);

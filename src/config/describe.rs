@@ -1,0 +1,63 @@
+//! The human-readable summary `llmgate check` prints.
+
+use std::fmt::Write;
+
+use super::Config;
+
+impl Config {
+    /// The resolved listener, keys, providers and model routes, one item per line.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "listen: {}", self.server.listen);
+        match &self.auth {
+            None => out.push_str("auth: none (no gateway key required)\n"),
+            Some(auth) => {
+                let names: Vec<&str> = auth.keys.iter().map(|k| k.name.as_str()).collect();
+                let _ = writeln!(out, "auth: {} key(s): {}", names.len(), names.join(", "));
+            }
+        }
+        out.push_str("providers:\n");
+        for (name, p) in &self.providers {
+            if p.kind == super::ProviderKind::Echo {
+                let _ = writeln!(out, "  {name}: kind=echo (built in, offline)");
+                continue;
+            }
+            let key = if p.api_key.is_some() { "set" } else { "none" };
+            let _ = writeln!(
+                out,
+                "  {name}: kind={} base_url={} path={} key={key} timeout_ms={}",
+                p.kind.as_str(),
+                p.base_url,
+                p.kind.operation_path(),
+                p.timeout.as_millis()
+            );
+        }
+        out.push_str("models:\n");
+        if self.models.is_empty() {
+            out.push_str("  (no aliases; send `<provider>/<model>`)\n");
+        }
+        for (alias, m) in &self.models {
+            let targets: Vec<String> = m
+                .targets
+                .iter()
+                .map(|t| format!("{}/{} (weight {})", t.provider, t.model, t.weight))
+                .collect();
+            let _ = write!(out, "  {alias} -> {}", targets.join(", "));
+            if !m.fallbacks.is_empty() {
+                let _ = write!(out, "; fallbacks: {}", m.fallbacks.join(", "));
+            }
+            let _ = write!(
+                out,
+                "; retry: {} attempt(s) on {:?}, backoff {} ms",
+                m.retry.attempts,
+                m.retry.on_status,
+                m.retry.backoff.as_millis()
+            );
+            if let Some(timeout) = m.timeout {
+                let _ = write!(out, "; timeout_ms: {}", timeout.as_millis());
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

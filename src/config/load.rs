@@ -1,0 +1,505 @@
+//! TOML -> `${VAR}` interpolation -> `Raw*` types (unknown keys rejected, paths kept by
+//! `serde_path_to_error`) -> checked [`Config`]. Every error names the key it is about.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// Where `${VAR}` values come from (the process environment, or a map in tests).
+pub trait Env {
+    /// The value of `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A configuration problem, with the path of the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `providers.openai.base_url`, or the file name for syntax errors.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads and checks a config file, taking `${VAR}` values from the process environment.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        err(
+            path.display().to_string(),
+            format!("cannot read the file: {e}"),
+        )
+    })?;
+    from_toml_str(&text, &ProcessEnv).map_err(|mut e| {
+        if e.path.is_empty() {
+            e.path = path.display().to_string();
+        }
+        e
+    })
+}
+
+/// Parses and checks a config document.
+pub fn from_toml_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+    for (key, value) in table.iter_mut() {
+        interpolate(value, key, env)?;
+    }
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            err(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })?;
+    raw.check()
+}
+
+/// Replaces `${NAME}` in every string value; an unset variable is an error naming it.
+fn interpolate(value: &mut toml::Value, path: &str, env: &dyn Env) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) if s.contains("${") => *s = expand(s, path, env)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                interpolate(item, &format!("{path}.{key}"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(text: &str, path: &str, env: &dyn Env) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| err(path, "`${` without a closing `}`"))?;
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(err(
+                path,
+                format!("`${{{name}}}` is not a valid variable name"),
+            ));
+        }
+        let value = env
+            .var(name)
+            .ok_or_else(|| err(path, format!("environment variable `{name}` is not set")))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    models: BTreeMap<String, RawModel>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    drain_delay_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    stream_keepalive_secs: Option<u64>,
+    stream_idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: String,
+    key: String,
+    #[serde(default = "all_models")]
+    models: Vec<String>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: ProviderKind,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    strict_params: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    targets: Vec<RawTarget>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    retry: Option<RawRetry>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    provider: String,
+    model: String,
+    #[serde(default = "one")]
+    weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: Option<u32>,
+    on_status: Option<Vec<u16>>,
+    backoff_ms: Option<u64>,
+}
+
+fn positive_secs(
+    path: &str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(err(path, "must be at least 1")),
+        Some(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+impl RawConfig {
+    fn check(self) -> Result<Config, ConfigError> {
+        let server = self.server.check()?;
+        let auth = self.auth.map(RawAuth::check).transpose()?;
+        let mut providers = BTreeMap::new();
+        for (name, raw) in self.providers {
+            let provider = raw.check(&format!("providers.{name}"))?;
+            check_provider_name(&name)?;
+            providers.insert(name, provider);
+        }
+        let mut models = BTreeMap::new();
+        for (alias, raw) in &self.models {
+            let path = format!("models.{alias}");
+            if alias.contains('/') || alias.is_empty() {
+                return Err(err(
+                    &path,
+                    "an alias name must be non-empty and contain no `/` (that form addresses a provider)",
+                ));
+            }
+            models.insert(alias.clone(), raw.check(&path, &providers)?);
+        }
+        for (alias, model) in &models {
+            for (i, fallback) in model.fallbacks.iter().enumerate() {
+                check_model_name(
+                    &format!("models.{alias}.fallbacks[{i}]"),
+                    fallback,
+                    &providers,
+                    &models,
+                )?;
+            }
+        }
+        Ok(Config {
+            server,
+            auth,
+            providers,
+            models,
+        })
+    }
+}
+
+fn check_provider_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(err(
+            format!("providers.{name}"),
+            "a provider name must be non-empty and contain no `/`",
+        ));
+    }
+    Ok(())
+}
+
+/// A name clients could send: an alias or `<configured provider>/<model>`.
+fn check_model_name(
+    path: &str,
+    name: &str,
+    providers: &BTreeMap<String, ProviderConfig>,
+    models: &BTreeMap<String, ModelConfig>,
+) -> Result<(), ConfigError> {
+    if models.contains_key(name) {
+        return Ok(());
+    }
+    match name.split_once('/') {
+        Some((provider, model)) if providers.contains_key(provider) && !model.is_empty() => Ok(()),
+        Some((provider, _)) if !providers.contains_key(provider) => Err(err(
+            path,
+            format!("`{name}` names provider `{provider}`, which is not configured"),
+        )),
+        _ => Err(err(
+            path,
+            format!("`{name}` is neither an alias nor `<provider>/<model>`"),
+        )),
+    }
+}
+
+impl RawServer {
+    fn check(self) -> Result<ServerConfig, ConfigError> {
+        let defaults = ServerConfig::default();
+        let listen = match self.listen {
+            None => defaults.listen,
+            Some(text) => parse_listen(&text).map_err(|m| err("server.listen", m))?,
+        };
+        let max_body_bytes = match self.max_body_bytes {
+            Some(0) => return Err(err("server.max_body_bytes", "must be at least 1")),
+            Some(n) => n,
+            None => defaults.max_body_bytes,
+        };
+        Ok(ServerConfig {
+            listen,
+            max_body_bytes,
+            drain_delay: self
+                .drain_delay_secs
+                .map_or(defaults.drain_delay, Duration::from_secs),
+            shutdown_grace: self
+                .shutdown_grace_secs
+                .map_or(defaults.shutdown_grace, Duration::from_secs),
+            stream_keepalive: positive_secs(
+                "server.stream_keepalive_secs",
+                self.stream_keepalive_secs,
+                defaults.stream_keepalive,
+            )?,
+            stream_idle_timeout: positive_secs(
+                "server.stream_idle_timeout_secs",
+                self.stream_idle_timeout_secs,
+                defaults.stream_idle_timeout,
+            )?,
+        })
+    }
+}
+
+/// Parses a listen address such as `127.0.0.1:8080` or `[::]:8080`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address like `127.0.0.1:8080`"))
+}
+
+impl RawAuth {
+    fn check(self) -> Result<AuthConfig, ConfigError> {
+        if self.keys.is_empty() {
+            return Err(err(
+                "auth.keys",
+                "must list at least one key (remove `[auth]` to disable keys)",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        let mut keys = Vec::new();
+        for (i, raw) in self.keys.into_iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            if raw.key.is_empty() {
+                return Err(err(format!("{path}.key"), "must not be empty"));
+            }
+            if !names.insert(raw.name.clone()) {
+                return Err(err(
+                    format!("{path}.name"),
+                    format!("`{}` is used twice", raw.name),
+                ));
+            }
+            if !secrets.insert(raw.key.clone()) {
+                return Err(err(format!("{path}.key"), "the same key is listed twice"));
+            }
+            keys.push(GatewayKey {
+                name: raw.name,
+                key: Secret::new(raw.key),
+                models: raw.models,
+            });
+        }
+        Ok(AuthConfig { keys })
+    }
+}
+
+impl RawProvider {
+    fn check(self, path: &str) -> Result<ProviderConfig, ConfigError> {
+        let mut provider = ProviderConfig::new(self.kind);
+        if self.kind == ProviderKind::Echo {
+            if self.base_url.is_some() {
+                return Err(err(
+                    format!("{path}.base_url"),
+                    "the echo provider has no upstream",
+                ));
+            }
+        } else if let Some(url) = self.base_url {
+            provider.base_url = check_base_url(&format!("{path}.base_url"), &url)?;
+        }
+        provider.api_key = self.api_key.filter(|k| !k.is_empty()).map(Secret::new);
+        if let Some(ms) = self.timeout_ms {
+            if ms == 0 {
+                return Err(err(format!("{path}.timeout_ms"), "must be at least 1"));
+            }
+            provider.timeout = Duration::from_millis(ms);
+        }
+        for (name, value) in &self.headers {
+            let header_path = format!("{path}.headers.{name}");
+            axum::http::HeaderName::try_from(name.as_str())
+                .map_err(|_| err(&header_path, "not a valid header name"))?;
+            axum::http::HeaderValue::try_from(value.as_str())
+                .map_err(|_| err(&header_path, "not a valid header value"))?;
+        }
+        provider.headers = self.headers;
+        provider.strict_params = self.strict_params;
+        Ok(provider)
+    }
+}
+
+fn check_base_url(path: &str, url: &str) -> Result<String, ConfigError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| err(path, format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(err(path, format!("`{url}` must be an http or https URL")));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(err(
+            path,
+            format!("`{url}` must not have a query or fragment"),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+impl RawModel {
+    fn check(
+        &self,
+        path: &str,
+        providers: &BTreeMap<String, ProviderConfig>,
+    ) -> Result<ModelConfig, ConfigError> {
+        if self.targets.is_empty() {
+            return Err(err(
+                format!("{path}.targets"),
+                "must list at least one target",
+            ));
+        }
+        let mut targets = Vec::new();
+        for (i, raw) in self.targets.iter().enumerate() {
+            let target_path = format!("{path}.targets[{i}]");
+            if !providers.contains_key(&raw.provider) {
+                return Err(err(
+                    format!("{target_path}.provider"),
+                    format!("provider `{}` is not configured", raw.provider),
+                ));
+            }
+            if raw.model.is_empty() {
+                return Err(err(format!("{target_path}.model"), "must not be empty"));
+            }
+            if !(raw.weight.is_finite() && raw.weight > 0.0) {
+                return Err(err(
+                    format!("{target_path}.weight"),
+                    "must be a number above 0",
+                ));
+            }
+            targets.push(Target {
+                provider: raw.provider.clone(),
+                model: raw.model.clone(),
+                weight: raw.weight,
+            });
+        }
+        let retry = match &self.retry {
+            None => RetryConfig::default(),
+            Some(raw) => raw.check(&format!("{path}.retry"))?,
+        };
+        let timeout = match self.timeout_ms {
+            Some(0) => return Err(err(format!("{path}.timeout_ms"), "must be at least 1")),
+            other => other.map(Duration::from_millis),
+        };
+        Ok(ModelConfig {
+            targets,
+            fallbacks: self.fallbacks.clone(),
+            retry,
+            timeout,
+        })
+    }
+}
+
+impl RawRetry {
+    fn check(&self, path: &str) -> Result<RetryConfig, ConfigError> {
+        let defaults = RetryConfig::default();
+        let attempts = self.attempts.unwrap_or(defaults.attempts);
+        if attempts == 0 {
+            return Err(err(
+                format!("{path}.attempts"),
+                "must be at least 1 (1 = no retry)",
+            ));
+        }
+        let on_status = self.on_status.clone().unwrap_or(defaults.on_status);
+        if let Some(bad) = on_status.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(err(
+                format!("{path}.on_status"),
+                format!("{bad} is not an HTTP status"),
+            ));
+        }
+        Ok(RetryConfig {
+            attempts,
+            on_status,
+            backoff: self
+                .backoff_ms
+                .map_or(defaults.backoff, Duration::from_millis),
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! Configuration: the validated [`Config`] the gateway runs on.
+//!
+//! A TOML file goes through [`load`] (syntax, `${VAR}` secrets, unknown keys and types, each
+//! error naming its path) into the checked types here. Without a file the gateway runs on
+//! [`Config::embedded_default`]. Command-line flags and `LLMGATE_*` variables are applied on
+//! top by the binary (flag > environment > file > default).
+
+mod describe;
+mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use load::{ConfigError, Env, ProcessEnv, from_toml_str, load_file, parse_listen};
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and lifecycle settings.
+    pub server: ServerConfig,
+    /// Gateway keys; `None` means no key is required.
+    pub auth: Option<AuthConfig>,
+    /// Upstream providers by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model aliases by name.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM, `/readyz` turns 503 but requests are still served this long.
+    pub drain_delay: Duration,
+    /// Then in-flight requests and streams get this long to finish.
+    pub shutdown_grace: Duration,
+    /// A stream sends a keep-alive comment after this long without an event.
+    pub stream_keepalive: Duration,
+    /// A stream whose upstream sends nothing for this long ends with an error event.
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(30),
+            stream_keepalive: Duration::from_secs(15),
+            stream_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The accepted keys.
+    pub keys: Vec<GatewayKey>,
+}
+
+/// One gateway key.
+#[derive(Debug, Clone)]
+pub struct GatewayKey {
+    /// A name for logs.
+    pub name: String,
+    /// The bearer token clients send.
+    pub key: Secret,
+    /// Model names this key may use; `*` matches everything, `prefix*` a prefix.
+    pub models: Vec<String>,
+}
+
+impl GatewayKey {
+    /// Whether this key may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => pattern == model,
+            })
+    }
+}
+
+/// The kinds of upstream the gateway speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Atoma.
+    Atoma,
+    /// Nugen.
+    Nugen,
+    /// orq.ai router.
+    Orq,
+    /// The built-in offline echo provider.
+    Echo,
+}
+
+impl ProviderKind {
+    /// The kind's name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Atoma => "atoma",
+            ProviderKind::Nugen => "nugen",
+            ProviderKind::Orq => "orq",
+            ProviderKind::Echo => "echo",
+        }
+    }
+
+    /// The server URL the provider's API document gives.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
+            ProviderKind::Atoma => "https://api.atoma.network",
+            ProviderKind::Nugen => "https://api.nugen.in",
+            ProviderKind::Orq => "https://api.orq.ai",
+            ProviderKind::Echo => "",
+        }
+    }
+
+    /// The path the adapter appends to `base_url`.
+    pub fn operation_path(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "/chat/completions",
+            ProviderKind::Atoma => "/v1/chat/completions",
+            ProviderKind::Nugen => "/api/v3/inference/chat/completions",
+            ProviderKind::Orq => "/v2/router/chat/completions",
+            ProviderKind::Echo => "",
+        }
+    }
+
+    /// The environment variable that enables this kind in the embedded default.
+    pub fn key_variable(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => Some("OPENAI_API_KEY"),
+            ProviderKind::Atoma => Some("ATOMA_API_KEY"),
+            ProviderKind::Nugen => Some("NUGEN_API_KEY"),
+            ProviderKind::Orq => Some("ORQ_API_KEY"),
+            ProviderKind::Echo => None,
+        }
+    }
+}
+
+/// `[providers.<name>]`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The dialect.
+    pub kind: ProviderKind,
+    /// Server URL without a trailing slash (empty for echo).
+    pub base_url: String,
+    /// The provider's key, sent as a bearer token.
+    pub api_key: Option<Secret>,
+    /// Per upstream attempt (for a stream: until its last event).
+    pub timeout: Duration,
+    /// Added to every upstream request.
+    pub headers: BTreeMap<String, String>,
+    /// A field this provider cannot take is a 400 instead of a drop.
+    pub strict_params: bool,
+}
+
+impl ProviderConfig {
+    /// A provider of `kind` on its documented server.
+    pub fn new(kind: ProviderKind) -> Self {
+        ProviderConfig {
+            kind,
+            base_url: kind.default_base_url().to_owned(),
+            api_key: None,
+            timeout: Duration::from_millis(600_000),
+            headers: BTreeMap::new(),
+            strict_params: false,
+        }
+    }
+
+    /// The full URL of the chat operation.
+    pub fn endpoint(&self) -> String {
+        format!("{}{}", self.base_url, self.kind.operation_path())
+    }
+}
+
+/// `[models.<alias>]`.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// Weighted targets.
+    pub targets: Vec<Target>,
+    /// `provider/model` names or aliases tried in order when every target failed.
+    pub fallbacks: Vec<String>,
+    /// Retries of each target.
+    pub retry: RetryConfig,
+    /// The whole request: every attempt and fallback together.
+    pub timeout: Option<Duration>,
+}
+
+/// One target of an alias.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// A configured provider's name.
+    pub provider: String,
+    /// The upstream model name.
+    pub model: String,
+    /// Relative weight, > 0.
+    pub weight: f64,
+}
+
+/// An alias's retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Tries of one target including the first (1 = no retry).
+    pub attempts: u32,
+    /// Statuses worth another try.
+    pub on_status: Vec<u16>,
+    /// Base of the exponential backoff.
+    pub backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 1,
+            on_status: vec![429, 500, 502, 503, 504],
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends or compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Config {
+    /// The configuration without a file: `127.0.0.1:8080`, the `echo` provider, and each real
+    /// provider kind on its documented server when its key variable is set. No gateway auth.
+    pub fn embedded_default(env: &dyn Env) -> Config {
+        let mut providers = BTreeMap::new();
+        providers.insert("echo".to_owned(), ProviderConfig::new(ProviderKind::Echo));
+        for kind in [
+            ProviderKind::OpenAi,
+            ProviderKind::Nugen,
+            ProviderKind::Atoma,
+            ProviderKind::Orq,
+        ] {
+            let key = kind.key_variable().and_then(|var| env.var(var));
+            if let Some(key) = key.filter(|k| !k.is_empty()) {
+                let mut provider = ProviderConfig::new(kind);
+                provider.api_key = Some(Secret::new(key));
+                providers.insert(kind.as_str().to_owned(), provider);
+            }
+        }
+        Config {
+            server: ServerConfig::default(),
+            auth: None,
+            providers,
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

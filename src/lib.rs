@@ -1,0 +1,25 @@
+//! llmgate: a self-hosted, OpenAI-compatible chat-completions gateway.
+//!
+//! One request flows one way: ingress dialect -> canonical request -> routing -> provider
+//! adapter -> upstream -> adapter -> canonical response or chunks -> ingress dialect.
+//!
+//! # Layout
+//! - [`cli`]: command-line arguments (clap), declarative only.
+//! - [`config`]: TOML with `${VAR}` secrets -> validated [`config::Config`]; the embedded default.
+//! - [`error`]: [`error::GatewayError`] (what clients see, status decided in one place) and
+//!   [`error::ProviderError`] (what went wrong upstream).
+//! - [`schema`]: canonical request, response and chunk types; parsing and validation.
+//! - [`server`]: axum routes, the two ingress dialects (`/v1`, `/api/v3`), keys, health,
+//!   OpenAPI, graceful shutdown.
+//! - [`routing`]: model name -> provider and upstream model.
+//! - [`providers`]: the [`providers::Provider`] trait and one adapter per provider kind.
+//! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod providers;
+pub mod routing;
+pub mod schema;
+pub mod server;
+pub mod stream;

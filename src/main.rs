@@ -1,0 +1,115 @@
+//! The `llmgate` binary: parse the command line, set up logging, load the config, bind the
+//! listener and hand over to [`llmgate::server::run`].
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use llmgate::cli::{CheckArgs, Cli, Command, ServeArgs};
+use llmgate::config::{self, Config, ProcessEnv};
+use llmgate::server::{self, AppState};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(&args),
+        Command::Openapi => {
+            print!("{}", server::openapi::document());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("llmgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config with the precedence flag > environment > file > default.
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => Config::embedded_default(&ProcessEnv),
+    };
+    if let Some(listen) = &args.listen {
+        config.server.listen = config::parse_listen(listen)
+            .map_err(|m| anyhow::anyhow!("--listen / LLMGATE_LISTEN: {m}"))?;
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = load_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let state = AppState::new(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let source = args
+            .config
+            .as_ref()
+            .map_or("embedded default".to_owned(), |p| p.display().to_string());
+        tracing::info!(listen = %listener.local_addr()?, config = %source,
+            providers = ?config.providers.keys().collect::<Vec<_>>(), "llmgate listening");
+        server::run(listener, state, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let config = config::load_file(&args.config)?;
+    // Building the adapters catches what only they can check (TLS setup, header values).
+    AppState::new(&config)?;
+    println!("config OK: {}", args.config.display());
+    print!("{}", config.describe());
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// `RUST_LOG` or `LLMGATE_LOG` set the filter (default `info`); `LLMGATE_LOG_FORMAT=json`
+/// switches to JSON lines.
+fn init_tracing() {
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("LLMGATE_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LLMGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,399 @@
+//! Upstream plumbing shared by the HTTP adapters: one pooled client per provider, sending a
+//! JSON body, turning a non-2xx answer into [`ProviderError::Status`] (message, code and
+//! `retry-after` read from any of the error shapes providers use), reading a JSON body, and
+//! opening an event stream of OpenAI-shaped chunks.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{CallCx, ChunkStream};
+use crate::config::ProviderConfig;
+use crate::error::ProviderError;
+use crate::schema::ChatChunk;
+use crate::stream::decode::{SseEvent, SseStream};
+
+/// How much of an unreadable body an error message quotes.
+const SNIPPET_CHARS: usize = 200;
+
+/// An upstream endpoint with its pooled client and fixed headers.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    endpoint: String,
+    headers: HeaderMap,
+}
+
+impl Upstream {
+    /// A client for `config`'s endpoint, sending its key and extra headers on every request.
+    pub fn new(config: &ProviderConfig) -> anyhow::Result<Self> {
+        // reqwest is built without a bundled crypto provider; ring is ours (see Cargo.toml).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(key) = &config.api_key {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        for (name, value) in &config.headers {
+            headers.insert(
+                HeaderName::try_from(name.as_str())?,
+                HeaderValue::try_from(value.as_str())?,
+            );
+        }
+        Ok(Upstream {
+            client,
+            endpoint: config.endpoint(),
+            headers,
+        })
+    }
+
+    /// POSTs `body`; a non-2xx answer becomes [`ProviderError::Status`].
+    pub async fn post<B: Serialize + ?Sized>(
+        &self,
+        body: &B,
+        cx: &CallCx,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, ProviderError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ProviderError::Decode(format!("cannot encode the request: {e}")))?;
+        let mut request = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .body(body);
+        if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
+            request = request.header("x-request-id", id);
+        }
+        for (name, value) in extra {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_from_response(response).await)
+        }
+    }
+}
+
+/// Describes a transport failure with its whole cause chain (reqwest's top message alone
+/// says only "error sending request").
+pub fn transport_error(error: reqwest::Error) -> ProviderError {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_decode() || error.is_body() {
+        ProviderError::Stream(message)
+    } else {
+        ProviderError::Connect(message)
+    }
+}
+
+/// Reads a non-2xx answer into [`ProviderError::Status`].
+pub async fn error_from_response(response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.unwrap_or_default();
+    error_from_body(status, &body, retry_after)
+}
+
+/// Builds [`ProviderError::Status`] from an error body in any provider's shape.
+pub fn error_from_body(status: u16, body: &[u8], retry_after: Option<String>) -> ProviderError {
+    let (message, code) = match serde_json::from_slice::<Value>(body) {
+        Ok(value) => error_fields(&value),
+        Err(_) => (None, None),
+    };
+    let message = message.unwrap_or_else(|| {
+        let text = snippet(body);
+        if text.is_empty() {
+            format!("status {status} with an empty body")
+        } else {
+            text
+        }
+    });
+    ProviderError::Status {
+        status,
+        message,
+        code,
+        retry_after,
+    }
+}
+
+/// The message and code of an error body: OpenAI `{"error":{"message","code"}}`, `{"error":"..."}`,
+/// FastAPI `{"detail":"..."}` or `{"detail":[{"loc","msg"}]}`, or `{"message": ...}`.
+pub fn error_fields(value: &Value) -> (Option<String>, Option<String>) {
+    let error = value.get("error");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .or_else(|| value.get("code"))
+        .and_then(|c| match c {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    let message = match (error, value.get("detail")) {
+        (Some(Value::String(s)), _) => Some(s.clone()),
+        (Some(e), _) if e.get("message").is_some() => e["message"].as_str().map(str::to_owned),
+        (_, Some(Value::String(s))) => Some(s.clone()),
+        (_, Some(Value::Array(items))) => Some(detail_message(items)),
+        _ => value
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    (message, code)
+}
+
+/// FastAPI's `detail` list as one sentence naming each field.
+fn detail_message(items: &[Value]) -> String {
+    let parts: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let loc: Vec<String> = item
+                .get("loc")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter(|p| p.as_str() != Some("body"))
+                        .map(|p| match p {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+            if loc.is_empty() {
+                msg.to_owned()
+            } else {
+                format!("{}: {msg}", loc.join("."))
+            }
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// The start of a body, for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(SNIPPET_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
+pub async fn read_json<T: DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ProviderError> {
+    let body = response.bytes().await.map_err(transport_error)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ProviderError::Decode(format!("{e}; the body was: {:?}", snippet(&body))))
+}
+
+/// What one event of an OpenAI-shaped stream means.
+pub enum EventOutcome {
+    /// A chunk to pass on.
+    Chunk(ChatChunk),
+    /// Nothing to pass on (an empty or unknown event).
+    Skip,
+    /// The end (`[DONE]`).
+    Done,
+    /// An error event or an unreadable one.
+    Fail(ProviderError),
+}
+
+/// Interprets an OpenAI-shaped event: `[DONE]`, `{"error": ...}` or a chunk.
+pub fn openai_event(event: &SseEvent) -> EventOutcome {
+    let data = event.data.trim();
+    if data == "[DONE]" {
+        return EventOutcome::Done;
+    }
+    if data.is_empty() {
+        return EventOutcome::Skip;
+    }
+    let value: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(e) => {
+            return EventOutcome::Fail(ProviderError::Decode(format!(
+                "an event is not JSON ({e}): {:?}",
+                snippet(data.as_bytes())
+            )));
+        }
+    };
+    if event.event.as_deref() == Some("error") || value.get("error").is_some() {
+        return EventOutcome::Fail(error_event(&value));
+    }
+    match serde_json::from_value(value) {
+        Ok(chunk) => EventOutcome::Chunk(chunk),
+        Err(e) => EventOutcome::Fail(ProviderError::Decode(format!(
+            "an event is not a chat completion chunk ({e}): {:?}",
+            snippet(data.as_bytes())
+        ))),
+    }
+}
+
+/// An error sent as an event: its status is the one it names, or implied by its code.
+fn error_event(value: &Value) -> ProviderError {
+    let (message, code) = error_fields(value);
+    let named = value
+        .get("error")
+        .and_then(|e| e.get("status").or_else(|| e.get("code")))
+        .or_else(|| value.get("status"))
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (400..=599).contains(s));
+    let implied = match code.as_deref() {
+        Some("rate_limit_exceeded") => 429,
+        Some("context_length_exceeded") | Some("invalid_request_error") => 400,
+        _ => 502,
+    };
+    ProviderError::Status {
+        status: named.unwrap_or(implied),
+        message: message.unwrap_or_else(|| "the upstream sent an error event".to_owned()),
+        code,
+        retry_after: None,
+    }
+}
+
+/// Opens a chunk stream over an event-stream response, interpreting each event with `parse`.
+/// The stream ends at `Done`; a body that ends before any choice finished is an error (a cut
+/// connection must not look like a complete answer).
+pub fn chunk_stream<F>(response: reqwest::Response, parse: F) -> ChunkStream
+where
+    F: FnMut(&SseEvent) -> EventOutcome + Send + 'static,
+{
+    struct State<F> {
+        events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+        parse: F,
+        finished_choice: bool,
+    }
+    let state = State {
+        events: SseStream::new(response.bytes_stream().boxed()),
+        parse,
+        finished_choice: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(state),
+        |state| async move {
+            let mut state = state?;
+            loop {
+                let item = match state.events.next().await {
+                    None if state.finished_choice => return None,
+                    None => Err(ProviderError::Stream(
+                        "the upstream closed the stream before it finished".to_owned(),
+                    )),
+                    Some(Err(e)) => Err(ProviderError::Stream(e.to_string())),
+                    Some(Ok(event)) => match (state.parse)(&event) {
+                        EventOutcome::Chunk(chunk) => {
+                            if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                                state.finished_choice = true;
+                            }
+                            Ok(chunk)
+                        }
+                        EventOutcome::Skip => continue,
+                        EventOutcome::Done => return None,
+                        EventOutcome::Fail(e) => Err(e),
+                    },
+                };
+                return match item {
+                    Ok(chunk) => Some((Ok(chunk), Some(state))),
+                    Err(e) => Some((Err(e), None)),
+                };
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message_of(error: ProviderError) -> (u16, String, Option<String>) {
+        match error {
+            ProviderError::Status {
+                status,
+                message,
+                code,
+                ..
+            } => (status, message, code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_bodies_of_every_shape() {
+        let openai = json!({"error": {"message": "Rate limit", "type": "requests", "code": "rate_limit_exceeded"}});
+        let (_, message, code) =
+            message_of(error_from_body(429, openai.to_string().as_bytes(), None));
+        assert_eq!(
+            (message.as_str(), code.as_deref()),
+            ("Rate limit", Some("rate_limit_exceeded"))
+        );
+        let fastapi = json!({"detail": [{"loc": ["body", "messages", 0, "role"], "msg": "Input should be 'user'", "type": "literal_error"}]});
+        let (_, message, _) =
+            message_of(error_from_body(422, fastapi.to_string().as_bytes(), None));
+        assert_eq!(message, "messages.0.role: Input should be 'user'");
+        let (_, message, _) = message_of(error_from_body(500, b"<html>oops</html>", None));
+        assert_eq!(message, "<html>oops</html>");
+        let (_, message, _) = message_of(error_from_body(503, b"", None));
+        assert!(message.contains("empty body"));
+    }
+
+    #[test]
+    fn error_events_get_a_status() {
+        let event = |v: Value| SseEvent {
+            event: None,
+            data: v.to_string(),
+        };
+        let EventOutcome::Fail(e) = openai_event(&event(
+            json!({"error": {"message": "slow down", "code": "rate_limit_exceeded"}}),
+        )) else {
+            panic!()
+        };
+        assert_eq!(message_of(e).0, 429);
+        let EventOutcome::Fail(e) = openai_event(&event(json!({"error": {"message": "boom"}})))
+        else {
+            panic!()
+        };
+        assert_eq!(message_of(e).0, 502);
+        let EventOutcome::Fail(ProviderError::Decode(_)) = openai_event(&SseEvent {
+            event: None,
+            data: "{nope".into(),
+        }) else {
+            panic!()
+        };
+        assert!(matches!(
+            openai_event(&SseEvent {
+                event: None,
+                data: "[DONE]".into()
+            }),
+            EventOutcome::Done
+        ));
+    }
+}

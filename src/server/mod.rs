@@ -1,0 +1,152 @@
+//! The HTTP server: routes, middleware, state and graceful shutdown.
+//!
+//! Middleware order, outermost first: set `x-request-id` (the client's or a new one) ->
+//! access log and request start time -> propagate `x-request-id` to the response -> routes.
+//! The chat and model routes also pass the gateway-key check ([`auth`]); health, readiness and
+//! the OpenAPI document do not.
+
+mod auth;
+mod chat;
+mod extract;
+mod health;
+mod middleware;
+mod nugen;
+mod openai;
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::config::{AuthConfig, Config, ServerConfig};
+use crate::providers::Registry;
+use crate::routing;
+use crate::stream::normalize::unix_now;
+
+/// Shared state of the running gateway.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Model name resolution.
+    pub router: routing::Router,
+    /// Gateway keys, if required.
+    pub auth: Option<AuthConfig>,
+    /// Server settings.
+    pub server: ServerConfig,
+    /// False once shutdown has begun (`/readyz` turns 503).
+    ready: AtomicBool,
+    /// When the process started, for `/v1/models`.
+    pub started: i64,
+}
+
+impl AppState {
+    /// State for `config`, building every provider adapter.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let registry = Registry::build(&config.providers)?;
+        Ok(AppState(Arc::new(Inner {
+            router: routing::Router::new(registry, config.models.clone()),
+            auth: config.auth.clone(),
+            server: config.server.clone(),
+            ready: AtomicBool::new(true),
+            started: unix_now(),
+        })))
+    }
+
+    /// Whether the gateway takes new traffic.
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the gateway as draining.
+    pub fn set_draining(&self) {
+        self.0.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The gateway's routes and middleware.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route(
+            "/api/v3/inference/chat/completions",
+            post(nugen::chat_completions),
+        )
+        .route("/v1/models", get(openai::list_models))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    let public = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve));
+    Router::new()
+        .merge(api)
+        .merge(public)
+        .fallback(openai::not_found)
+        .method_not_allowed_fallback(openai::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.server.max_body_bytes))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains: `/readyz` turns
+/// 503 at once, requests are still accepted for `drain_delay`, and in-flight requests and
+/// streams get `shutdown_grace` to finish before the remaining connections are dropped.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    let (grace_tx, grace_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.set_draining();
+            tracing::info!(drain_delay = ?state.server.drain_delay, "shutdown requested; draining");
+            tokio::time::sleep(state.server.drain_delay).await;
+            let _ = grace_tx.send(());
+            tracing::info!(grace = ?state.server.shutdown_grace, "no longer accepting connections");
+        }
+    };
+    let grace = state.server.shutdown_grace;
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(drain);
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        Ok(()) = grace_rx => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
+            Ok(())
+        }
+    }
+}

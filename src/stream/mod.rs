@@ -1,0 +1,233 @@
+//! Streaming: decoding upstream event streams ([`decode`]), normalizing chunks
+//! ([`normalize`]) and writing the client's event stream ([`SseBody`]).
+//!
+//! The outgoing stream is a hand-written `Stream` so its timing rules are in one place: every
+//! frame is yielded as soon as it exists (hyper writes and flushes it; nothing buffers SSE),
+//! a `: keep-alive` comment goes out after `keepalive` without a frame, and the stream ends
+//! with one error event when the upstream is idle too long, passes the attempt's total
+//! deadline, or fails. One timer serves all three deadlines and is re-armed only when it fires.
+//! Dropping the body (client gone) drops the upstream stream, which closes its connection.
+
+pub mod decode;
+pub mod normalize;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{GatewayError, ProviderError};
+use crate::providers::ChunkStream;
+use crate::schema::ChatChunk;
+use normalize::ChunkNormalizer;
+
+/// The last event of a successful stream.
+pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+/// The comment sent while the upstream is quiet.
+pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// `data: <chunk JSON>\n\n`.
+pub fn data_event(chunk: &ChatChunk) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut out, chunk).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// `data: {"error":{...}}\n\n`.
+pub fn error_event(error: &GatewayError) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", error.envelope()))
+}
+
+/// Timing rules of one stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    /// Send a keep-alive comment after this long without a frame.
+    pub keepalive: Duration,
+    /// End the stream when the upstream sends nothing for this long.
+    pub idle_timeout: Duration,
+    /// End the stream at this instant (the attempt's total deadline).
+    pub deadline: Instant,
+    /// The attempt's timeout, for the error message.
+    pub attempt_timeout_ms: u64,
+}
+
+/// How waiting for the first upstream chunk ended.
+pub enum Opening {
+    /// A first frame is queued: commit `200` and send the body.
+    Ready,
+    /// No chunk yet within the wait limit: commit `200`; the body sends keep-alives meanwhile.
+    StillWaiting,
+}
+
+/// The client's event stream for one upstream stream.
+pub struct SseBody {
+    upstream: Option<ChunkStream>,
+    normalizer: ChunkNormalizer,
+    provider: String,
+    timing: StreamTiming,
+    queue: VecDeque<Bytes>,
+    timer: Pin<Box<Sleep>>,
+    last_upstream: Instant,
+    last_write: Instant,
+}
+
+impl SseBody {
+    /// A body relaying `upstream` from provider `provider`.
+    pub fn new(
+        upstream: ChunkStream,
+        normalizer: ChunkNormalizer,
+        provider: &str,
+        timing: StreamTiming,
+    ) -> Self {
+        let now = Instant::now();
+        SseBody {
+            upstream: Some(upstream),
+            normalizer,
+            provider: provider.to_owned(),
+            timing,
+            queue: VecDeque::new(),
+            timer: Box::pin(tokio::time::sleep_until(timing.deadline)),
+            last_upstream: now,
+            last_write: now,
+        }
+    }
+
+    /// Waits for the first chunk (up to `wait`), so that an error before any chunk (a failed
+    /// open, an error as the first event, an empty stream) is returned as a real status.
+    pub async fn open(&mut self, wait: Duration) -> Result<Opening, GatewayError> {
+        let limit = Instant::now() + wait.min(self.timing.idle_timeout);
+        let limit = limit.min(self.timing.deadline);
+        loop {
+            let Some(upstream) = self.upstream.as_mut() else {
+                return Ok(Opening::Ready);
+            };
+            let next = match tokio::time::timeout_at(limit, upstream.next()).await {
+                Err(_) if Instant::now() >= self.timing.deadline => {
+                    return Err(
+                        self.upstream_error(ProviderError::Timeout(self.timing.attempt_timeout_ms))
+                    );
+                }
+                Err(_) => return Ok(Opening::StillWaiting),
+                Ok(next) => next,
+            };
+            self.last_upstream = Instant::now();
+            match next {
+                Some(Ok(chunk)) => {
+                    if let Some(chunk) = self.normalizer.push(chunk) {
+                        self.queue.push_back(data_event(&chunk));
+                        return Ok(Opening::Ready);
+                    }
+                }
+                Some(Err(error)) => return Err(self.upstream_error(error)),
+                None => {
+                    return Err(self.upstream_error(ProviderError::Decode(
+                        "the event stream ended before its first chunk".to_owned(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn upstream_error(&self, error: ProviderError) -> GatewayError {
+        GatewayError::Upstream {
+            provider: self.provider.clone(),
+            error,
+        }
+    }
+
+    /// Ends the stream with one error event.
+    fn fail(&mut self, error: ProviderError) {
+        tracing::warn!(provider = %self.provider, %error, "stream ended with an error");
+        let event = error_event(&self.upstream_error(error));
+        self.queue.push_back(event);
+        self.upstream = None;
+    }
+
+    fn finish(&mut self) {
+        if let Some(usage) = self.normalizer.finish() {
+            self.queue.push_back(data_event(&usage));
+        }
+        self.queue.push_back(Bytes::from_static(DONE_EVENT));
+        self.upstream = None;
+    }
+
+    /// Applies the deadlines at `now`; true when one of them queued something.
+    fn check_deadlines(&mut self, now: Instant) -> bool {
+        if now >= self.timing.deadline {
+            self.fail(ProviderError::Timeout(self.timing.attempt_timeout_ms));
+        } else if now >= self.last_upstream + self.timing.idle_timeout {
+            self.fail(ProviderError::Stream(format!(
+                "no event for {} s",
+                self.timing.idle_timeout.as_secs()
+            )));
+        } else if now >= self.last_write + self.timing.keepalive {
+            self.queue.push_back(Bytes::from_static(KEEPALIVE_COMMENT));
+        } else {
+            return false;
+        }
+        true
+    }
+
+    fn next_deadline(&self) -> Instant {
+        (self.last_write + self.timing.keepalive)
+            .min(self.last_upstream + self.timing.idle_timeout)
+            .min(self.timing.deadline)
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(frame) = this.queue.pop_front() {
+                this.last_write = Instant::now();
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match upstream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.last_upstream = Instant::now();
+                    if let Some(chunk) = this.normalizer.push(chunk) {
+                        this.queue.push_back(data_event(&chunk));
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.fail(error);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    this.finish();
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if this.check_deadlines(Instant::now()) {
+                continue;
+            }
+            let next = this.next_deadline();
+            if this.timer.deadline() != next {
+                this.timer.as_mut().reset(next);
+            }
+            match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Normalization of provider output to the contract's shapes.
+//!
+//! Whatever an adapter produced, what leaves the gateway has: one `id` and one integer
+//! `created` for a whole stream, the `model` name the client sent, `role: "assistant"` on the
+//! first delta of each choice, an `index` on every tool-call delta, and usage only as the final
+//! `include_usage` chunk (`choices: []`). Nugen's usage riding on its last content chunk is
+//! split off here, like any other provider's.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::schema::{ChatChunk, ChatResponse, Usage};
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A fresh completion id in OpenAI's style.
+pub fn completion_id() -> String {
+    format!("chatcmpl-{:032x}", fastrand::u128(..))
+}
+
+/// Normalizes a whole (non-streamed) completion in place.
+pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
+    if response.id.is_empty() {
+        response.id = completion_id();
+    }
+    "chat.completion".clone_into(&mut response.object);
+    if response.created <= 0 {
+        response.created = unix_now();
+    }
+    client_model.clone_into(&mut response.model);
+    for (position, choice) in response.choices.iter_mut().enumerate() {
+        if choice.message.role.is_empty() {
+            "assistant".clone_into(&mut choice.message.role);
+        }
+        if choice.index == 0 && position > 0 {
+            choice.index = position as u32;
+        }
+    }
+}
+
+/// Per-choice state of a stream.
+#[derive(Debug, Default, Clone)]
+struct ChoiceState {
+    role_sent: bool,
+    /// Tool calls seen so far in this choice; a delta without `index` but with an `id` starts
+    /// the next one, a delta with neither continues the last.
+    tool_calls: u32,
+}
+
+/// Rewrites the chunks of one stream to the contract's shape.
+#[derive(Debug)]
+pub struct ChunkNormalizer {
+    id: Option<String>,
+    created: i64,
+    model: String,
+    include_usage: bool,
+    choices: Vec<ChoiceState>,
+    usage: Option<Usage>,
+}
+
+impl ChunkNormalizer {
+    /// A normalizer for a stream answering `client_model`.
+    pub fn new(client_model: &str, include_usage: bool) -> Self {
+        ChunkNormalizer {
+            id: None,
+            created: 0,
+            model: client_model.to_owned(),
+            include_usage,
+            choices: Vec::new(),
+            usage: None,
+        }
+    }
+
+    /// Normalizes one upstream chunk. `None` when nothing is left to send (a usage-only chunk,
+    /// held back for [`Self::finish`]).
+    pub fn push(&mut self, mut chunk: ChatChunk) -> Option<ChatChunk> {
+        if let Some(usage) = chunk.usage.take() {
+            self.usage = Some(usage);
+        }
+        if chunk.choices.is_empty() {
+            return None;
+        }
+        self.stamp(&mut chunk);
+        for choice in &mut chunk.choices {
+            let index = choice.index as usize;
+            if self.choices.len() <= index {
+                self.choices.resize(index + 1, ChoiceState::default());
+            }
+            let state = &mut self.choices[index];
+            if !state.role_sent {
+                state.role_sent = true;
+                choice.delta.role = Some("assistant".to_owned());
+            }
+            for call in choice.delta.tool_calls.iter_mut().flatten() {
+                match call.index {
+                    Some(i) => state.tool_calls = state.tool_calls.max(i + 1),
+                    None if call.id.is_some() || state.tool_calls == 0 => {
+                        call.index = Some(state.tool_calls);
+                        state.tool_calls += 1;
+                    }
+                    None => call.index = Some(state.tool_calls - 1),
+                }
+            }
+        }
+        Some(chunk)
+    }
+
+    /// The final usage chunk, when the client asked for one and the upstream reported usage.
+    pub fn finish(&mut self) -> Option<ChatChunk> {
+        if !self.include_usage {
+            return None;
+        }
+        let usage = self.usage.take()?;
+        let mut chunk = ChatChunk {
+            usage: Some(usage),
+            ..ChatChunk::default()
+        };
+        self.stamp(&mut chunk);
+        Some(chunk)
+    }
+
+    fn stamp(&mut self, chunk: &mut ChatChunk) {
+        let id = self.id.get_or_insert_with(|| {
+            if chunk.id.is_empty() {
+                completion_id()
+            } else {
+                chunk.id.clone()
+            }
+        });
+        if chunk.id != *id {
+            chunk.id.clone_from(id);
+        }
+        if self.created <= 0 {
+            self.created = if chunk.created > 0 {
+                chunk.created
+            } else {
+                unix_now()
+            };
+        }
+        chunk.created = self.created;
+        "chat.completion.chunk".clone_into(&mut chunk.object);
+        chunk.model.clone_from(&self.model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chunk(value: serde_json::Value) -> ChatChunk {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn nugen_usage_on_the_last_content_chunk_is_split_off() {
+        let mut n = ChunkNormalizer::new("nugen/nugen-flash-instruct", true);
+        let first = n
+            .push(chunk(json!({"id":"nugen-abc123","created":1704123600.0,"model":"nugen-flash-instruct",
+                "choices":[{"index":0,"delta":{"role":"assistant","content":"Once"},"finish_reason":null}]})))
+            .unwrap();
+        let last = n
+            .push(chunk(
+                json!({"id":"nugen-abc123","created":1704123600.0,"model":"nugen-flash-instruct",
+                "choices":[{"index":0,"delta":{"content":" a time"},"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}),
+            ))
+            .unwrap();
+        assert!(last.usage.is_none());
+        assert_eq!(last.choices[0].finish_reason.as_deref(), Some("stop"));
+        let usage = n.finish().unwrap();
+        assert!(usage.choices.is_empty());
+        assert_eq!(usage.usage.as_ref().unwrap().total_tokens, 15);
+        for c in [&first, &last, &usage] {
+            assert_eq!(c.id, "nugen-abc123");
+            assert_eq!(c.created, 1_704_123_600);
+            assert_eq!(c.model, "nugen/nugen-flash-instruct");
+            assert_eq!(c.object, "chat.completion.chunk");
+        }
+    }
+
+    #[test]
+    fn usage_is_dropped_without_include_usage() {
+        let mut n = ChunkNormalizer::new("m", false);
+        let out = n.push(chunk(
+            json!({"choices":[{"index":0,"delta":{"content":"x"}}],
+            "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}),
+        ));
+        assert!(out.unwrap().usage.is_none());
+        assert!(
+            n.push(chunk(json!({"choices":[],"usage":{"prompt_tokens":1}})))
+                .is_none()
+        );
+        assert!(n.finish().is_none());
+    }
+
+    #[test]
+    fn role_comes_first_per_choice_and_ids_are_unified() {
+        let mut n = ChunkNormalizer::new("m", false);
+        let a = n
+            .push(chunk(
+                json!({"id":"a","created":5,"choices":[{"index":1,"delta":{"content":"x"}}]}),
+            ))
+            .unwrap();
+        let b = n
+            .push(chunk(
+                json!({"id":"b","created":9,"choices":[{"index":1,"delta":{"content":"y"}},
+            {"index":0,"delta":{"content":"z"}}]}),
+            ))
+            .unwrap();
+        assert_eq!(a.choices[0].delta.role.as_deref(), Some("assistant"));
+        assert_eq!(b.choices[0].delta.role, None);
+        assert_eq!(b.choices[1].delta.role.as_deref(), Some("assistant"));
+        assert_eq!((b.id.as_str(), b.created), ("a", 5));
+    }
+
+    #[test]
+    fn tool_call_deltas_without_index_get_one() {
+        let mut n = ChunkNormalizer::new("m", false);
+        let first = n
+            .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]})))
+            .unwrap();
+        let more = n
+            .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"function":{"arguments":"{\"a\""}}]}}]})))
+            .unwrap();
+        let second = n
+            .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"id":"call_2","type":"function","function":{"name":"g","arguments":""}}]}}]})))
+            .unwrap();
+        let index = |c: &ChatChunk| c.choices[0].delta.tool_calls.as_ref().unwrap()[0].index;
+        assert_eq!(
+            (index(&first), index(&more), index(&second)),
+            (Some(0), Some(0), Some(1))
+        );
+    }
+
+    #[test]
+    fn whole_responses_get_the_client_model_and_integer_created() {
+        let mut r: ChatResponse = serde_json::from_value(json!({"created": 1704123600.5,
+            "choices":[{"message":{"content":"hi"}}]}))
+        .unwrap();
+        normalize_response(&mut r, "alias");
+        assert_eq!(r.model, "alias");
+        assert_eq!(r.created, 1_704_123_600);
+        assert!(r.id.starts_with("chatcmpl-"));
+        assert_eq!(r.object, "chat.completion");
+        assert_eq!(r.choices[0].message.role, "assistant");
+    }
+}
