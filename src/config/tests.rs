@@ -1,1 +1,156 @@
+use std::collections::BTreeMap;
 
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    from_toml_str(text, &env(&[("KEY", "sk-123")]))
+}
+
+fn error(text: &str) -> ConfigError {
+    parse(text).expect_err("expected a config error")
+}
+
+#[test]
+fn the_example_config_parses() {
+    let text = include_str!("../../config/llmgate.example.toml");
+    let env = env(&[
+        ("LLMGATE_KEY_TEAM_A", "sk-team-a"),
+        ("LLMGATE_KEY_DEMO", "sk-demo"),
+        ("OPENAI_API_KEY", "sk-openai"),
+    ]);
+    let config = from_toml_str(text, &env).expect("the example must stay valid");
+    assert_eq!(
+        config.providers["openai"]
+            .api_key
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "sk-openai"
+    );
+    assert_eq!(config.models["fast"].targets.len(), 2);
+    assert_eq!(config.models["fast"].retry.attempts, 3);
+    let auth = config.auth.as_ref().unwrap();
+    assert!(auth.keys[1].allows("echo/anything"));
+    assert!(!auth.keys[1].allows("openai/gpt-4o"));
+    assert!(
+        config
+            .describe()
+            .contains("fast -> openai/gpt-4o-mini (weight 3)")
+    );
+}
+
+#[test]
+fn secrets_come_from_the_environment_and_are_redacted() {
+    let config = parse("[providers.o]\nkind = \"openai\"\napi_key = \"${KEY}\"\n").unwrap();
+    let key = config.providers["o"].api_key.as_ref().unwrap();
+    assert_eq!(key.expose(), "sk-123");
+    assert!(!format!("{config:?}").contains("sk-123"));
+    let e = error("[providers.o]\nkind = \"openai\"\napi_key = \"${MISSING_VAR}\"\n");
+    assert_eq!(e.path, "providers.o.api_key");
+    assert!(e.message.contains("MISSING_VAR"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let e = error("[providers.o]\nkind = \"openai\"\nbase_ur = \"http://x\"\n");
+    assert_eq!(e.path, "providers.o.base_ur");
+    assert!(e.message.contains("unknown field `base_ur`"), "{e}");
+    let e = error("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n");
+    assert_eq!(e.path, "server.port");
+    let e = error("[nonsense]\n");
+    assert_eq!(e.path, "nonsense");
+    assert!(e.message.contains("unknown field `nonsense`"), "{e}");
+}
+
+#[test]
+fn values_are_checked() {
+    assert_eq!(
+        error("[server]\nlisten = \"localhost\"\n").path,
+        "server.listen"
+    );
+    assert_eq!(
+        error("[providers.o]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n").path,
+        "providers.o.base_url"
+    );
+    assert_eq!(
+        error("[providers.o]\nkind = \"gemini\"\n").path,
+        "providers.o.kind"
+    );
+    assert_eq!(
+        error("[providers.o]\nkind = \"openai\"\ntimeout_ms = 0\n").path,
+        "providers.o.timeout_ms"
+    );
+    let alias = "[providers.o]\nkind = \"openai\"\n[models.fast]\n";
+    assert_eq!(
+        error(&format!(
+            "{alias}targets = [{{ provider = \"x\", model = \"m\" }}]\n"
+        ))
+        .path,
+        "models.fast.targets[0].provider"
+    );
+    assert_eq!(
+        error(&format!(
+            "{alias}targets = [{{ provider = \"o\", model = \"m\", weight = 0 }}]\n"
+        ))
+        .path,
+        "models.fast.targets[0].weight"
+    );
+    assert_eq!(
+        error(&format!(
+            "{alias}targets = [{{ provider = \"o\", model = \"m\" }}]\nfallbacks = [\"nope/m\"]\n"
+        ))
+        .path,
+        "models.fast.fallbacks[0]"
+    );
+    assert_eq!(
+        error(&format!(
+            "{alias}targets = [{{ provider = \"o\", model = \"m\" }}]\nretry = {{ attempts = 0 }}\n"
+        ))
+        .path,
+        "models.fast.retry.attempts"
+    );
+    assert_eq!(
+        error("[auth]\nkeys = [{ name = \"a\", key = \"k\" }, { name = \"a\", key = \"j\" }]\n")
+            .path,
+        "auth.keys[1].name"
+    );
+}
+
+#[test]
+fn base_urls_lose_their_trailing_slash_and_get_the_operation_path() {
+    let config =
+        parse("[providers.o]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1/\"\n").unwrap();
+    assert_eq!(
+        config.providers["o"].endpoint(),
+        "http://127.0.0.1:9/v1/chat/completions"
+    );
+    let config = parse("[providers.n]\nkind = \"nugen\"\n").unwrap();
+    assert_eq!(
+        config.providers["n"].endpoint(),
+        "https://api.nugen.in/api/v3/inference/chat/completions"
+    );
+}
+
+#[test]
+fn the_embedded_default_enables_providers_by_key_variable() {
+    let config = Config::embedded_default(&env(&[]));
+    assert_eq!(config.providers.keys().collect::<Vec<_>>(), ["echo"]);
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert!(config.auth.is_none());
+    let config = Config::embedded_default(&env(&[("OPENAI_API_KEY", "sk"), ("ORQ_API_KEY", "o")]));
+    assert_eq!(
+        config.providers.keys().collect::<Vec<_>>(),
+        ["echo", "openai", "orq"]
+    );
+    assert_eq!(
+        config.providers["orq"].endpoint(),
+        "https://api.orq.ai/v2/router/chat/completions"
+    );
+}

@@ -31,8 +31,7 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `config`'s endpoint, sending its key and extra headers on every request.
     pub fn new(config: &ProviderConfig) -> anyhow::Result<Self> {
-        // reqwest is built without a bundled crypto provider; ring is ours (see Cargo.toml).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
@@ -88,6 +87,13 @@ impl Upstream {
             Err(error_from_response(response).await)
         }
     }
+}
+
+/// Installs ring as the process's TLS crypto provider (idempotent). reqwest is built without a
+/// bundled provider so that aws-lc-rs stays out of the build; every client needs this first.
+pub fn install_crypto_provider() {
+    // `Err` means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Describes a transport failure with its whole cause chain (reqwest's top message alone

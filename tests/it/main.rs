@@ -1,0 +1,14 @@
+//! The one integration-test binary: the gateway on loopback ports against mock upstreams.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests spawn servers and mock upstreams"
+)]
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, reason = "a panic in a test helper is a failed test")]
+
+mod binary;
+mod chat;
+mod errors;
+mod server;
+mod stream;
+mod support;

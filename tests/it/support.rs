@@ -1,0 +1,245 @@
+//! Test harness: a gateway on a random loopback port, mock upstreams, and SSE helpers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use llmgate::config::from_toml_str;
+use llmgate::server::{self, AppState};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running gateway.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a JSON body to the OpenAI chat path.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway reachable")
+    }
+
+    /// Starts the graceful shutdown.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// The secrets config files in tests may reference.
+pub fn test_env() -> BTreeMap<String, String> {
+    [
+        ("UPSTREAM_KEY", "sk-upstream"),
+        ("GATEWAY_KEY", "sk-gateway"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Starts a gateway on `config` (TOML) at `127.0.0.1:0`.
+pub async fn spawn_app(config: &str) -> TestApp {
+    llmgate::providers::http::install_crypto_provider();
+    let config = from_toml_str(config, &test_env()).expect("valid test config");
+    let state = AppState::new(&config).expect("adapters build");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server::run(listener, state, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// A gateway with only the echo provider.
+pub async fn echo_app() -> TestApp {
+    spawn_app("[providers.echo]\nkind = \"echo\"\n").await
+}
+
+/// A config with the echo provider and an `openai`-kind provider `up` at `base_url`.
+pub fn openai_config(base_url: &str, extra: &str) -> String {
+    format!(
+        "[providers.echo]\nkind = \"echo\"\n\n[providers.up]\nkind = \"openai\"\nbase_url = \"{base_url}\"\napi_key = \"${{UPSTREAM_KEY}}\"\n{extra}"
+    )
+}
+
+/// A user message request for `model`.
+pub fn ask(model: &str, text: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Like [`ask`] with `stream: true` (and `include_usage` when asked).
+pub fn ask_stream(model: &str, text: &str, include_usage: bool) -> Value {
+    let mut body = ask(model, text);
+    body["stream"] = Value::Bool(true);
+    if include_usage {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    body
+}
+
+/// The events of an SSE body: `data` payloads as text, comments as `:<text>`.
+pub fn sse_events(body: &str) -> Vec<String> {
+    assert!(
+        body.is_empty() || body.ends_with("\n\n"),
+        "every event must end with a blank line: {body:?}"
+    );
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.strip_prefix("data: ") {
+            Some(data) => data.to_owned(),
+            None => e.to_owned(),
+        })
+        .collect()
+}
+
+/// The JSON chunks of an SSE body (everything but `[DONE]` and comments).
+pub fn sse_chunks(body: &str) -> Vec<Value> {
+    sse_events(body)
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]" && !e.starts_with(':'))
+        .map(|e| serde_json::from_str(e).expect("chunk is JSON"))
+        .collect()
+}
+
+/// An OpenAI-style SSE body from chunk JSON values, ending with `[DONE]`.
+pub fn sse_body(chunks: &[Value]) -> String {
+    let mut out: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// A raw loopback upstream that answers one request with SSE headers and `first` event(s),
+/// then keeps the connection open (sending nothing) until the peer closes it; `closed` turns
+/// true when it notices the close.
+pub struct HangingUpstream {
+    pub base_url: String,
+    pub closed: Arc<AtomicBool>,
+}
+
+pub async fn hanging_upstream(
+    first: String,
+    then_every: Option<(Duration, String)>,
+) -> HangingUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let closed2 = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let closed = closed2.clone();
+            let first = first.clone();
+            let then_every = then_every.clone();
+            tokio::spawn(async move {
+                read_request(&mut socket).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(chunked(&first).as_bytes()).await;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let wait = then_every
+                        .as_ref()
+                        .map_or(Duration::from_secs(3600), |(d, _)| *d);
+                    tokio::select! {
+                        read = socket.read(&mut buf) => {
+                            if matches!(read, Ok(0) | Err(_)) {
+                                closed.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                        () = tokio::time::sleep(wait) => {
+                            if let Some((_, event)) = &then_every
+                                && socket.write_all(chunked(event).as_bytes()).await.is_err()
+                            {
+                                closed.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    HangingUpstream {
+        base_url: format!("http://{addr}/v1"),
+        closed,
+    }
+}
+
+fn chunked(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+/// Reads one HTTP/1.1 request (headers and a Content-Length body).
+async fn read_request(socket: &mut tokio::net::TcpStream) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = socket.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        data.extend_from_slice(&buf[..n]);
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
+
+/// Polls `check` every 10 ms for up to `limit`.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
