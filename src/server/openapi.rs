@@ -85,7 +85,11 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "llmgate", description = "A self-hosted, OpenAI-compatible chat-completions gateway."),
+    info(
+        title = "llmgate",
+        description = "A self-hosted, OpenAI-compatible chat-completions gateway.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
     paths(
         super::openai::chat_completions,
         super::nugen::chat_completions,

@@ -14,7 +14,10 @@ fn openapi_prints_the_committed_document() {
     let output = Command::new(BIN).arg("openapi").output().unwrap();
     assert!(output.status.success());
     let committed = std::fs::read(repo_file("openapi/openapi.json")).unwrap();
-    assert_eq!(output.stdout, committed, "openapi/openapi.json is stale");
+    assert!(
+        output.stdout == committed,
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
     reason = "tests spawn servers and mock upstreams"
 )]
 #![allow(missing_docs)]
-#![allow(clippy::unwrap_used, reason = "a panic in a test helper is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test helper is a failed test"
+)]
 
 mod binary;
 mod chat;

@@ -106,8 +106,8 @@ async fn the_openapi_document_is_served_and_committed() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
             .expect("openapi/openapi.json is committed");
-    assert_eq!(
-        committed, served,
+    assert!(
+        committed == served,
         "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
     );
     let document: Value = serde_json::from_str(&served).unwrap();
