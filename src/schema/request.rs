@@ -419,9 +419,11 @@ pub struct ToolCall {
     pub extra: Extra,
 }
 
+// `id` and `type` may be absent when read (validation and normalization deal with them), so
+// a lenient upstream answer is not lost for want of `"type": "function"`.
 deserialize_with_extras!(ToolCall, "a tool call object",
-    required { "id" => id, "type" => kind, "function" => function }
-    optional {}
+    required { "function" => function }
+    optional { "id" => id, "type" => kind }
 );
 
 /// A function name with its arguments as a JSON string.

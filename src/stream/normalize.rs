@@ -37,6 +37,11 @@ pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
         if choice.message.role.is_empty() {
             "assistant".clone_into(&mut choice.message.role);
         }
+        for call in choice.message.tool_calls.iter_mut().flatten() {
+            if call.kind.is_empty() {
+                "function".clone_into(&mut call.kind);
+            }
+        }
         if choice.index == 0 && position > 0 {
             choice.index = position as u32;
         }
@@ -104,6 +109,10 @@ impl ChunkNormalizer {
                         state.tool_calls += 1;
                     }
                     None => call.index = Some(state.tool_calls - 1),
+                }
+                // A call's first fragment (the one with its id) says what it is.
+                if call.id.is_some() && call.kind.is_none() {
+                    call.kind = Some("function".to_owned());
                 }
             }
         }
@@ -233,13 +242,24 @@ mod tests {
             .unwrap();
         let second = n
             .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
-            {"id":"call_2","type":"function","function":{"name":"g","arguments":""}}]}}]})))
+            {"id":"call_2","function":{"name":"g","arguments":""}}]}}]})))
             .unwrap();
         let index = |c: &ChatChunk| c.choices[0].delta.tool_calls.as_ref().unwrap()[0].index;
         assert_eq!(
             (index(&first), index(&more), index(&second)),
             (Some(0), Some(0), Some(1))
         );
+        let kind = |c: &ChatChunk| {
+            c.choices[0].delta.tool_calls.as_ref().unwrap()[0]
+                .kind
+                .clone()
+        };
+        assert_eq!(
+            kind(&second).as_deref(),
+            Some("function"),
+            "filled in on a first fragment"
+        );
+        assert_eq!(kind(&more), None);
     }
 
     #[test]
