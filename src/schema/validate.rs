@@ -345,16 +345,15 @@ impl Validator {
         for (i, call) in m.tool_calls.iter().flatten().enumerate() {
             let call_path = path.field("tool_calls").index(i);
             if call.id.is_empty() {
-                self.fail(
-                    call_path.field("id"),
-                    format!("`{}` must not be empty", call_path.field("id")),
-                );
+                self.missing(call_path.field("id"));
             }
-            if call.kind != "function" {
-                self.fail(
+            match call.kind.as_str() {
+                "" => self.missing(call_path.field("type")),
+                "function" => {}
+                _ => self.fail(
                     call_path.field("type"),
                     format!("`{}` must be `function`", call_path.field("type")),
-                );
+                ),
             }
             if call.function.name.is_empty() {
                 self.missing(call_path.field("function").field("name"));

@@ -309,6 +309,12 @@ fn role_specific_part_kinds() {
         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": ""}}]}]}));
     assert_eq!(param(body), "messages[0].tool_calls");
     assert_eq!(param(with(json!({"messages": []}))), "messages");
+    let body = with(json!({"messages": [{"role": "assistant",
+        "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{}"}}]}]}));
+    assert_eq!(param(body), "messages[0].tool_calls[0].type");
+    let body = with(json!({"messages": [{"role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}));
+    assert_eq!(param(body), "messages[0].tool_calls[0].id");
 }
 
 #[test]
