@@ -191,6 +191,15 @@ pub enum GatewayError {
         "the model `{0}` does not exist; send `<provider>/<model>` or an alias from the config"
     )]
     ModelNotFound(String),
+    /// The chosen provider cannot take a field of the request (or, with `strict_params`,
+    /// would have to drop it).
+    #[error("{message}")]
+    Unsupported {
+        /// The field's path.
+        param: String,
+        /// A sentence naming the provider and the field.
+        message: String,
+    },
     /// An upstream failed.
     #[error("provider `{provider}`: {error}")]
     Upstream {
@@ -217,6 +226,7 @@ impl GatewayError {
             GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Upstream { error, .. } => upstream_status(error),
             GatewayError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -237,6 +247,7 @@ impl GatewayError {
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
             GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::Unsupported { .. } => "unsupported_parameter",
             GatewayError::Upstream { error, .. } => return upstream_code(error),
             GatewayError::NoHealthyUpstream(_) => "no_healthy_upstream",
             GatewayError::Internal(_) => "internal_error",
@@ -265,6 +276,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => {
                 Some("model".to_owned())
             }
+            GatewayError::Unsupported { param, .. } => Some(param.clone()),
             _ => None,
         }
     }

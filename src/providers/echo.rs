@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::{CallCx, ChunkStream, Provider};
+use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
 use crate::error::ProviderError;
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, ResponseMessage, Role, Usage,
@@ -119,9 +119,15 @@ fn chunk(cx: &CallCx, id: &str, created: i64, choices: Vec<ChunkChoice>) -> Chat
 
 #[async_trait]
 impl Provider for EchoProvider {
+    /// Echo reads the canonical request itself and takes every field (it ignores most).
+    fn prepare(&self, _request: &ChatRequest, _cx: &CallCx) -> Result<Prepared, Unsupported> {
+        Ok(Prepared::default())
+    }
+
     async fn chat(
         &self,
         request: &ChatRequest,
+        _prepared: &Prepared,
         cx: &CallCx,
     ) -> Result<ChatResponse, ProviderError> {
         let answer = Answer::of(request);
@@ -151,6 +157,7 @@ impl Provider for EchoProvider {
     async fn chat_stream(
         &self,
         request: &ChatRequest,
+        _prepared: &Prepared,
         cx: &CallCx,
     ) -> Result<ChunkStream, ProviderError> {
         let answer = Answer::of(request);
@@ -211,7 +218,10 @@ mod tests {
             {"role": "assistant", "content": "ok"},
             {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "big world"}]}
         ]}));
-        let response = EchoProvider.chat(&r, &cx()).await.unwrap();
+        let response = EchoProvider
+            .chat(&r, &Prepared::default(), &cx())
+            .await
+            .unwrap();
         assert_eq!(response.choices.len(), 2);
         assert_eq!(
             response.choices[1].message.content.as_deref(),
@@ -233,7 +243,10 @@ mod tests {
     async fn cuts_to_the_token_limit() {
         let r = request(json!({"model": "echo/x", "max_tokens": 2,
             "messages": [{"role": "user", "content": "one  two three"}]}));
-        let response = EchoProvider.chat(&r, &cx()).await.unwrap();
+        let response = EchoProvider
+            .chat(&r, &Prepared::default(), &cx())
+            .await
+            .unwrap();
         assert_eq!(
             response.choices[0].message.content.as_deref(),
             Some("one  two")
@@ -241,7 +254,10 @@ mod tests {
         assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
         let r = request(json!({"model": "echo/x", "max_completion_tokens": 3,
             "messages": [{"role": "user", "content": "one two three "}]}));
-        let response = EchoProvider.chat(&r, &cx()).await.unwrap();
+        let response = EchoProvider
+            .chat(&r, &Prepared::default(), &cx())
+            .await
+            .unwrap();
         assert_eq!(response.choices[0].finish_reason.as_deref(), Some("stop"));
     }
 
@@ -251,7 +267,7 @@ mod tests {
             let r = request(json!({"model": "echo/x", "stream": true,
                 "messages": [{"role": "user", "content": text}]}));
             let chunks: Vec<_> = EchoProvider
-                .chat_stream(&r, &cx())
+                .chat_stream(&r, &Prepared::default(), &cx())
                 .await
                 .unwrap()
                 .collect()

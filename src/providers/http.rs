@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use futures_util::StreamExt;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{CallCx, ChunkStream};
+use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
 use crate::config::ProviderConfig;
 use crate::error::ProviderError;
-use crate::schema::ChatChunk;
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseEvent, SseStream};
 
 /// How much of an unreadable body an error message quotes.
@@ -60,24 +60,21 @@ impl Upstream {
         })
     }
 
-    /// POSTs `body`; a non-2xx answer becomes [`ProviderError::Status`].
-    pub async fn post<B: Serialize + ?Sized>(
+    /// POSTs a prepared body; a non-2xx answer becomes [`ProviderError::Status`].
+    pub async fn post(
         &self,
-        body: &B,
+        prepared: &Prepared,
         cx: &CallCx,
-        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, ProviderError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| ProviderError::Decode(format!("cannot encode the request: {e}")))?;
         let mut request = self
             .client
             .post(&self.endpoint)
             .headers(self.headers.clone())
-            .body(body);
+            .body(prepared.body.clone());
         if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
             request = request.header("x-request-id", id);
         }
-        for (name, value) in extra {
+        for (name, value) in &prepared.headers {
             request = request.header(name, value);
         }
         let response = request.send().await.map_err(transport_error)?;
@@ -85,6 +82,74 @@ impl Upstream {
             Ok(response)
         } else {
             Err(error_from_response(response).await)
+        }
+    }
+}
+
+/// The request side of an HTTP provider's dialect. Every HTTP provider answers in OpenAI's
+/// shape (JSON completion or an event stream of chunks), so only translation and error
+/// adjustments differ between them.
+pub trait Dialect: Send + Sync + 'static {
+    /// Translates `request` for the provider called `name`.
+    fn prepare(
+        &self,
+        name: &str,
+        request: &ChatRequest,
+        cx: &CallCx,
+    ) -> Result<Prepared, Unsupported>;
+
+    /// Adjusts an upstream error to the contract (e.g. Nugen's 422 becomes 400).
+    fn map_error(&self, error: ProviderError) -> ProviderError {
+        error
+    }
+}
+
+/// An HTTP provider: a dialect over a pooled upstream client.
+pub struct HttpProvider<D> {
+    name: String,
+    upstream: Upstream,
+    dialect: D,
+}
+
+impl<D: Dialect> HttpProvider<D> {
+    /// The provider `name` as configured by `config`, speaking `dialect`.
+    pub fn new(name: &str, config: &ProviderConfig, dialect: D) -> anyhow::Result<Self> {
+        Ok(HttpProvider {
+            name: name.to_owned(),
+            upstream: Upstream::new(config)?,
+            dialect,
+        })
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Provider for HttpProvider<D> {
+    fn prepare(&self, request: &ChatRequest, cx: &CallCx) -> Result<Prepared, Unsupported> {
+        self.dialect.prepare(&self.name, request, cx)
+    }
+
+    async fn chat(
+        &self,
+        _request: &ChatRequest,
+        prepared: &Prepared,
+        cx: &CallCx,
+    ) -> Result<ChatResponse, ProviderError> {
+        let call = async {
+            let response = self.upstream.post(prepared, cx).await?;
+            read_json(response).await
+        };
+        call.await.map_err(|e| self.dialect.map_error(e))
+    }
+
+    async fn chat_stream(
+        &self,
+        _request: &ChatRequest,
+        prepared: &Prepared,
+        cx: &CallCx,
+    ) -> Result<ChunkStream, ProviderError> {
+        match self.upstream.post(prepared, cx).await {
+            Ok(response) => Ok(chunk_stream(response, openai_event)),
+            Err(error) => Err(self.dialect.map_error(error)),
         }
     }
 }

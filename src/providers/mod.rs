@@ -6,15 +6,21 @@
 //! lives in [`http`]. Normalizing ids, roles and usage for the client is not an adapter's job
 //! (see [`crate::stream::normalize`]).
 
+pub mod atoma;
 pub mod echo;
 pub mod http;
+pub mod nugen;
 pub mod openai;
+pub mod orq;
+pub mod translate;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::http::{HeaderName, HeaderValue};
+use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::config::{ProviderConfig, ProviderKind};
@@ -35,18 +41,47 @@ pub struct CallCx {
     pub request_id: String,
 }
 
+/// A request translated for one provider, ready to send (and to send again on a retry).
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The JSON body (empty for the echo provider, which reads the request itself).
+    pub body: Bytes,
+    /// Headers this request adds (e.g. Nugen's `X-Session-ID`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request fields the provider cannot take and that were left out, by path; named in
+    /// `x-llmgate-dropped-params` (or a 400 when the provider has `strict_params`).
+    pub dropped: Vec<String>,
+}
+
+/// A request the provider cannot take in any form (a role, a content part kind ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The offending field's path, e.g. `messages[2].role`.
+    pub param: String,
+    /// A sentence naming the provider and the field.
+    pub message: String,
+}
+
 /// One upstream provider.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
+    /// Translates `request` into this provider's dialect.
+    fn prepare(&self, request: &ChatRequest, cx: &CallCx) -> Result<Prepared, Unsupported>;
+
     /// A whole completion.
-    async fn chat(&self, request: &ChatRequest, cx: &CallCx)
-    -> Result<ChatResponse, ProviderError>;
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        prepared: &Prepared,
+        cx: &CallCx,
+    ) -> Result<ChatResponse, ProviderError>;
 
     /// Opens a stream. `Err`: it could not be opened (connect, non-2xx status) and is safe to
     /// retry or fall back from.
     async fn chat_stream(
         &self,
         request: &ChatRequest,
+        prepared: &Prepared,
         cx: &CallCx,
     ) -> Result<ChunkStream, ProviderError>;
 }
@@ -75,11 +110,16 @@ impl Registry {
         for (name, config) in configs {
             let adapter: Arc<dyn Provider> = match config.kind {
                 ProviderKind::Echo => Arc::new(echo::EchoProvider),
-                ProviderKind::OpenAi => Arc::new(openai::OpenAiProvider::new(config)?),
-                other => anyhow::bail!(
-                    "providers.{name}.kind: the `{}` adapter is not available in this build",
-                    other.as_str()
-                ),
+                ProviderKind::OpenAi => {
+                    Arc::new(http::HttpProvider::new(name, config, openai::OpenAi)?)
+                }
+                ProviderKind::Nugen => {
+                    Arc::new(http::HttpProvider::new(name, config, nugen::Nugen)?)
+                }
+                ProviderKind::Atoma => {
+                    Arc::new(http::HttpProvider::new(name, config, atoma::Atoma)?)
+                }
+                ProviderKind::Orq => Arc::new(http::HttpProvider::new(name, config, orq::Orq)?),
             };
             let handle = ProviderHandle {
                 name: name.clone(),

@@ -75,6 +75,57 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A non-negative count (tokens, an index) that also accepts a float: orq's schema types
+/// them as `number`, so `12.0` must read as 12.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+impl From<Count> for u64 {
+    fn from(c: Count) -> u64 {
+        c.0
+    }
+}
+
+impl From<Count> for u32 {
+    fn from(c: Count) -> u32 {
+        u32::try_from(c.0).unwrap_or(u32::MAX)
+    }
+}
+
+impl From<Count> for Option<u32> {
+    fn from(c: Count) -> Option<u32> {
+        Some(c.into())
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative count")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                u64::try_from(v)
+                    .map(Count)
+                    .map_err(|_| E::custom("a count cannot be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+                if (0.0..1e18).contains(&v) && v.fract() == 0.0 {
+                    Ok(Count(v as u64))
+                } else {
+                    Err(E::custom(format!("{v} is not a whole non-negative count")))
+                }
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
 /// Implements `Deserialize` for a struct that derives `Default` and has an
 /// `extra: serde_json::Map<String, Value>` field receiving every unknown key.
 ///
@@ -193,5 +244,13 @@ mod tests {
         assert_eq!(t.0, 1_704_123_600);
         assert!(serde_json::from_str::<Timestamp>("-1.5").is_err());
         assert!(serde_json::from_str::<Timestamp>("\"now\"").is_err());
+    }
+
+    #[test]
+    fn counts_accept_whole_floats() {
+        assert_eq!(serde_json::from_str::<Count>("12").unwrap(), Count(12));
+        assert_eq!(serde_json::from_str::<Count>("12.0").unwrap(), Count(12));
+        assert!(serde_json::from_str::<Count>("1.5").is_err());
+        assert!(serde_json::from_str::<Count>("-1").is_err());
     }
 }

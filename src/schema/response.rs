@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::de::{Timestamp, deserialize_with_extras};
+use super::de::{Count, Timestamp, deserialize_with_extras};
 use super::request::{Extra, FunctionCall, ToolCall};
 
 /// A non-streamed chat completion.
@@ -63,7 +63,7 @@ pub struct Choice {
 deserialize_with_extras!(Choice, "a choice object",
     required {}
     optional {
-        "index" => index, "message" => message, "finish_reason" => finish_reason,
+        "index" => index as Count, "message" => message, "finish_reason" => finish_reason,
         "logprobs" => logprobs,
     }
 );
@@ -116,8 +116,9 @@ pub struct Usage {
 deserialize_with_extras!(Usage, "a usage object",
     required {}
     optional {
-        "prompt_tokens" => prompt_tokens, "completion_tokens" => completion_tokens,
-        "total_tokens" => total_tokens,
+        "prompt_tokens" => prompt_tokens as Count,
+        "completion_tokens" => completion_tokens as Count,
+        "total_tokens" => total_tokens as Count,
     }
 );
 
@@ -173,7 +174,7 @@ pub struct ChunkChoice {
 deserialize_with_extras!(ChunkChoice, "a chunk choice object",
     required {}
     optional {
-        "index" => index, "delta" => delta, "finish_reason" => finish_reason,
+        "index" => index as Count, "delta" => delta, "finish_reason" => finish_reason,
         "logprobs" => logprobs,
     }
 );
@@ -244,7 +245,7 @@ pub struct ToolCallDelta {
 
 deserialize_with_extras!(ToolCallDelta, "a tool call delta object",
     required {}
-    optional { "index" => index, "id" => id, "type" => kind, "function" => function }
+    optional { "index" => index as Count, "id" => id, "type" => kind, "function" => function }
 );
 
 /// A fragment of a function call.
@@ -276,6 +277,18 @@ mod tests {
         assert_eq!(out["created"], serde_json::json!(1_704_123_600));
         assert_eq!(out["choices"][0]["logprobs"], Value::Null);
         assert_eq!(out["confidence_score"], serde_json::json!(89.5454));
+    }
+
+    #[test]
+    fn orq_number_typed_counts_read_as_integers() {
+        let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"m",
+            "choices":[{"index":0.0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":3.0,"completion_tokens":1,"total_tokens":4.0}}"#;
+        let r: ChatResponse = serde_json::from_str(body).unwrap();
+        let usage = r.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.total_tokens), (3, 4));
+        let out = serde_json::to_value(&r.choices[0]).unwrap();
+        assert_eq!(out["index"], serde_json::json!(0));
     }
 
     #[test]

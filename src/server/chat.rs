@@ -20,7 +20,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::middleware::{RequestStart, request_id};
 use crate::error::{GatewayError, ProviderError};
-use crate::providers::CallCx;
+use crate::providers::{CallCx, Prepared};
 use crate::routing::Route;
 use crate::schema::{ChatRequest, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, normalize_response};
@@ -83,11 +83,50 @@ pub async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayEr
         session_id: call.session_id.clone(),
         request_id: call.request_id.clone(),
     };
-    if request.is_stream() {
-        stream(&call, &route, &request, &cx).await
+    let prepared = prepare(&route, &request, &cx)?;
+    let mut answer = if request.is_stream() {
+        stream(&call, &route, &request, &prepared, &cx).await?
     } else {
-        whole(&call, &route, &request, &cx).await
+        whole(&call, &route, &request, &prepared, &cx).await?
+    };
+    if !prepared.dropped.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&prepared.dropped.join(", "))
+    {
+        answer
+            .headers_mut()
+            .insert("x-llmgate-dropped-params", value);
     }
+    Ok(answer)
+}
+
+/// Translates the request for the route's provider; with `strict_params`, a field the
+/// provider would drop is a 400 instead.
+fn prepare(route: &Route, request: &ChatRequest, cx: &CallCx) -> Result<Prepared, GatewayError> {
+    let prepared =
+        route
+            .provider
+            .adapter
+            .prepare(request, cx)
+            .map_err(|u| GatewayError::Unsupported {
+                param: u.param,
+                message: u.message,
+            })?;
+    if route.provider.config.strict_params && !prepared.dropped.is_empty() {
+        return Err(GatewayError::Unsupported {
+            param: prepared.dropped[0].clone(),
+            message: format!(
+                "provider `{}` does not accept {} (it has strict_params = true)",
+                route.provider.name,
+                prepared
+                    .dropped
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok(prepared)
 }
 
 fn upstream_error(route: &Route, error: ProviderError) -> GatewayError {
@@ -101,14 +140,16 @@ async fn whole(
     call: &ChatCall,
     route: &Route,
     request: &ChatRequest,
+    prepared: &Prepared,
     cx: &CallCx,
 ) -> Result<Response, GatewayError> {
     let timeout = route.provider.config.timeout;
     let upstream_start = Instant::now();
-    let mut response = tokio::time::timeout(timeout, route.provider.adapter.chat(request, cx))
-        .await
-        .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
-        .map_err(|e| upstream_error(route, e))?;
+    let mut response =
+        tokio::time::timeout(timeout, route.provider.adapter.chat(request, prepared, cx))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
+            .map_err(|e| upstream_error(route, e))?;
     let upstream_time = upstream_start.elapsed();
     normalize_response(&mut response, &request.model);
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -132,17 +173,20 @@ async fn stream(
     call: &ChatCall,
     route: &Route,
     request: &ChatRequest,
+    prepared: &Prepared,
     cx: &CallCx,
 ) -> Result<Response, GatewayError> {
     let settings = &call.state.server;
     let timeout = route.provider.config.timeout;
     let upstream_start = Instant::now();
     let deadline = upstream_start + timeout;
-    let upstream =
-        tokio::time::timeout_at(deadline, route.provider.adapter.chat_stream(request, cx))
-            .await
-            .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
-            .map_err(|e| upstream_error(route, e))?;
+    let upstream = tokio::time::timeout_at(
+        deadline,
+        route.provider.adapter.chat_stream(request, prepared, cx),
+    )
+    .await
+    .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
+    .map_err(|e| upstream_error(route, e))?;
     let timing = StreamTiming {
         keepalive: settings.stream_keepalive,
         idle_timeout: settings.stream_idle_timeout,
