@@ -11,7 +11,9 @@
 
 mod binary;
 mod chat;
+mod contract;
 mod errors;
 mod server;
 mod stream;
 mod support;
+mod translate;
