@@ -24,6 +24,9 @@ fn the_example_config_parses() {
         ("LLMGATE_KEY_TEAM_A", "sk-team-a"),
         ("LLMGATE_KEY_DEMO", "sk-demo"),
         ("OPENAI_API_KEY", "sk-openai"),
+        ("NUGEN_API_KEY", "sk-nugen"),
+        ("ATOMA_API_KEY", "sk-atoma"),
+        ("ORQ_API_KEY", "sk-orq"),
     ]);
     let config = from_toml_str(text, &env).expect("the example must stay valid");
     assert_eq!(
@@ -35,6 +38,8 @@ fn the_example_config_parses() {
         "sk-openai"
     );
     assert_eq!(config.models["fast"].targets.len(), 2);
+    assert_eq!(config.providers.len(), 6);
+    assert!(config.providers["orq"].strict_params);
     assert_eq!(config.models["fast"].retry.attempts, 3);
     let auth = config.auth.as_ref().unwrap();
     assert!(auth.keys[1].allows("echo/anything"));

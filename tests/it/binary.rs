@@ -31,6 +31,9 @@ fn check_prints_providers_and_routes() {
         .env("LLMGATE_KEY_TEAM_A", "a")
         .env("LLMGATE_KEY_DEMO", "b")
         .env("OPENAI_API_KEY", "c")
+        .env("NUGEN_API_KEY", "d")
+        .env("ATOMA_API_KEY", "e")
+        .env("ORQ_API_KEY", "f")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
