@@ -78,17 +78,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::providers::translate::testing::send;
 
     fn prepare(body: Value) -> Result<(Value, Vec<String>), Unsupported> {
-        let request = crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap();
-        let cx = CallCx {
-            upstream_model: "meta-llama/Llama-3.3-70B-Instruct".into(),
-            ..CallCx::default()
-        };
-        let prepared = Atoma.prepare("atoma", &request, &cx)?;
-        let mut dropped = prepared.dropped;
-        dropped.sort();
-        Ok((serde_json::from_slice(&prepared.body).unwrap(), dropped))
+        send(&Atoma, body, None).map(|sent| (sent.wire, sent.dropped))
     }
 
     #[test]
@@ -117,9 +110,9 @@ mod tests {
 
     #[test]
     fn function_messages_and_audio_parts_are_rejected() {
-        let function = json!({"model": "a/m", "messages": [{"role": "function", "name": "f", "content": "1"}]});
+        let function = json!({"model": "atoma/m", "messages": [{"role": "function", "name": "f", "content": "1"}]});
         assert_eq!(prepare(function).unwrap_err().param, "messages[0].role");
-        let file = json!({"model": "a/m", "messages": [{"role": "user", "content": [
+        let file = json!({"model": "atoma/m", "messages": [{"role": "user", "content": [
             {"type": "file", "file": {"file_id": "f1"}}]}]});
         let err = prepare(file).unwrap_err();
         assert_eq!(err.param, "messages[0].content[0].type");

@@ -128,22 +128,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::providers::translate::testing::send;
 
     fn prepare(
         body: Value,
         session: Option<&str>,
     ) -> Result<(Value, Vec<String>, Prepared), Unsupported> {
-        let request = crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap();
-        let cx = CallCx {
-            upstream_model: "nugen-flash-instruct".into(),
-            session_id: session.map(str::to_owned),
-            ..CallCx::default()
-        };
-        let prepared = Nugen.prepare("nugen", &request, &cx)?;
-        let wire = serde_json::from_slice(&prepared.body).unwrap();
-        let mut dropped = prepared.dropped.clone();
-        dropped.sort();
-        Ok((wire, dropped, prepared))
+        send(&Nugen, body, session).map(|sent| (sent.wire, sent.dropped, sent.prepared))
     }
 
     #[test]
@@ -193,7 +184,7 @@ mod tests {
     #[test]
     fn thinking_becomes_reasoning_max_tokens() {
         let (wire, dropped, _) = prepare(
-            json!({"model": "n/m", "messages": [{"role": "user", "content": "hi"}],
+            json!({"model": "nugen/m", "messages": [{"role": "user", "content": "hi"}],
                 "thinking": {"type": "enabled", "budget_tokens": 2048}}),
             None,
         )
@@ -205,7 +196,7 @@ mod tests {
 
     #[test]
     fn what_nugen_cannot_take_is_a_400_naming_provider_and_field() {
-        let tool = json!({"model": "n/m", "messages": [{"role": "user", "content": "hi"},
+        let tool = json!({"model": "nugen/m", "messages": [{"role": "user", "content": "hi"},
             {"role": "tool", "tool_call_id": "c", "content": "42"}]});
         let err = prepare(tool, None).unwrap_err();
         assert_eq!(err.param, "messages[1].role");
@@ -214,13 +205,13 @@ mod tests {
             "{}",
             err.message
         );
-        let calls = json!({"model": "n/m", "messages": [{"role": "assistant", "tool_calls": [
+        let calls = json!({"model": "nugen/m", "messages": [{"role": "assistant", "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]});
         assert_eq!(
             prepare(calls, None).unwrap_err().param,
             "messages[0].tool_calls"
         );
-        let audio = json!({"model": "n/m", "messages": [{"role": "user", "content": [
+        let audio = json!({"model": "nugen/m", "messages": [{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}]}]});
         assert_eq!(
             prepare(audio, None).unwrap_err().param,

@@ -145,18 +145,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::providers::translate::testing::send;
 
     fn prepare(body: Value, session: Option<&str>) -> Result<(Value, Vec<String>), Unsupported> {
-        let request = crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap();
-        let cx = CallCx {
-            upstream_model: "openai/gpt-4o".into(),
-            session_id: session.map(str::to_owned),
-            ..CallCx::default()
-        };
-        let prepared = Orq.prepare("orq", &request, &cx)?;
-        let mut dropped = prepared.dropped;
-        dropped.sort();
-        Ok((serde_json::from_slice(&prepared.body).unwrap(), dropped))
+        send(&Orq, body, session).map(|sent| (sent.wire, sent.dropped))
     }
 
     #[test]

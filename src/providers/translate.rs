@@ -325,3 +325,45 @@ impl<'a> Translation<'a> {
         }
     }
 }
+
+/// Test support: what an upstream receives for a client body.
+#[cfg(test)]
+pub mod testing {
+    use serde_json::Value;
+
+    use super::super::http::Dialect;
+    use super::super::{CallCx, Prepared, Unsupported};
+
+    /// A translated request as the upstream sees it.
+    pub struct Sent {
+        /// The JSON body.
+        pub wire: Value,
+        /// The dropped fields, sorted.
+        pub dropped: Vec<String>,
+        /// Everything `prepare` returned.
+        pub prepared: Prepared,
+    }
+
+    /// Translates `body` (whose `model` is `<provider>/<upstream model>`) with `dialect`.
+    pub fn send(
+        dialect: &dyn Dialect,
+        body: Value,
+        session: Option<&str>,
+    ) -> Result<Sent, Unsupported> {
+        let request = crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap();
+        let (provider, model) = request.model.split_once('/').unwrap();
+        let cx = CallCx {
+            upstream_model: model.to_owned(),
+            session_id: session.map(str::to_owned),
+            ..CallCx::default()
+        };
+        let prepared = dialect.prepare(provider, &request, &cx)?;
+        let mut dropped = prepared.dropped.clone();
+        dropped.sort();
+        Ok(Sent {
+            wire: serde_json::from_slice(&prepared.body).unwrap(),
+            dropped,
+            prepared,
+        })
+    }
+}

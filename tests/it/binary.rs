@@ -59,31 +59,20 @@ fn check_fails_with_the_key_path() {
     let dir = std::env::temp_dir().join(format!("llmgate-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
-        "[providers.x]\nkind = \"openai\"\nbase_url = \"not a url\"\n",
-    )
-    .unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let check = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "check must fail for {config}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = check("[providers.x]\nkind = \"openai\"\nbase_url = \"not a url\"\n");
     assert!(stderr.contains("providers.x.base_url"), "{stderr}");
-    std::fs::write(
-        &path,
-        "[providers.x]\nkind = \"openai\"\napi_key = \"${LLMGATE_TEST_UNSET_VAR}\"\n",
-    )
-    .unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr =
+        check("[providers.x]\nkind = \"openai\"\napi_key = \"${LLMGATE_TEST_UNSET_VAR}\"\n");
     assert!(
         stderr.contains("LLMGATE_TEST_UNSET_VAR") && stderr.contains("providers.x.api_key"),
         "{stderr}"
@@ -106,29 +95,14 @@ fn serve_listens_where_told_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let mut healthy = false;
-    for _ in 0..100 {
-        if let Ok(response) = reqwest::blocking_get(&url) {
-            healthy = response;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(healthy, "the gateway answered /healthz");
+    let healthy = poll_for(|| get_is_ok(&format!("127.0.0.1:{port}"), "/healthz").ok());
+    assert_eq!(healthy, Some(true), "the gateway answered /healthz");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exited = poll_for(|| child.try_wait().unwrap());
     let _ = child.kill();
     assert!(
         exited.is_some_and(|s| s.success()),
@@ -136,20 +110,27 @@ fn serve_listens_where_told_and_stops_on_sigterm() {
     );
 }
 
-/// A tiny blocking GET over a plain TCP socket (reqwest's blocking client is not built).
-mod reqwest {
-    use std::io::{Read, Write};
-
-    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
-        let rest = url.strip_prefix("http://").unwrap_or(url);
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut stream = std::net::TcpStream::connect(host)?;
-        write!(
-            stream,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response.starts_with("HTTP/1.1 200"))
+/// Calls `probe` every 50 ms, up to 5 s, until it returns something.
+fn poll_for<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..100 {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    None
+}
+
+/// Whether a plain HTTP/1.1 GET of `path` on `host` answers 200 (the blocking reqwest client
+/// is not built, and one request needs no more than a socket).
+fn get_is_ok(host: &str, path: &str) -> std::io::Result<bool> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.starts_with("HTTP/1.1 200"))
 }

@@ -78,10 +78,6 @@ async fn gateway(kind: &Kind, response: ResponseTemplate) -> (MockServer, TestAp
     (upstream, app)
 }
 
-fn sse(body: String) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
-}
-
 /// Text the deltas of a fixture stream add up to.
 fn streamed_text(body: &str) -> String {
     sse_chunks(body)
@@ -168,7 +164,7 @@ pub async fn ok(kind: &Kind) {
 
 pub async fn stream(kind: &Kind) {
     let body = fixture(kind, "stream.sse");
-    let (upstream, app) = gateway(kind, sse(body.clone())).await;
+    let (upstream, app) = gateway(kind, sse_response(body.clone())).await;
     let text = app
         .chat(ask_stream("up/m", "hi", false))
         .await
@@ -196,7 +192,7 @@ pub async fn stream_with_usage(kind: &Kind) {
         .into_iter()
         .rev()
         .find_map(|c| c.get("usage").filter(|u| !u.is_null()).cloned());
-    let (_upstream, app) = gateway(kind, sse(body.clone())).await;
+    let (_upstream, app) = gateway(kind, sse_response(body.clone())).await;
     let text = app
         .chat(ask_stream("up/m", "hi", true))
         .await
@@ -223,7 +219,7 @@ pub async fn stream_with_usage(kind: &Kind) {
 }
 
 pub async fn streamed_tool_call(kind: &Kind) {
-    let (_upstream, app) = gateway(kind, sse(fixture(kind, "stream_tool_call.sse"))).await;
+    let (_upstream, app) = gateway(kind, sse_response(fixture(kind, "stream_tool_call.sse"))).await;
     let mut body = ask_stream("up/m", "weather in Boston?", false);
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]);
@@ -302,7 +298,7 @@ pub async fn malformed_chunk(kind: &Kind) {
         .to_owned();
     let (_upstream, app) = gateway(
         kind,
-        sse(format!("{first}\n\ndata: {{\"choices\": [oops\n\n")),
+        sse_response(format!("{first}\n\ndata: {{\"choices\": [oops\n\n")),
     )
     .await;
     let answer = app.chat(ask_stream("up/m", "hi", false)).await;
@@ -320,7 +316,8 @@ pub async fn malformed_chunk(kind: &Kind) {
 }
 
 pub async fn error_as_first_event(kind: &Kind) {
-    let (_upstream, app) = gateway(kind, sse(fixture(kind, "error_first_event.sse"))).await;
+    let (_upstream, app) =
+        gateway(kind, sse_response(fixture(kind, "error_first_event.sse"))).await;
     let answer = app.chat(ask_stream("up/m", "hi", false)).await;
     assert_eq!(answer.status(), 429);
     assert_eq!(answer.headers()["content-type"], "application/json");

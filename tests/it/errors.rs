@@ -127,16 +127,6 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
     assert_eq!(error_of(response).await.0, 405);
 }
 
-async fn upstream_answering(response: ResponseTemplate) -> (MockServer, TestApp) {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(response)
-        .mount(&upstream)
-        .await;
-    let app = spawn_app(&openai_config(&format!("{}/v1", upstream.uri()), "")).await;
-    (upstream, app)
-}
-
 #[tokio::test]
 async fn upstream_failures_map_per_contract() {
     let openai_error = |message: &str, code: &str| json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
@@ -188,7 +178,7 @@ async fn upstream_failures_map_per_contract() {
         ),
     ];
     for (response, status, code) in cases {
-        let (_upstream, app) = upstream_answering(response).await;
+        let (_upstream, app) = app_with_upstream(response).await;
         let answer = app.chat(ask("up/m", "x")).await;
         let retry_after = answer.headers().get("retry-after").cloned();
         let (got, error) = error_of(answer).await;
@@ -212,7 +202,7 @@ async fn upstream_failures_map_per_contract() {
 #[tokio::test]
 async fn an_unreadable_upstream_body_is_quoted_in_the_502() {
     let (_upstream, app) =
-        upstream_answering(ResponseTemplate::new(200).set_body_string("<html>oops</html>")).await;
+        app_with_upstream(ResponseTemplate::new(200).set_body_string("<html>oops</html>")).await;
     let (_, error) = error_of(app.chat(ask("up/m", "x")).await).await;
     let message = error["error"]["message"].as_str().unwrap();
     assert!(

@@ -99,6 +99,24 @@ pub fn openai_config(base_url: &str, extra: &str) -> String {
     )
 }
 
+/// A gateway whose provider `up` (kind openai) is a mock answering every POST with `response`.
+pub async fn app_with_upstream(
+    response: wiremock::ResponseTemplate,
+) -> (wiremock::MockServer, TestApp) {
+    let upstream = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(response)
+        .mount(&upstream)
+        .await;
+    let app = spawn_app(&openai_config(&format!("{}/v1", upstream.uri()), "")).await;
+    (upstream, app)
+}
+
+/// An event-stream response with `body`.
+pub fn sse_response(body: String) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
 /// A user message request for `model`.
 pub fn ask(model: &str, text: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -136,13 +154,6 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
         .filter(|e| e.as_str() != "[DONE]" && !e.starts_with(':'))
         .map(|e| serde_json::from_str(e).expect("chunk is JSON"))
         .collect()
-}
-
-/// An OpenAI-style SSE body from chunk JSON values, ending with `[DONE]`.
-pub fn sse_body(chunks: &[Value]) -> String {
-    let mut out: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-    out.push_str("data: [DONE]\n\n");
-    out
 }
 
 /// A raw loopback upstream that answers one request with SSE headers and `first` event(s),
