@@ -11,10 +11,13 @@
 //! - [`schema`]: canonical request, response and chunk types; parsing and validation.
 //! - [`server`]: axum routes, the two ingress dialects (`/v1`, `/api/v3`), keys, health,
 //!   OpenAPI, graceful shutdown.
-//! - [`routing`]: model name -> provider and upstream model.
+//! - [`routing`]: model name and routing policy -> an ordered plan of attempts; retries,
+//!   fallbacks, timeouts, circuit breaking, hedging, variables.
+//! - [`cache`]: the exact-match response cache.
 //! - [`providers`]: the [`providers::Provider`] trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -150,6 +150,10 @@ struct RawServer {
     shutdown_grace_secs: Option<u64>,
     stream_keepalive_secs: Option<u64>,
     stream_idle_timeout_secs: Option<u64>,
+    circuit_failures: Option<u32>,
+    circuit_cooldown_ms: Option<u64>,
+    cache_max_entries: Option<usize>,
+    cache_max_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +196,8 @@ struct RawModel {
     fallbacks: Vec<String>,
     retry: Option<RawRetry>,
     timeout_ms: Option<u64>,
+    hedge_after_ms: Option<u64>,
+    cache_ttl_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +219,14 @@ struct RawRetry {
     attempts: Option<u32>,
     on_status: Option<Vec<u16>>,
     backoff_ms: Option<u64>,
+}
+
+fn positive_ms(path: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(err(path, "must be at least 1")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
 }
 
 fn positive_secs(
@@ -331,6 +345,17 @@ impl RawServer {
                 self.stream_idle_timeout_secs,
                 defaults.stream_idle_timeout,
             )?,
+            circuit_failures: match self.circuit_failures {
+                Some(0) => return Err(err("server.circuit_failures", "must be at least 1")),
+                other => other.unwrap_or(defaults.circuit_failures),
+            },
+            circuit_cooldown: positive_ms(
+                "server.circuit_cooldown_ms",
+                self.circuit_cooldown_ms,
+                defaults.circuit_cooldown,
+            )?,
+            cache_max_entries: self.cache_max_entries.unwrap_or(defaults.cache_max_entries),
+            cache_max_bytes: self.cache_max_bytes.unwrap_or(defaults.cache_max_bytes),
         })
     }
 }
@@ -464,15 +489,26 @@ impl RawModel {
             None => RetryConfig::default(),
             Some(raw) => raw.check(&format!("{path}.retry"))?,
         };
-        let timeout = match self.timeout_ms {
-            Some(0) => return Err(err(format!("{path}.timeout_ms"), "must be at least 1")),
-            other => other.map(Duration::from_millis),
+        let optional_ms = |key: &str, value: Option<u64>| match value {
+            Some(0) => Err(err(format!("{path}.{key}"), "must be at least 1")),
+            other => Ok(other.map(Duration::from_millis)),
+        };
+        let cache_ttl = match self.cache_ttl_secs {
+            Some(secs) if !(1..=259_200).contains(&secs) => {
+                return Err(err(
+                    format!("{path}.cache_ttl_secs"),
+                    "must be between 1 and 259200",
+                ));
+            }
+            other => other.map(Duration::from_secs),
         };
         Ok(ModelConfig {
             targets,
             fallbacks: self.fallbacks.clone(),
             retry,
-            timeout,
+            timeout: optional_ms("timeout_ms", self.timeout_ms)?,
+            hedge_after: optional_ms("hedge_after_ms", self.hedge_after_ms)?,
+            cache_ttl,
         })
     }
 }

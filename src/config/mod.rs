@@ -43,6 +43,14 @@ pub struct ServerConfig {
     pub stream_keepalive: Duration,
     /// A stream whose upstream sends nothing for this long ends with an error event.
     pub stream_idle_timeout: Duration,
+    /// Consecutive failures that eject a target (circuit breaker).
+    pub circuit_failures: u32,
+    /// How long an ejected target rests before one probe request may try it.
+    pub circuit_cooldown: Duration,
+    /// The response cache holds at most this many answers ...
+    pub cache_max_entries: usize,
+    /// ... and at most this many bytes of them.
+    pub cache_max_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +62,10 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             stream_keepalive: Duration::from_secs(15),
             stream_idle_timeout: Duration::from_secs(300),
+            circuit_failures: 5,
+            circuit_cooldown: Duration::from_secs(30),
+            cache_max_entries: 10_000,
+            cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -198,6 +210,10 @@ pub struct ModelConfig {
     pub retry: RetryConfig,
     /// The whole request: every attempt and fallback together.
     pub timeout: Option<Duration>,
+    /// Start a second attempt on the next target when the first has not answered by then.
+    pub hedge_after: Option<Duration>,
+    /// Cache successful answers this long (exact match).
+    pub cache_ttl: Option<Duration>,
 }
 
 /// One target of an alias.

@@ -1,28 +1,31 @@
-//! Routing: which provider and upstream model answer a model name.
+//! Routing: which providers and upstream models answer a request, and in what order.
 //!
-//! `<provider>/<model>` goes straight to that configured provider (only the first `/`
-//! splits); an alias picks one of its targets by weight. Anything else is `model_not_found`.
+//! - [`plan`]: model name and per-request policy -> an ordered [`plan::Plan`] (aliases,
+//!   weights, stickiness, fallbacks, ejected targets left out).
+//! - [`retry`]: the one place that decides what is retryable, and the backoff.
+//! - [`health`]: circuit breaking per target.
+//! - [`execute`]: runs a plan: attempts, retries, fallbacks, timeouts, hedging.
+//! - [`variables`]: orq's `{{name}}` substitution, before routing.
 
-use std::collections::BTreeMap;
+pub mod execute;
+pub mod health;
+pub mod plan;
+pub mod retry;
+pub mod variables;
 
-use crate::config::{ModelConfig, Target};
-use crate::error::GatewayError;
-use crate::providers::{ProviderHandle, Registry};
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Where one attempt goes.
-#[derive(Clone)]
-pub struct Route {
-    /// The provider.
-    pub provider: ProviderHandle,
-    /// The model name to ask it for.
-    pub upstream_model: String,
-}
+use crate::config::{ModelConfig, ServerConfig};
+use crate::providers::Registry;
+use health::Health;
 
-/// Resolves model names against the configured providers and aliases.
-#[derive(Clone, Default)]
+/// Resolves model names against the configured providers and aliases, and remembers the
+/// health of every target.
 pub struct Router {
     registry: Registry,
     aliases: BTreeMap<String, ModelConfig>,
+    /// Circuit breakers, by `provider/model`.
+    pub health: Health,
 }
 
 /// One entry of `/v1/models`.
@@ -36,38 +39,21 @@ pub struct ListedModel {
 
 impl Router {
     /// A router over `registry` and the configured aliases.
-    pub fn new(registry: Registry, aliases: BTreeMap<String, ModelConfig>) -> Self {
-        Router { registry, aliases }
+    pub fn new(
+        registry: Registry,
+        aliases: BTreeMap<String, ModelConfig>,
+        server: &ServerConfig,
+    ) -> Self {
+        Router {
+            registry,
+            aliases,
+            health: Health::new(server.circuit_failures, server.circuit_cooldown),
+        }
     }
 
     /// The configured providers.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// The route for `model`.
-    pub fn resolve(&self, model: &str) -> Result<Route, GatewayError> {
-        if let Some(alias) = self.aliases.get(model) {
-            let target = pick_weighted(&alias.targets, fastrand::f64());
-            return self.direct(&target.provider, &target.model, model);
-        }
-        match model.split_once('/') {
-            Some((provider, upstream)) if !upstream.is_empty() => {
-                self.direct(provider, upstream, model)
-            }
-            _ => Err(GatewayError::ModelNotFound(model.to_owned())),
-        }
-    }
-
-    fn direct(&self, provider: &str, upstream: &str, asked: &str) -> Result<Route, GatewayError> {
-        let provider = self
-            .registry
-            .get(provider)
-            .ok_or_else(|| GatewayError::ModelNotFound(asked.to_owned()))?;
-        Ok(Route {
-            provider: provider.clone(),
-            upstream_model: upstream.to_owned(),
-        })
     }
 
     /// Every name a client can send: each alias, and `provider/model` for every model named
@@ -81,7 +67,7 @@ impl Router {
                 owned_by: "llmgate".to_owned(),
             })
             .collect();
-        let mut direct = std::collections::BTreeSet::new();
+        let mut direct = BTreeSet::new();
         for alias in self.aliases.values() {
             for target in &alias.targets {
                 direct.insert((target.provider.clone(), target.model.clone()));
@@ -99,41 +85,5 @@ impl Router {
             owned_by: provider,
         }));
         listed
-    }
-}
-
-/// The target a uniform draw `u` in `[0, 1)` lands on, in proportion to the weights.
-pub fn pick_weighted(targets: &[Target], u: f64) -> &Target {
-    let total: f64 = targets.iter().map(|t| t.weight).sum();
-    let mut point = u * total;
-    for target in targets {
-        if point < target.weight {
-            return target;
-        }
-        point -= target.weight;
-    }
-    // Rounding can leave `point` a hair above the last weight.
-    &targets[targets.len() - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(provider: &str, weight: f64) -> Target {
-        Target {
-            provider: provider.into(),
-            model: "m".into(),
-            weight,
-        }
-    }
-
-    #[test]
-    fn weighted_pick_follows_the_weights() {
-        let targets = [target("a", 3.0), target("b", 1.0)];
-        assert_eq!(pick_weighted(&targets, 0.0).provider, "a");
-        assert_eq!(pick_weighted(&targets, 0.74).provider, "a");
-        assert_eq!(pick_weighted(&targets, 0.75).provider, "b");
-        assert_eq!(pick_weighted(&targets, 0.999_999).provider, "b");
     }
 }

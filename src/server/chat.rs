@@ -1,11 +1,14 @@
 //! The chat completion flow both ingress dialects share: parse and validate, check the key's
-//! model list, route, call the provider, normalize, and answer as JSON or as an event stream.
+//! model list, substitute variables, plan the route, answer from the cache or run the plan,
+//! normalize, and answer as JSON or as an event stream.
 //!
-//! For a stream the first upstream chunk is awaited before `200` is committed, so a failure to
-//! open, an error as the first event or an empty stream is a real status; after that a failure
-//! is one error event (see [`crate::stream`]). Every completion response carries
-//! `x-llmgate-provider`, `-model`, `-attempts` and `-overhead-ms`.
+//! For a stream, an attempt lasts until the first upstream chunk: a failure to open, an error
+//! as the first event or an empty stream is retried or falls back like any failure, and only
+//! then is `200` committed. After that a failure is one error event (see [`crate::stream`]).
+//! Every completion response carries `x-llmgate-provider`, `-model`, `-attempts` and
+//! `-overhead-ms`, and `x-llmgate-cache` when caching applies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -19,12 +22,15 @@ use tower_http::request_id::RequestId;
 use super::AppState;
 use super::auth::Caller;
 use super::middleware::{RequestStart, request_id};
-use crate::error::{GatewayError, ProviderError};
-use crate::providers::{CallCx, Prepared};
-use crate::routing::Route;
+use crate::cache::{self, Cached};
+use crate::error::GatewayError;
+use crate::providers::{CallCx, Prepared, Unsupported};
+use crate::routing::execute::{AttemptError, Success, execute};
+use crate::routing::plan::{Candidate, Plan};
+use crate::routing::variables;
 use crate::schema::{ChatRequest, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, normalize_response};
-use crate::stream::{SseBody, StreamTiming};
+use crate::stream::{Opening, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
 pub struct ChatCall {
@@ -73,86 +79,258 @@ impl FromRequestParts<AppState> for ChatCall {
 
 /// Answers one chat completion request.
 pub async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
-    let request = parse_and_validate(&body)?;
-    if !call.caller.allows(&call.state, &request.model) {
-        return Err(GatewayError::ModelNotAllowed(request.model));
+    let mut request = parse_and_validate(&body)?;
+    check_allowed(&call, &request)?;
+    variables::apply(&mut request)?;
+    let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
+    let plan = call.state.router.plan(&request, session.as_deref())?;
+    let cache_key = plan.cache_ttl.map(|_| cache::key(&request));
+    if let Some(hit) = cache_key.as_ref().and_then(|key| call.state.cache.get(key)) {
+        return replay(&call, &request, &hit).await;
     }
-    let route = call.state.router.resolve(&request.model)?;
-    let cx = CallCx {
-        upstream_model: route.upstream_model.clone(),
-        session_id: call.session_id.clone(),
-        request_id: call.request_id.clone(),
-    };
-    let prepared = prepare(&route, &request, &cx)?;
+    let cache = cache_key.zip(plan.cache_ttl);
     let mut answer = if request.is_stream() {
-        stream(&call, &route, &request, &prepared, &cx).await?
+        stream(&call, &plan, &request, cache).await?
     } else {
-        whole(&call, &route, &request, &prepared, &cx).await?
+        whole(&call, &plan, &request, cache).await?
     };
-    if !prepared.dropped.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&prepared.dropped.join(", "))
-    {
+    if plan.cache_ttl.is_some() {
         answer
             .headers_mut()
-            .insert("x-llmgate-dropped-params", value);
+            .insert("x-llmgate-cache", HeaderValue::from_static("miss"));
     }
     Ok(answer)
 }
 
-/// Translates the request for the route's provider; with `strict_params`, a field the
-/// provider would drop is a 400 instead.
-fn prepare(route: &Route, request: &ChatRequest, cx: &CallCx) -> Result<Prepared, GatewayError> {
-    let prepared =
-        route
-            .provider
-            .adapter
-            .prepare(request, cx)
-            .map_err(|u| GatewayError::Unsupported {
-                param: u.param,
-                message: u.message,
-            })?;
-    if route.provider.config.strict_params && !prepared.dropped.is_empty() {
-        return Err(GatewayError::Unsupported {
+/// Every model name the request names must be allowed for the caller's key.
+fn check_allowed(call: &ChatCall, request: &ChatRequest) -> Result<(), GatewayError> {
+    let fallbacks = request.fallbacks.iter().flatten().map(|f| f.model.as_str());
+    let balanced = request
+        .load_balancer
+        .iter()
+        .flat_map(|b| b.models.iter().map(|m| m.model.as_str()));
+    let names = std::iter::once(request.model.as_str())
+        .chain(fallbacks)
+        .chain(balanced);
+    for name in names {
+        if !call.caller.allows(&call.state, name) {
+            return Err(GatewayError::ModelNotAllowed(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// orq's `orq.thread.id`, the other way to name a conversation.
+fn orq_thread_id(request: &ChatRequest) -> Option<String> {
+    let id = request
+        .extra
+        .get("orq")?
+        .get("thread")?
+        .get("id")?
+        .as_str()?;
+    Some(id.to_owned())
+}
+
+/// Translates the request for one candidate; with `strict_params`, a field the provider
+/// would drop makes the candidate unable to take the request.
+fn prepare(
+    candidate: &Candidate,
+    request: &ChatRequest,
+    cx: &CallCx,
+) -> Result<Prepared, Unsupported> {
+    let provider = &candidate.provider;
+    let prepared = provider.adapter.prepare(request, cx)?;
+    if provider.config.strict_params && !prepared.dropped.is_empty() {
+        let fields: Vec<String> = prepared.dropped.iter().map(|f| format!("`{f}`")).collect();
+        return Err(Unsupported {
             param: prepared.dropped[0].clone(),
             message: format!(
                 "provider `{}` does not accept {} (it has strict_params = true)",
-                route.provider.name,
-                prepared
-                    .dropped
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                provider.name,
+                fields.join(", ")
             ),
         });
     }
     Ok(prepared)
 }
 
-fn upstream_error(route: &Route, error: ProviderError) -> GatewayError {
-    GatewayError::Upstream {
-        provider: route.provider.name.clone(),
-        error,
+fn call_cx(call: &ChatCall, candidate: &Candidate) -> CallCx {
+    CallCx {
+        upstream_model: candidate.upstream_model.clone(),
+        session_id: call.session_id.clone(),
+        request_id: call.request_id.clone(),
     }
+}
+
+/// Where an answer came from, for the gateway headers.
+struct Answered<'a> {
+    provider: &'a str,
+    upstream_model: &'a str,
+    attempts: u32,
+    dropped: &'a [String],
+    /// Time spent waiting on upstreams (attempts, backoffs), not the gateway's.
+    upstream_time: Duration,
 }
 
 async fn whole(
     call: &ChatCall,
-    route: &Route,
+    plan: &Plan,
     request: &ChatRequest,
-    prepared: &Prepared,
-    cx: &CallCx,
+    cache: Option<(Vec<u8>, Duration)>,
 ) -> Result<Response, GatewayError> {
-    let timeout = route.provider.config.timeout;
-    let upstream_start = Instant::now();
-    let mut response =
-        tokio::time::timeout(timeout, route.provider.adapter.chat(request, prepared, cx))
-            .await
-            .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
-            .map_err(|e| upstream_error(route, e))?;
-    let upstream_time = upstream_start.elapsed();
+    let routing_start = Instant::now();
+    let result = execute(plan, &call.state.router.health, |candidate, _timeout| {
+        let cx = call_cx(call, candidate);
+        async move {
+            let prepared = prepare(candidate, request, &cx).map_err(AttemptError::Unsupported)?;
+            let response = candidate
+                .provider
+                .adapter
+                .chat(request, &prepared, &cx)
+                .await?;
+            Ok((response, prepared.dropped))
+        }
+    })
+    .await;
+    let Success {
+        value: (mut response, dropped),
+        candidate,
+        attempts,
+    } = result.map_err(|f| f.error)?;
+    let upstream_time = routing_start.elapsed();
     normalize_response(&mut response, &request.model);
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    if let Some((key, ttl)) = cache
+        && response.choices.iter().all(|c| c.finish_reason.is_some())
+    {
+        let cached = Cached {
+            response,
+            provider: candidate.provider.name.clone(),
+            upstream_model: candidate.upstream_model.clone(),
+        };
+        call.state.cache.insert(key, cached, ttl);
+    }
+    let answered = Answered {
+        provider: &candidate.provider.name,
+        upstream_model: &candidate.upstream_model,
+        attempts,
+        dropped: &dropped,
+        upstream_time,
+    };
+    Ok(json_answer(call, body, &answered))
+}
+
+async fn stream(
+    call: &ChatCall,
+    plan: &Plan,
+    request: &ChatRequest,
+    cache: Option<(Vec<u8>, Duration)>,
+) -> Result<Response, GatewayError> {
+    let settings = &call.state.server;
+    let routing_start = Instant::now();
+    let total_deadline = plan.total_timeout.map(|t| routing_start + t);
+    let result = execute(plan, &call.state.router.health, |candidate, timeout| {
+        let cx = call_cx(call, candidate);
+        async move {
+            let prepared = prepare(candidate, request, &cx).map_err(AttemptError::Unsupported)?;
+            let attempt_deadline = Instant::now() + timeout;
+            let upstream = candidate
+                .provider
+                .adapter
+                .chat_stream(request, &prepared, &cx)
+                .await?;
+            let timing = StreamTiming {
+                keepalive: settings.stream_keepalive,
+                idle_timeout: settings.stream_idle_timeout,
+                deadline: total_deadline.map_or(attempt_deadline, |d| d.min(attempt_deadline)),
+                attempt_timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
+            let mut body = SseBody::new(upstream, normalizer, &candidate.provider.name, timing);
+            body.open(settings.stream_keepalive).await?;
+            Ok((body, prepared.dropped))
+        }
+    })
+    .await;
+    let Success {
+        value: (mut body, dropped),
+        candidate,
+        attempts,
+    } = result.map_err(|f| f.error)?;
+    let upstream_time = routing_start.elapsed();
+    if let Some((key, ttl)) = cache {
+        let state = call.state.clone();
+        let (provider, upstream_model) = (
+            candidate.provider.name.clone(),
+            candidate.upstream_model.clone(),
+        );
+        body.record(Box::new(move |response| {
+            let cached = Cached {
+                response,
+                provider,
+                upstream_model,
+            };
+            state.cache.insert(key, cached, ttl);
+        }));
+    }
+    let answered = Answered {
+        provider: &candidate.provider.name,
+        upstream_model: &candidate.upstream_model,
+        attempts,
+        dropped: &dropped,
+        upstream_time,
+    };
+    Ok(sse_answer(call, body, &answered))
+}
+
+/// Answers from the cache, as JSON or as a replayed stream.
+async fn replay(
+    call: &ChatCall,
+    request: &ChatRequest,
+    hit: &Arc<Cached>,
+) -> Result<Response, GatewayError> {
+    let answered = Answered {
+        provider: &hit.provider,
+        upstream_model: &hit.upstream_model,
+        attempts: 0,
+        dropped: &[],
+        upstream_time: Duration::ZERO,
+    };
+    let mut answer = if request.is_stream() {
+        let chunks = cache::replay_chunks(&hit.response);
+        let upstream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+        let settings = &call.state.server;
+        let timing = StreamTiming {
+            keepalive: settings.stream_keepalive,
+            idle_timeout: settings.stream_idle_timeout,
+            deadline: Instant::now() + settings.stream_idle_timeout,
+            attempt_timeout_ms: 0,
+        };
+        let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
+        let mut body = SseBody::new(upstream, normalizer, &hit.provider, timing);
+        if let Opening::StillWaiting =
+            body.open(settings.stream_keepalive)
+                .await
+                .map_err(|error| GatewayError::Upstream {
+                    provider: hit.provider.clone(),
+                    error,
+                })?
+        {
+            tracing::debug!("cache replay waiting");
+        }
+        sse_answer(call, body, &answered)
+    } else {
+        let body =
+            serde_json::to_vec(&hit.response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        json_answer(call, body, &answered)
+    };
+    answer
+        .headers_mut()
+        .insert("x-llmgate-cache", HeaderValue::from_static("hit"));
+    Ok(answer)
+}
+
+fn json_answer(call: &ChatCall, body: Vec<u8>, answered: &Answered) -> Response {
     let mut answer = (
         [(
             header::CONTENT_TYPE,
@@ -161,42 +339,11 @@ async fn whole(
         body,
     )
         .into_response();
-    gateway_headers(
-        answer.headers_mut(),
-        route,
-        call.start.elapsed().saturating_sub(upstream_time),
-    );
-    Ok(answer)
+    gateway_headers(answer.headers_mut(), call, answered);
+    answer
 }
 
-async fn stream(
-    call: &ChatCall,
-    route: &Route,
-    request: &ChatRequest,
-    prepared: &Prepared,
-    cx: &CallCx,
-) -> Result<Response, GatewayError> {
-    let settings = &call.state.server;
-    let timeout = route.provider.config.timeout;
-    let upstream_start = Instant::now();
-    let deadline = upstream_start + timeout;
-    let upstream = tokio::time::timeout_at(
-        deadline,
-        route.provider.adapter.chat_stream(request, prepared, cx),
-    )
-    .await
-    .unwrap_or(Err(ProviderError::Timeout(millis(timeout))))
-    .map_err(|e| upstream_error(route, e))?;
-    let timing = StreamTiming {
-        keepalive: settings.stream_keepalive,
-        idle_timeout: settings.stream_idle_timeout,
-        deadline,
-        attempt_timeout_ms: millis(timeout),
-    };
-    let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
-    let mut body = SseBody::new(upstream, normalizer, &route.provider.name, timing);
-    body.open(settings.stream_keepalive).await?;
-    let upstream_time = upstream_start.elapsed();
+fn sse_answer(call: &ChatCall, body: SseBody, answered: &Answered) -> Response {
     let mut answer = Response::new(Body::from_stream(body));
     *answer.status_mut() = StatusCode::OK;
     let headers = answer.headers_mut();
@@ -207,23 +354,22 @@ async fn stream(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    gateway_headers(
-        headers,
-        route,
-        call.start.elapsed().saturating_sub(upstream_time),
-    );
-    Ok(answer)
+    gateway_headers(headers, call, answered);
+    answer
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn gateway_headers(headers: &mut HeaderMap, route: &Route, overhead: Duration) {
+fn gateway_headers(headers: &mut HeaderMap, call: &ChatCall, answered: &Answered) {
     let text = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"));
-    headers.insert("x-llmgate-provider", text(&route.provider.name));
-    headers.insert("x-llmgate-model", text(&route.upstream_model));
-    headers.insert("x-llmgate-attempts", HeaderValue::from(1u32));
+    headers.insert("x-llmgate-provider", text(answered.provider));
+    headers.insert("x-llmgate-model", text(answered.upstream_model));
+    headers.insert("x-llmgate-attempts", HeaderValue::from(answered.attempts));
+    let overhead = call.start.elapsed().saturating_sub(answered.upstream_time);
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     headers.insert("x-llmgate-overhead-ms", text(&overhead_ms));
+    if !answered.dropped.is_empty() {
+        headers.insert(
+            "x-llmgate-dropped-params",
+            text(&answered.dropped.join(", ")),
+        );
+    }
 }

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::cache::ResponseCache;
 use crate::config::{AuthConfig, Config, ServerConfig};
 use crate::providers::Registry;
 use crate::routing;
@@ -35,8 +36,10 @@ pub struct AppState(Arc<Inner>);
 
 /// What [`AppState`] holds.
 pub struct Inner {
-    /// Model name resolution.
+    /// Model name resolution and target health.
     pub router: routing::Router,
+    /// The exact-match response cache.
+    pub cache: ResponseCache,
     /// Gateway keys, if required.
     pub auth: Option<AuthConfig>,
     /// Server settings.
@@ -52,7 +55,11 @@ impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let registry = Registry::build(&config.providers)?;
         Ok(AppState(Arc::new(Inner {
-            router: routing::Router::new(registry, config.models.clone()),
+            router: routing::Router::new(registry, config.models.clone(), &config.server),
+            cache: ResponseCache::new(
+                config.server.cache_max_entries,
+                config.server.cache_max_bytes,
+            ),
             auth: config.auth.clone(),
             server: config.server.clone(),
             ready: AtomicBool::new(true),

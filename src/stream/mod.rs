@@ -21,9 +21,10 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
+use crate::cache::StreamRecorder;
 use crate::error::{GatewayError, ProviderError};
 use crate::providers::ChunkStream;
-use crate::schema::ChatChunk;
+use crate::schema::{ChatChunk, ChatResponse};
 use normalize::ChunkNormalizer;
 
 /// The last event of a successful stream.
@@ -77,7 +78,11 @@ pub struct SseBody {
     timer: Pin<Box<Sleep>>,
     last_upstream: Instant,
     last_write: Instant,
+    recorder: Option<(StreamRecorder, OnComplete)>,
 }
+
+/// What to do with the whole answer once a stream completed cleanly.
+pub type OnComplete = Box<dyn FnOnce(ChatResponse) + Send>;
 
 impl SseBody {
     /// A body relaying `upstream` from provider `provider`.
@@ -97,12 +102,14 @@ impl SseBody {
             timer: Box::pin(tokio::time::sleep_until(timing.deadline)),
             last_upstream: now,
             last_write: now,
+            recorder: None,
         }
     }
 
     /// Waits for the first chunk (up to `wait`), so that an error before any chunk (a failed
-    /// open, an error as the first event, an empty stream) is returned as a real status.
-    pub async fn open(&mut self, wait: Duration) -> Result<Opening, GatewayError> {
+    /// open, an error as the first event, an empty stream) can still be retried or answered
+    /// with a real status.
+    pub async fn open(&mut self, wait: Duration) -> Result<Opening, ProviderError> {
         let limit = Instant::now() + wait.min(self.timing.idle_timeout);
         let limit = limit.min(self.timing.deadline);
         loop {
@@ -111,9 +118,7 @@ impl SseBody {
             };
             let next = match tokio::time::timeout_at(limit, upstream.next()).await {
                 Err(_) if Instant::now() >= self.timing.deadline => {
-                    return Err(
-                        self.upstream_error(ProviderError::Timeout(self.timing.attempt_timeout_ms))
-                    );
+                    return Err(ProviderError::Timeout(self.timing.attempt_timeout_ms));
                 }
                 Err(_) => return Ok(Opening::StillWaiting),
                 Ok(next) => next,
@@ -121,19 +126,38 @@ impl SseBody {
             self.last_upstream = Instant::now();
             match next {
                 Some(Ok(chunk)) => {
-                    if let Some(chunk) = self.normalizer.push(chunk) {
-                        self.queue.push_back(data_event(&chunk));
+                    if self.relay(chunk) {
                         return Ok(Opening::Ready);
                     }
                 }
-                Some(Err(error)) => return Err(self.upstream_error(error)),
+                Some(Err(error)) => return Err(error),
                 None => {
-                    return Err(self.upstream_error(ProviderError::Decode(
+                    return Err(ProviderError::Decode(
                         "the event stream ended before its first chunk".to_owned(),
-                    )));
+                    ));
                 }
             }
         }
+    }
+
+    /// Hands every complete answer of this stream to `on_complete` (for the cache).
+    pub fn record(&mut self, on_complete: OnComplete) {
+        self.recorder = Some((StreamRecorder::default(), on_complete));
+    }
+
+    /// Normalizes an upstream chunk and queues its event; false when nothing was queued.
+    fn relay(&mut self, chunk: ChatChunk) -> bool {
+        if let (Some((recorder, _)), Some(usage)) = (self.recorder.as_mut(), &chunk.usage) {
+            recorder.usage(usage);
+        }
+        let Some(chunk) = self.normalizer.push(chunk) else {
+            return false;
+        };
+        if let Some((recorder, _)) = self.recorder.as_mut() {
+            recorder.push(&chunk);
+        }
+        self.queue.push_back(data_event(&chunk));
+        true
     }
 
     fn upstream_error(&self, error: ProviderError) -> GatewayError {
@@ -149,6 +173,7 @@ impl SseBody {
         let event = error_event(&self.upstream_error(error));
         self.queue.push_back(event);
         self.upstream = None;
+        self.recorder = None;
     }
 
     fn finish(&mut self) {
@@ -157,6 +182,11 @@ impl SseBody {
         }
         self.queue.push_back(Bytes::from_static(DONE_EVENT));
         self.upstream = None;
+        if let Some((recorder, on_complete)) = self.recorder.take()
+            && let Some(response) = recorder.finish()
+        {
+            on_complete(response);
+        }
     }
 
     /// Applies the deadlines at `now`; true when one of them queued something.
@@ -199,9 +229,7 @@ impl Stream for SseBody {
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.last_upstream = Instant::now();
-                    if let Some(chunk) = this.normalizer.push(chunk) {
-                        this.queue.push_back(data_event(&chunk));
-                    }
+                    this.relay(chunk);
                     continue;
                 }
                 Poll::Ready(Some(Err(error))) => {

@@ -1,0 +1,149 @@
+//! What to do after a failed attempt: the one place that decides what is retryable.
+//!
+//! | failure | next |
+//! |---|---|
+//! | connect error, attempt timeout, broken or unreadable answer | retry the same target (then the next) |
+//! | a status in the retry list (default 429, 500, 502, 503, 504) | retry the same target (then the next) |
+//! | another 5xx, 401, 403, 404, a field the provider cannot take | the next target: the failure is this target's |
+//! | any other 4xx (invalid request, context overflow ...) | give up: another target would fail the same way |
+//!
+//! Backoff between tries of one target is exponential with full jitter (a uniform draw
+//! between zero and `base * 2^(try - 1)`, capped), and never shorter than the upstream's
+//! `retry-after`.
+
+use std::time::Duration;
+
+pub use crate::config::RetryConfig as RetryPolicy;
+use crate::error::ProviderError;
+
+/// The longest single backoff, whatever the attempt number.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same target again (if it has tries left), else the next target.
+    Retry,
+    /// Move on to the next target.
+    NextTarget,
+    /// Stop and answer with this error.
+    GiveUp,
+}
+
+/// Whether a failure says the target is unhealthy (counts toward ejecting it).
+pub fn is_target_fault(error: &ProviderError) -> bool {
+    match error {
+        ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+        ProviderError::Connect(_)
+        | ProviderError::Timeout(_)
+        | ProviderError::Decode(_)
+        | ProviderError::Stream(_) => true,
+    }
+}
+
+/// Decides what follows `error` under `policy`.
+pub fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
+    match error {
+        ProviderError::Connect(_)
+        | ProviderError::Timeout(_)
+        | ProviderError::Decode(_)
+        | ProviderError::Stream(_) => Next::Retry,
+        ProviderError::Status { .. } if error.is_context_overflow() => Next::GiveUp,
+        ProviderError::Status { status, .. } if policy.on_status.contains(status) => Next::Retry,
+        ProviderError::Status { status, .. } => match *status {
+            401 | 403 | 404 | 429 => Next::NextTarget,
+            500..=599 => Next::NextTarget,
+            _ => Next::GiveUp,
+        },
+    }
+}
+
+/// The pause before try number `try_number` (2 for the first retry) of a target, given a
+/// uniform draw `u` in `[0, 1)` and the upstream's `retry-after` (seconds or an HTTP date,
+/// of which only the seconds form is read).
+pub fn backoff(
+    policy: &RetryPolicy,
+    try_number: u32,
+    u: f64,
+    retry_after: Option<&str>,
+) -> Duration {
+    let exponent = try_number.saturating_sub(2).min(16);
+    let ceiling = policy
+        .backoff
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_BACKOFF);
+    let jittered = ceiling.mul_f64(u.clamp(0.0, 1.0));
+    let floor = retry_after
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or_default();
+    jittered.max(floor)
+}
+
+/// The upstream's `retry-after`, if the error carries one.
+pub fn retry_after(error: &ProviderError) -> Option<&str> {
+    match error {
+        ProviderError::Status { retry_after, .. } => retry_after.as_deref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ProviderError {
+        ProviderError::Status {
+            status,
+            message: "x".into(),
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_table() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            decide(&ProviderError::Connect("refused".into()), &policy),
+            Next::Retry
+        );
+        assert_eq!(decide(&ProviderError::Timeout(5), &policy), Next::Retry);
+        assert_eq!(decide(&status(503), &policy), Next::Retry);
+        assert_eq!(decide(&status(429), &policy), Next::Retry);
+        assert_eq!(decide(&status(501), &policy), Next::NextTarget);
+        assert_eq!(decide(&status(401), &policy), Next::NextTarget);
+        assert_eq!(decide(&status(400), &policy), Next::GiveUp);
+        let only_502 = RetryPolicy {
+            on_status: vec![502],
+            ..policy
+        };
+        assert_eq!(decide(&status(429), &only_502), Next::NextTarget);
+        let overflow = ProviderError::Status {
+            status: 400,
+            message: "maximum context length exceeded".into(),
+            code: None,
+            retry_after: None,
+        };
+        assert_eq!(decide(&overflow, &only_502), Next::GiveUp);
+    }
+
+    #[test]
+    fn backoff_is_exponential_with_full_jitter_and_honours_retry_after() {
+        let policy = RetryPolicy {
+            backoff: Duration::from_millis(100),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(backoff(&policy, 2, 1.0, None), Duration::from_millis(100));
+        assert_eq!(backoff(&policy, 3, 1.0, None), Duration::from_millis(200));
+        assert_eq!(backoff(&policy, 4, 0.5, None), Duration::from_millis(200));
+        assert_eq!(backoff(&policy, 2, 0.0, None), Duration::ZERO);
+        assert_eq!(backoff(&policy, 40, 1.0, None), MAX_BACKOFF);
+        assert_eq!(backoff(&policy, 2, 0.1, Some("2")), Duration::from_secs(2));
+        assert_eq!(
+            backoff(&policy, 2, 1.0, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Duration::from_millis(100)
+        );
+    }
+}
