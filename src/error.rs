@@ -208,8 +208,8 @@ pub enum GatewayError {
         /// What happened.
         error: ProviderError,
     },
-    /// Every upstream is unavailable.
-    #[error("no healthy upstream for model `{0}`")]
+    /// Every upstream is unavailable; the text says which and why.
+    #[error("no healthy upstream for {0}")]
     NoHealthyUpstream(String),
     /// A bug or an unexpected state; the detail is logged, not sent.
     #[error("internal error")]

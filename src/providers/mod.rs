@@ -131,6 +131,12 @@ impl Registry {
         Ok(Registry { providers })
     }
 
+    /// A registry of ready-made providers (custom adapters, test doubles).
+    pub fn from_handles(handles: impl IntoIterator<Item = ProviderHandle>) -> Self {
+        let providers = handles.into_iter().map(|h| (h.name.clone(), h)).collect();
+        Registry { providers }
+    }
+
     /// The provider called `name`.
     pub fn get(&self, name: &str) -> Option<&ProviderHandle> {
         self.providers.get(name)

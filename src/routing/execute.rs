@@ -226,7 +226,10 @@ where
 
 fn no_healthy(plan: &Plan) -> GatewayError {
     let names: Vec<&str> = plan.candidates.iter().map(|c| c.key.as_str()).collect();
-    GatewayError::NoHealthyUpstream(names.join(", "))
+    GatewayError::NoHealthyUpstream(format!(
+        "{}: each is ejected or being probed by another request",
+        names.join(", ")
+    ))
 }
 
 fn into_gateway_error(candidate: &Candidate, error: AttemptError) -> GatewayError {

@@ -87,9 +87,14 @@ impl Router {
                 }
             }
         }
+        let all: Vec<String> = candidates.iter().map(|c| c.key.clone()).collect();
         candidates.retain(|c| self.health.peek(&c.key) != Availability::Ejected);
         if candidates.is_empty() {
-            return Err(GatewayError::NoHealthyUpstream(request.model.clone()));
+            return Err(GatewayError::NoHealthyUpstream(format!(
+                "`{}`: every target is ejected after repeated failures ({}) and is waiting out its cool-down",
+                request.model,
+                all.join(", ")
+            )));
         }
         Ok(Plan {
             candidates,

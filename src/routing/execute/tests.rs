@@ -1,1 +1,555 @@
+//! The executor against scripted providers, on paused time: exact attempt counts, backoff,
+//! retry-after, fallback order, timeouts, ejection and recovery, hedging, stickiness, weights.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::*;
+use crate::config::{ModelConfig, ProviderConfig, ProviderKind, RetryConfig, ServerConfig, Target};
+use crate::providers::{CallCx, ChunkStream, Prepared, Provider, ProviderHandle, Registry};
+use crate::routing::Router;
+use crate::schema::{ChatRequest, ChatResponse};
+
+/// One scripted outcome: after `delay`, this result.
+#[derive(Clone)]
+struct Step {
+    delay: Duration,
+    result: Result<&'static str, ProviderError>,
+}
+
+fn ok(text: &'static str) -> Step {
+    Step {
+        delay: Duration::ZERO,
+        result: Ok(text),
+    }
+}
+
+fn slow_ok(delay_ms: u64, text: &'static str) -> Step {
+    Step {
+        delay: Duration::from_millis(delay_ms),
+        result: Ok(text),
+    }
+}
+
+fn status(code: u16) -> Step {
+    fail(ProviderError::Status {
+        status: code,
+        message: format!("status {code}"),
+        code: None,
+        retry_after: None,
+    })
+}
+
+fn fail(error: ProviderError) -> Step {
+    Step {
+        delay: Duration::ZERO,
+        result: Err(error),
+    }
+}
+
+/// A provider that plays a script (its last step repeats) and records when it was called.
+#[derive(Default)]
+struct Scripted {
+    steps: Mutex<VecDeque<Step>>,
+    calls: Mutex<Vec<Instant>>,
+    cancelled: AtomicBool,
+}
+
+impl Scripted {
+    fn new(steps: Vec<Step>) -> Arc<Self> {
+        Arc::new(Scripted {
+            steps: Mutex::new(steps.into()),
+            ..Scripted::default()
+        })
+    }
+
+    fn calls(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn next_step(&self) -> Step {
+        let mut steps = self.steps.lock().unwrap();
+        if steps.len() > 1 {
+            steps.pop_front().unwrap()
+        } else {
+            steps[0].clone()
+        }
+    }
+}
+
+/// Marks the provider cancelled if its call is dropped before finishing.
+struct CancelGuard<'a>(&'a AtomicBool, bool);
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    fn prepare(&self, _: &ChatRequest, _: &CallCx) -> Result<Prepared, Unsupported> {
+        Ok(Prepared::default())
+    }
+
+    async fn chat(
+        &self,
+        _: &ChatRequest,
+        _: &Prepared,
+        _: &CallCx,
+    ) -> Result<ChatResponse, ProviderError> {
+        self.calls.lock().unwrap().push(Instant::now());
+        let step = self.next_step();
+        let mut guard = CancelGuard(&self.cancelled, false);
+        tokio::time::sleep(step.delay).await;
+        guard.1 = true;
+        let text = step.result?;
+        Ok(serde_json::from_value(json!({"choices": [{"index": 0,
+            "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}))
+        .unwrap())
+    }
+
+    async fn chat_stream(
+        &self,
+        _: &ChatRequest,
+        _: &Prepared,
+        _: &CallCx,
+    ) -> Result<ChunkStream, ProviderError> {
+        unreachable!("the executor tests use whole answers")
+    }
+}
+
+struct World {
+    router: Router,
+}
+
+fn world(
+    providers: Vec<(&'static str, Arc<Scripted>)>,
+    aliases: Vec<(&str, ModelConfig)>,
+    server: ServerConfig,
+) -> World {
+    let handles = providers.iter().map(|(name, p)| ProviderHandle {
+        name: (*name).to_owned(),
+        adapter: p.clone(),
+        config: ProviderConfig::new(ProviderKind::OpenAi),
+    });
+    let registry = Registry::from_handles(handles);
+    let aliases = aliases
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    World {
+        router: Router::new(registry, aliases, &server),
+        providers: providers.into_iter().collect(),
+    }
+}
+
+fn alias(targets: &[(&str, f64)], fallbacks: &[&str], attempts: u32) -> ModelConfig {
+    ModelConfig {
+        targets: targets
+            .iter()
+            .map(|(p, w)| Target {
+                provider: (*p).to_owned(),
+                model: "m".to_owned(),
+                weight: *w,
+            })
+            .collect(),
+        fallbacks: fallbacks.iter().map(|f| (*f).to_owned()).collect(),
+        retry: RetryConfig {
+            attempts,
+            backoff: Duration::from_millis(100),
+            ..RetryConfig::default()
+        },
+        timeout: None,
+        hedge_after: None,
+        cache_ttl: None,
+    }
+}
+
+fn request(body: serde_json::Value) -> ChatRequest {
+    let mut body = body;
+    body["messages"] = json!([{"role": "user", "content": "hi"}]);
+    crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
+}
+
+/// Plans and runs `request`: the answer's text (or the error) and the attempts taken.
+async fn run(
+    world: &World,
+    request: &ChatRequest,
+    session: Option<&str>,
+) -> (Result<(String, String), GatewayError>, u32) {
+    let plan = match world.router.plan(request, session) {
+        Ok(plan) => plan,
+        Err(error) => return (Err(error), 0),
+    };
+    let result = execute(&plan, &world.router.health, |candidate, _| {
+        let cx = CallCx::default();
+        async move {
+            let prepared = Prepared::default();
+            Ok(candidate
+                .provider
+                .adapter
+                .chat(request, &prepared, &cx)
+                .await?)
+        }
+    })
+    .await;
+    match result {
+        Ok(success) => {
+            let text = success.value.choices[0]
+                .message
+                .content
+                .clone()
+                .unwrap_or_default();
+            (
+                Ok((success.candidate.provider.name.clone(), text)),
+                success.attempts,
+            )
+        }
+        Err(failure) => (Err(failure.error), failure.attempts),
+    }
+}
+
+fn gaps(calls: &[Instant]) -> Vec<Duration> {
+    calls.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_with_jitter_then_succeed() {
+    let a = Scripted::new(vec![status(503), status(503), ok("third time")]);
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 3))],
+        ServerConfig::default(),
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(result.unwrap().1, "third time");
+    assert_eq!(attempts, 3);
+    let gaps = gaps(&a.calls());
+    assert!(
+        gaps[0] <= Duration::from_millis(100),
+        "first retry within base: {gaps:?}"
+    );
+    assert!(
+        gaps[1] <= Duration::from_millis(200),
+        "second within 2x base: {gaps:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let limited = ProviderError::Status {
+        status: 429,
+        message: "slow down".into(),
+        code: None,
+        retry_after: Some("2".into()),
+    };
+    let a = Scripted::new(vec![fail(limited), ok("later")]);
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 2))],
+        ServerConfig::default(),
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!((result.unwrap().1.as_str(), attempts), ("later", 2));
+    assert!(gaps(&a.calls())[0] >= Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallbacks_follow_in_order_after_each_targets_retries() {
+    let (a, b, c) = (
+        Scripted::new(vec![status(500)]),
+        Scripted::new(vec![status(502)]),
+        Scripted::new(vec![ok("from c")]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone()), ("c", c.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m", "c/m"], 2))],
+        ServerConfig::default(),
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(result.unwrap(), ("c".to_owned(), "from c".to_owned()));
+    assert_eq!(attempts, 5);
+    assert_eq!(
+        (a.calls().len(), b.calls().len(), c.calls().len()),
+        (2, 2, 1)
+    );
+    assert!(
+        a.calls()[1] <= b.calls()[0] && b.calls()[1] <= c.calls()[0],
+        "in order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_error_is_neither_retried_nor_sent_elsewhere() {
+    let (a, b) = (
+        Scripted::new(vec![status(400)]),
+        Scripted::new(vec![ok("b")]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 3))],
+        ServerConfig::default(),
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(result.unwrap_err().status().as_u16(), 400);
+    assert_eq!((attempts, b.calls().len()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_policy_overrides_the_alias() {
+    // orq's retry.count is retries after the first try: count 2 = 3 tries, on its own codes.
+    let (a, b) = (
+        Scripted::new(vec![status(418)]),
+        Scripted::new(vec![ok("b")]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 1))],
+        ServerConfig::default(),
+    );
+    let body = json!({"model": "fast", "retry": {"count": 2, "on_codes": [418]}, "fallbacks": [{"model": "b/m"}]});
+    let (result, attempts) = run(&w, &request(body), None).await;
+    assert_eq!(result.unwrap().0, "b");
+    assert_eq!((a.calls().len(), attempts), (3, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_times_out_and_the_next_target_answers() {
+    let (a, b) = (
+        Scripted::new(vec![slow_ok(60_000, "too late")]),
+        Scripted::new(vec![ok("b")]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 1))],
+        ServerConfig::default(),
+    );
+    let started = Instant::now();
+    let (result, attempts) = run(
+        &w,
+        &request(json!({"model": "fast", "timeout": {"call_timeout": 1000}})),
+        None,
+    )
+    .await;
+    assert_eq!(result.unwrap().0, "b");
+    assert_eq!(attempts, 2);
+    assert_eq!(started.elapsed(), Duration::from_millis(1000));
+    assert!(
+        a.cancelled.load(Ordering::SeqCst),
+        "the slow call was cancelled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_timeout_is_a_504() {
+    let a = Scripted::new(vec![slow_ok(60_000, "too late")]);
+    let mut fast = alias(&[("a", 1.0)], &[], 5);
+    fast.timeout = Some(Duration::from_secs(3));
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", fast)],
+        ServerConfig::default(),
+    );
+    let started = Instant::now();
+    let (result, _) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(result.unwrap_err().status().as_u16(), 504);
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_target_is_ejected_then_probed_and_restored() {
+    let a = Scripted::new(vec![status(503), status(503), ok("a is back")]);
+    let b = Scripted::new(vec![ok("b")]);
+    let server = ServerConfig {
+        circuit_failures: 2,
+        circuit_cooldown: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 1))],
+        server,
+    );
+    let fast = request(json!({"model": "fast"}));
+    for _ in 0..2 {
+        assert_eq!(run(&w, &fast, None).await.0.unwrap().0, "b");
+    }
+    assert_eq!(a.calls().len(), 2);
+    // Ejected: a is skipped entirely.
+    let (result, attempts) = run(&w, &fast, None).await;
+    assert_eq!(
+        (result.unwrap().0.as_str(), attempts, a.calls().len()),
+        ("b", 1, 2)
+    );
+    // After the cool-down one request probes a, which now answers: restored.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(run(&w, &fast, None).await.0.unwrap().1, "a is back");
+    assert_eq!(run(&w, &fast, None).await.0.unwrap().0, "a");
+    assert_eq!(a.calls().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_target_is_ejected_the_answer_is_503() {
+    let a = Scripted::new(vec![status(500)]);
+    let server = ServerConfig {
+        circuit_failures: 1,
+        ..ServerConfig::default()
+    };
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 1))],
+        server,
+    );
+    let fast = request(json!({"model": "fast"}));
+    assert_eq!(
+        run(&w, &fast, None).await.0.unwrap_err().status().as_u16(),
+        502
+    );
+    let (result, attempts) = run(&w, &fast, None).await;
+    let error = result.unwrap_err();
+    assert_eq!((error.status().as_u16(), attempts), (503, 0));
+    assert!(error.message().contains("a/m"), "{}", error.message());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
+    let (a, b) = (
+        Scripted::new(vec![slow_ok(5_000, "slow a")]),
+        Scripted::new(vec![slow_ok(10, "quick b")]),
+    );
+    let mut fast = alias(&[("a", 1_000_000.0), ("b", 0.000_001)], &[], 1);
+    fast.hedge_after = Some(Duration::from_millis(100));
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", fast)],
+        ServerConfig::default(),
+    );
+    let started = Instant::now();
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(result.unwrap(), ("b".to_owned(), "quick b".to_owned()));
+    assert_eq!(attempts, 2);
+    assert_eq!(started.elapsed(), Duration::from_millis(110));
+    assert!(
+        a.cancelled.load(Ordering::SeqCst),
+        "the losing attempt is cancelled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_when_the_first_attempt_is_quick() {
+    let (a, b) = (
+        Scripted::new(vec![slow_ok(50, "a")]),
+        Scripted::new(vec![ok("b")]),
+    );
+    let mut fast = alias(&[("a", 1_000_000.0), ("b", 0.000_001)], &[], 1);
+    fast.hedge_after = Some(Duration::from_millis(100));
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", fast)],
+        ServerConfig::default(),
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!(
+        (result.unwrap().0.as_str(), attempts, b.calls().len()),
+        ("a", 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_stick_to_a_healthy_target_and_move_when_it_is_ejected() {
+    let providers: Vec<(&'static str, Arc<Scripted>)> = ["p0", "p1", "p2"]
+        .into_iter()
+        .map(|n| (n, Scripted::new(vec![ok(n)])))
+        .collect();
+    let server = ServerConfig {
+        circuit_failures: 1,
+        ..ServerConfig::default()
+    };
+    let w = world(
+        providers,
+        vec![(
+            "chat",
+            alias(&[("p0", 1.0), ("p1", 1.0), ("p2", 1.0)], &[], 1),
+        )],
+        server,
+    );
+    let chat = request(json!({"model": "chat"}));
+    let first_of = |session: &str| {
+        w.router.plan(&chat, Some(session)).unwrap().candidates[0]
+            .key
+            .clone()
+    };
+    let sessions: Vec<String> = (0..60).map(|i| format!("conversation-{i}")).collect();
+    let before: Vec<String> = sessions.iter().map(|s| first_of(s)).collect();
+    for (session, target) in sessions.iter().zip(&before) {
+        for _ in 0..5 {
+            assert_eq!(
+                &first_of(session),
+                target,
+                "the same conversation keeps its target"
+            );
+        }
+    }
+    for p in ["p0/m", "p1/m", "p2/m"] {
+        assert!(
+            before.iter().any(|t| t == p),
+            "sessions spread over every target"
+        );
+    }
+    // Eject p0: only p0's conversations move.
+    w.router.health.failure("p0/m");
+    for (session, target) in sessions.iter().zip(&before) {
+        let now = first_of(session);
+        if target == "p0/m" {
+            assert_ne!(now, "p0/m");
+        } else {
+            assert_eq!(&now, target);
+        }
+    }
+    let (result, _) = run(&w, &chat, Some("conversation-1")).await;
+    assert!(result.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_are_followed_within_tolerance() {
+    let providers: Vec<(&'static str, Arc<Scripted>)> = vec![
+        ("heavy", Scripted::new(vec![ok("h")])),
+        ("light", Scripted::new(vec![ok("l")])),
+    ];
+    let w = world(
+        providers,
+        vec![("chat", alias(&[("heavy", 3.0), ("light", 1.0)], &[], 1))],
+        ServerConfig::default(),
+    );
+    let chat = request(json!({"model": "chat"}));
+    let n = 4_000;
+    let heavy = (0..n)
+        .filter(|_| w.router.plan(&chat, None).unwrap().candidates[0].key == "heavy/m")
+        .count();
+    // Expected 75%; 5 standard deviations at n = 4000 is 3.4 points.
+    let share = heavy as f64 / n as f64;
+    assert!((0.716..=0.784).contains(&share), "{share}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_load_balancer_of_a_request_replaces_the_targets() {
+    let (a, b) = (Scripted::new(vec![ok("a")]), Scripted::new(vec![ok("b")]));
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![],
+        ServerConfig::default(),
+    );
+    let body = json!({"model": "a/m", "load_balancer": {"type": "weight_based", "models": [{"model": "b/m", "weight": 1}]}});
+    let (result, _) = run(&w, &request(body), None).await;
+    assert_eq!(result.unwrap().0, "b");
+    assert_eq!(a.calls().len(), 0);
+}
