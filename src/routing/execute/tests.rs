@@ -142,13 +142,12 @@ fn world(
         config: ProviderConfig::new(ProviderKind::OpenAi),
     });
     let registry = Registry::from_handles(handles);
-    let aliases = aliases
+    let aliases: BTreeMap<String, ModelConfig> = aliases
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     World {
         router: Router::new(registry, aliases, &server),
-        providers: providers.into_iter().collect(),
     }
 }
 
