@@ -30,7 +30,7 @@ use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
 use crate::schema::{ChatRequest, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, normalize_response};
-use crate::stream::{Opening, SseBody, StreamTiming};
+use crate::stream::{OnComplete, Opening, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
 pub struct ChatCall {
@@ -229,6 +229,7 @@ async fn stream(
     let settings = &call.state.server;
     let routing_start = Instant::now();
     let total_deadline = plan.total_timeout.map(|t| routing_start + t);
+    let cache = &cache;
     let result = execute(plan, &call.state.router.health, |candidate, timeout| {
         let cx = call_cx(call, candidate);
         async move {
@@ -247,32 +248,21 @@ async fn stream(
             };
             let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
             let mut body = SseBody::new(upstream, normalizer, &candidate.provider.name, timing);
+            if let Some((key, ttl)) = cache {
+                // Recording starts before the first chunk, which `open` consumes.
+                body.record(store_in_cache(call, candidate, key.clone(), *ttl));
+            }
             body.open(settings.stream_keepalive).await?;
             Ok((body, prepared.dropped))
         }
     })
     .await;
     let Success {
-        value: (mut body, dropped),
+        value: (body, dropped),
         candidate,
         attempts,
     } = result.map_err(|f| f.error)?;
     let upstream_time = routing_start.elapsed();
-    if let Some((key, ttl)) = cache {
-        let state = call.state.clone();
-        let (provider, upstream_model) = (
-            candidate.provider.name.clone(),
-            candidate.upstream_model.clone(),
-        );
-        body.record(Box::new(move |response| {
-            let cached = Cached {
-                response,
-                provider,
-                upstream_model,
-            };
-            state.cache.insert(key, cached, ttl);
-        }));
-    }
     let answered = Answered {
         provider: &candidate.provider.name,
         upstream_model: &candidate.upstream_model,
@@ -281,6 +271,26 @@ async fn stream(
         upstream_time,
     };
     Ok(sse_answer(call, body, &answered))
+}
+
+/// Stores a stream's whole answer once it completes.
+fn store_in_cache(
+    call: &ChatCall,
+    candidate: &Candidate,
+    key: Vec<u8>,
+    ttl: Duration,
+) -> OnComplete {
+    let state = call.state.clone();
+    let provider = candidate.provider.name.clone();
+    let upstream_model = candidate.upstream_model.clone();
+    Box::new(move |response| {
+        let cached = Cached {
+            response,
+            provider,
+            upstream_model,
+        };
+        state.cache.insert(key, cached, ttl);
+    })
 }
 
 /// Answers from the cache, as JSON or as a replayed stream.

@@ -13,6 +13,7 @@ mod binary;
 mod chat;
 mod contract;
 mod errors;
+mod routing;
 mod server;
 mod stream;
 mod support;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use llmgate::config::from_toml_str;
@@ -158,10 +158,14 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
 
 /// A raw loopback upstream that answers one request with SSE headers and `first` event(s),
 /// then keeps the connection open (sending nothing) until the peer closes it; `closed` turns
-/// true when it notices the close.
+/// true when it notices a close, and `connections` / `closes` count them.
 pub struct HangingUpstream {
     pub base_url: String,
     pub closed: Arc<AtomicBool>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    /// Connections the peer closed.
+    pub closes: Arc<AtomicUsize>,
 }
 
 pub async fn hanging_upstream(
@@ -172,9 +176,13 @@ pub async fn hanging_upstream(
     let addr = listener.local_addr().unwrap();
     let closed = Arc::new(AtomicBool::new(false));
     let closed2 = closed.clone();
+    let (connections, closes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (connections2, closes2) = (connections.clone(), closes.clone());
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let closed = closed2.clone();
+            let closes = closes2.clone();
+            connections2.fetch_add(1, Ordering::SeqCst);
             let first = first.clone();
             let then_every = then_every.clone();
             tokio::spawn(async move {
@@ -191,6 +199,7 @@ pub async fn hanging_upstream(
                         read = socket.read(&mut buf) => {
                             if matches!(read, Ok(0) | Err(_)) {
                                 closed.store(true, Ordering::SeqCst);
+                                closes.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }
                         }
@@ -199,6 +208,7 @@ pub async fn hanging_upstream(
                                 && socket.write_all(chunked(event).as_bytes()).await.is_err()
                             {
                                 closed.store(true, Ordering::SeqCst);
+                                closes.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }
                         }
@@ -210,6 +220,8 @@ pub async fn hanging_upstream(
     HangingUpstream {
         base_url: format!("http://{addr}/v1"),
         closed,
+        connections,
+        closes,
     }
 }
 
