@@ -56,6 +56,12 @@ impl Config {
             if let Some(timeout) = m.timeout {
                 let _ = write!(out, "; timeout_ms: {}", timeout.as_millis());
             }
+            if let Some(hedge) = m.hedge_after {
+                let _ = write!(out, "; hedge_after_ms: {}", hedge.as_millis());
+            }
+            if let Some(ttl) = m.cache_ttl {
+                let _ = write!(out, "; cache_ttl_secs: {}", ttl.as_secs());
+            }
             out.push('\n');
         }
         out

@@ -41,6 +41,11 @@ fn the_example_config_parses() {
     assert_eq!(config.providers.len(), 6);
     assert!(config.providers["orq"].strict_params);
     assert_eq!(config.models["fast"].retry.attempts, 3);
+    assert_eq!(
+        config.models["fast"].hedge_after,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(config.server.circuit_failures, 5);
     let auth = config.auth.as_ref().unwrap();
     assert!(auth.keys[1].allows("echo/anything"));
     assert!(!auth.keys[1].allows("openai/gpt-4o"));
@@ -120,6 +125,17 @@ fn values_are_checked() {
         ))
         .path,
         "models.fast.retry.attempts"
+    );
+    assert_eq!(
+        error(&format!(
+            "{alias}targets = [{{ provider = \"o\", model = \"m\" }}]\ncache_ttl_secs = 0\n"
+        ))
+        .path,
+        "models.fast.cache_ttl_secs"
+    );
+    assert_eq!(
+        error("[server]\ncircuit_failures = 0\n").path,
+        "server.circuit_failures"
     );
     assert_eq!(
         error("[auth]\nkeys = [{ name = \"a\", key = \"k\" }, { name = \"a\", key = \"j\" }]\n")
