@@ -1,4 +1,7 @@
-"""Session fixtures: the mock upstream and a running llmgate binary.
+"""Session fixtures: one mock upstream per provider dialect and a running llmgate binary.
+
+The gateway's config has the built-in ``echo`` provider and one provider of each
+HTTP kind (``PROVIDERS``), each pointed at a ``MockUpstream`` speaking its dialect.
 
 The binary is not built here: ``scripts/test`` runs ``cargo build`` first.
 ``LLMGATE_BIN`` overrides its path (default ``target/debug/llmgate`` under the
@@ -25,10 +28,34 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from mock_upstream import MockUpstream  # noqa: E402
+from mock_upstream import DIALECTS, MockUpstream  # noqa: E402
 
 GATEWAY_KEY = "sk-gateway"
 UPSTREAM_KEY = "sk-upstream"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One configured provider of an HTTP kind, pointed at the mock of its dialect."""
+
+    name: str  # the table key in the config, and what clients put before the first `/`
+    kind: str  # also the mock's dialect
+    api_key: str  # the provider key the gateway must send upstream
+    upstream_model: str
+
+    @property
+    def model(self) -> str:
+        """The name a client sends (only the first `/` splits)."""
+        return f"{self.name}/{self.upstream_model}"
+
+
+PROVIDERS = {
+    "openai": Provider("mock", "openai", UPSTREAM_KEY, "gpt-4o-mini"),
+    "nugen": Provider("nugen", "nugen", "sk-nugen-upstream", "nugen-flash-instruct"),
+    "atoma": Provider("atoma", "atoma", "sk-atoma-upstream", "meta-llama/Llama-3.3-70B-Instruct"),
+    "orq": Provider("orq", "orq", "sk-orq-upstream", "openai/gpt-4o"),
+}
+assert set(PROVIDERS) == set(DIALECTS)
 
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -70,20 +97,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(upstream_base_url: str) -> str:
+def _config(upstreams: dict[str, MockUpstream]) -> str:
+    providers = "".join(
+        f"""
+[providers.{p.name}]
+kind = "{p.kind}"
+base_url = "{upstreams[kind].base_url}"
+api_key = "{p.api_key}"
+timeout_ms = 10000
+"""
+        for kind, p in PROVIDERS.items()
+    )
     return f"""\
 [server]
 listen = "127.0.0.1:0"
 
 [providers.echo]
 kind = "echo"
-
-[providers.mock]
-kind = "openai"
-base_url = "{upstream_base_url}"
-api_key = "{UPSTREAM_KEY}"
-timeout_ms = 10000
-
+{providers}
 [auth]
 keys = [{{ name = "e2e", key = "{GATEWAY_KEY}", models = ["*"] }}]
 """
@@ -115,20 +146,30 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[MockUpstream]:
-    mock = MockUpstream().start()
+def upstreams() -> Iterator[dict[str, MockUpstream]]:
+    """The mock upstreams by provider kind (= dialect)."""
+    mocks: dict[str, MockUpstream] = {}
     try:
-        yield mock
+        for kind in PROVIDERS:
+            mocks[kind] = MockUpstream(kind).start()
+        yield mocks
     finally:
-        mock.stop()
+        for mock in mocks.values():
+            mock.stop()
 
 
 @pytest.fixture(scope="session")
-def gateway(upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def upstream(upstreams: dict[str, MockUpstream]) -> MockUpstream:
+    """The mock behind provider ``mock`` (kind openai)."""
+    return upstreams["openai"]
+
+
+@pytest.fixture(scope="session")
+def gateway(upstreams: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     binary = _binary()
     workdir = tmp_path_factory.mktemp("llmgate")
     config_path = workdir / "llmgate.toml"
-    config_path.write_text(_config(upstream.base_url))
+    config_path.write_text(_config(upstreams))
     log_path = workdir / "llmgate.log"
     _gateway_log.append(log_path)
 
