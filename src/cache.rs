@@ -174,7 +174,9 @@ impl StreamRecorder {
 
     /// Keeps the upstream's usage (the normalizer withholds it from chunks).
     pub fn usage(&mut self, usage: &Usage) {
-        self.response.usage = Some(usage.clone());
+        let mut usage = usage.clone();
+        crate::stream::normalize::integer_counts(&mut usage);
+        self.response.usage = Some(usage);
     }
 
     /// The whole answer, when every choice finished.

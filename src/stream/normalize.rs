@@ -23,6 +23,24 @@ pub fn completion_id() -> String {
     format!("chatcmpl-{:032x}", fastrand::u128(..))
 }
 
+/// Writes whole-number token counts in usage details as integers (orq types them `number`
+/// and sends `0.0`; OpenAI's shape, and typed clients, want integers).
+pub fn integer_counts(usage: &mut Usage) {
+    for details in usage.extra.values_mut() {
+        let Some(details) = details.as_object_mut() else {
+            continue;
+        };
+        for value in details.values_mut() {
+            if let Some(f) = value.as_f64().filter(|_| value.is_f64())
+                && f.fract() == 0.0
+                && (0.0..9.0e15).contains(&f)
+            {
+                *value = serde_json::Value::from(f as u64);
+            }
+        }
+    }
+}
+
 /// Normalizes a whole (non-streamed) completion in place.
 pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
     if response.id.is_empty() {
@@ -33,6 +51,9 @@ pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
         response.created = unix_now();
     }
     client_model.clone_into(&mut response.model);
+    if let Some(usage) = &mut response.usage {
+        integer_counts(usage);
+    }
     for (position, choice) in response.choices.iter_mut().enumerate() {
         if choice.message.role.is_empty() {
             "assistant".clone_into(&mut choice.message.role);
@@ -84,7 +105,8 @@ impl ChunkNormalizer {
     /// Normalizes one upstream chunk. `None` when nothing is left to send (a usage-only chunk,
     /// held back for [`Self::finish`]).
     pub fn push(&mut self, mut chunk: ChatChunk) -> Option<ChatChunk> {
-        if let Some(usage) = chunk.usage.take() {
+        if let Some(mut usage) = chunk.usage.take() {
+            integer_counts(&mut usage);
             self.usage = Some(usage);
         }
         if chunk.choices.is_empty() {
@@ -260,6 +282,22 @@ mod tests {
             "filled in on a first fragment"
         );
         assert_eq!(kind(&more), None);
+    }
+
+    #[test]
+    fn usage_detail_counts_become_integers() {
+        let mut r: ChatResponse = serde_json::from_value(json!({"choices": [],
+            "usage": {"prompt_tokens": 3.0, "completion_tokens": 1, "total_tokens": 4,
+                "completion_tokens_details": {"reasoning_tokens": 0.0, "audio_tokens": null, "odd": 1.5}}}))
+        .unwrap();
+        normalize_response(&mut r, "m");
+        let usage = serde_json::to_value(r.usage.unwrap()).unwrap();
+        assert_eq!(usage["prompt_tokens"], json!(3));
+        assert_eq!(
+            usage["completion_tokens_details"],
+            json!({"reasoning_tokens": 0, "audio_tokens": null, "odd": 1.5})
+        );
+        assert!(usage["completion_tokens_details"]["reasoning_tokens"].is_u64());
     }
 
     #[test]
