@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llmgate::providers::http::{EventOutcome, openai_event};
-use llmgate::schema::parse_and_validate;
+use llmgate::schema::{parse_and_validate, parse_request, validate};
 use llmgate::stream::data_event;
 use llmgate::stream::decode::SseDecoder;
 use llmgate::stream::normalize::ChunkNormalizer;
@@ -61,6 +61,19 @@ fn request(c: &mut Criterion) {
             let request = parse_and_validate(black_box(&body)).expect("valid");
             black_box(serde_json::to_vec(&request).expect("serializable"))
         })
+    });
+    let request = parse_request(&body).expect("valid");
+    c.bench_function("request/parse", |b| {
+        b.iter(|| parse_request(black_box(&body)))
+    });
+    c.bench_function("request/validate", |b| {
+        b.iter(|| validate(black_box(&request)))
+    });
+    c.bench_function("request/serialize", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&request)))
+    });
+    c.bench_function("request/json_value_baseline", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)))
     });
 }
 

@@ -297,7 +297,8 @@ pub enum EventOutcome {
     Fail(ProviderError),
 }
 
-/// Interprets an OpenAI-shaped event: `[DONE]`, `{"error": ...}` or a chunk.
+/// Interprets an OpenAI-shaped event: `[DONE]`, `{"error": ...}` or a chunk. The data is
+/// parsed once, as a chunk; an `error` key lands in the chunk's extras and makes it an error.
 pub fn openai_event(event: &SseEvent) -> EventOutcome {
     let data = event.data.trim();
     if data == "[DONE]" {
@@ -306,24 +307,30 @@ pub fn openai_event(event: &SseEvent) -> EventOutcome {
     if data.is_empty() {
         return EventOutcome::Skip;
     }
-    let value: Value = match serde_json::from_str(data) {
-        Ok(v) => v,
-        Err(e) => {
-            return EventOutcome::Fail(ProviderError::Decode(format!(
+    match serde_json::from_str::<ChatChunk>(data) {
+        Ok(mut chunk) => match chunk.extra.remove("error") {
+            Some(error) => EventOutcome::Fail(error_event(&serde_json::json!({ "error": error }))),
+            None if event.event.as_deref() == Some("error") => {
+                EventOutcome::Fail(error_event(&Value::Object(chunk.extra)))
+            }
+            None => EventOutcome::Chunk(chunk),
+        },
+        // Not a chunk: an error object in another shape, or not JSON at all.
+        Err(e) => match serde_json::from_str::<Value>(data) {
+            Ok(value)
+                if value.get("error").is_some() || event.event.as_deref() == Some("error") =>
+            {
+                EventOutcome::Fail(error_event(&value))
+            }
+            Ok(_) => EventOutcome::Fail(ProviderError::Decode(format!(
+                "an event is not a chat completion chunk ({e}): {:?}",
+                snippet(data.as_bytes())
+            ))),
+            Err(e) => EventOutcome::Fail(ProviderError::Decode(format!(
                 "an event is not JSON ({e}): {:?}",
                 snippet(data.as_bytes())
-            )));
-        }
-    };
-    if event.event.as_deref() == Some("error") || value.get("error").is_some() {
-        return EventOutcome::Fail(error_event(&value));
-    }
-    match serde_json::from_value(value) {
-        Ok(chunk) => EventOutcome::Chunk(chunk),
-        Err(e) => EventOutcome::Fail(ProviderError::Decode(format!(
-            "an event is not a chat completion chunk ({e}): {:?}",
-            snippet(data.as_bytes())
-        ))),
+            ))),
+        },
     }
 }
 

@@ -11,18 +11,35 @@ use super::request::*;
 use crate::error::{FieldError, FieldErrorKind, FieldPath, GatewayError, PathSegment};
 
 /// Parses a JSON body into a request; on failure the error names the offending field.
+///
+/// The body is parsed once without path tracking (the common, valid case pays nothing for
+/// it); only a body that fails is parsed again through `serde_path_to_error` to find where.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    match serde_json::from_slice(body) {
+        Ok(request) => Ok(request),
+        Err(_) => Err(GatewayError::InvalidRequest(vec![locate_error(body)])),
+    }
+}
+
+/// The first problem of a body that does not parse, with its path.
+fn locate_error(body: &[u8]) -> FieldError {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: ChatRequest = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|err| GatewayError::InvalidRequest(vec![field_error_from_serde(err)]))?;
-    deserializer.end().map_err(|err| {
-        GatewayError::InvalidRequest(vec![FieldError {
-            path: FieldPath::default(),
-            message: format!("the body is not valid JSON: {}", strip_location(&err)),
-            kind: FieldErrorKind::InvalidJson,
-        }])
-    })?;
-    Ok(request)
+    match serde_path_to_error::deserialize::<_, ChatRequest>(&mut deserializer) {
+        Err(err) => field_error_from_serde(err),
+        Ok(_) => match deserializer.end() {
+            Err(err) => FieldError {
+                path: FieldPath::default(),
+                message: format!("the body is not valid JSON: {}", strip_location(&err)),
+                kind: FieldErrorKind::InvalidJson,
+            },
+            // Unreachable in practice: both parses read the same bytes the same way.
+            Ok(()) => FieldError {
+                path: FieldPath::default(),
+                message: "the body could not be read".to_owned(),
+                kind: FieldErrorKind::InvalidJson,
+            },
+        },
+    }
 }
 
 /// Parses and validates a body in one step.
