@@ -213,34 +213,63 @@ impl SseBody {
     }
 }
 
-impl Stream for SseBody {
-    type Item = Result<Bytes, Infallible>;
+/// Events already available together are written together, up to this many bytes.
+const COALESCE_BYTES: usize = 16 * 1024;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if let Some(frame) = this.queue.pop_front() {
-                this.last_write = Instant::now();
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            let Some(upstream) = this.upstream.as_mut() else {
-                return Poll::Ready(None);
+impl SseBody {
+    /// Relays whatever the upstream has ready now, without waiting.
+    fn drain_ready(&mut self, cx: &mut Context<'_>) {
+        while self.queued_bytes() < COALESCE_BYTES {
+            let Some(upstream) = self.upstream.as_mut() else {
+                return;
             };
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    this.last_upstream = Instant::now();
-                    this.relay(chunk);
-                    continue;
+                    self.last_upstream = Instant::now();
+                    self.relay(chunk);
                 }
-                Poll::Ready(Some(Err(error))) => {
-                    this.fail(error);
-                    continue;
+                Poll::Ready(Some(Err(error))) => self.fail(error),
+                Poll::Ready(None) => self.finish(),
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.queue.iter().map(Bytes::len).sum()
+    }
+
+    /// Everything queued, as one write.
+    fn take_queued(&mut self) -> Option<Bytes> {
+        match self.queue.len() {
+            0 => None,
+            1 => self.queue.pop_front(),
+            _ => {
+                let mut out = bytes::BytesMut::with_capacity(self.queued_bytes());
+                for frame in self.queue.drain(..) {
+                    out.extend_from_slice(&frame);
                 }
-                Poll::Ready(None) => {
-                    this.finish();
-                    continue;
-                }
-                Poll::Pending => {}
+                Some(out.freeze())
+            }
+        }
+    }
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    /// Yields each event as soon as it exists; events that are ready at the same moment go
+    /// out in one write (nothing ever waits for more).
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            this.drain_ready(cx);
+            if let Some(frames) = this.take_queued() {
+                this.last_write = Instant::now();
+                return Poll::Ready(Some(Ok(frames)));
+            }
+            if this.upstream.is_none() {
+                return Poll::Ready(None);
             }
             if this.check_deadlines(Instant::now()) {
                 continue;

@@ -27,10 +27,17 @@ fn body_of(items: Vec<Result<ChatChunk, ProviderError>>, include_usage: bool) ->
     )
 }
 
+/// The events a body writes, each with its blank line (events ready together share a write).
 async fn frames(body: SseBody) -> Vec<String> {
-    body.map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
+    let writes: Vec<String> = body
+        .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
         .collect()
-        .await
+        .await;
+    writes
+        .concat()
+        .split_inclusive("\n\n")
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -54,6 +61,7 @@ async fn a_stream_ends_with_usage_then_done() {
     let frames = frames(body).await;
     assert_eq!(frames.len(), 4);
     assert!(frames.iter().all(|f| f.ends_with("\n\n")));
+    assert_eq!(frames[0].matches("data: ").count(), 1);
     assert_eq!(frames[3], "data: [DONE]\n\n");
     let usage: Value = serde_json::from_str(frames[2].trim_start_matches("data: ").trim()).unwrap();
     assert_eq!(usage["choices"], json!([]));
@@ -97,6 +105,20 @@ async fn an_error_after_the_first_chunk_is_one_event_without_done() {
     assert_eq!(frames.len(), 2);
     assert!(frames[1].starts_with("data: {\"error\":"), "{}", frames[1]);
     assert!(frames[1].contains("reset"));
+}
+
+#[tokio::test]
+async fn events_ready_together_share_one_write() {
+    let chunks = (0..5)
+        .map(|i| chunk(json!({"choices": [{"index": 0, "delta": {"content": format!("w{i}")}}]})));
+    let mut body = body_of(chunks.collect(), false);
+    body.open(Duration::from_secs(1)).await.unwrap();
+    let writes: Vec<Bytes> = body.map(|f| f.unwrap()).collect().await;
+    assert_eq!(writes.len(), 1, "all six events were ready at once");
+    assert_eq!(
+        String::from_utf8_lossy(&writes[0]).matches("\n\n").count(),
+        6
+    );
 }
 
 #[tokio::test(start_paused = true)]
