@@ -24,7 +24,8 @@ const SNIPPET_CHARS: usize = 200;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: reqwest::Client,
-    endpoint: String,
+    /// Parsed once: reqwest would parse a string URL on every request.
+    endpoint: reqwest::Url,
     headers: HeaderMap,
 }
 
@@ -55,7 +56,7 @@ impl Upstream {
         }
         Ok(Upstream {
             client,
-            endpoint: config.endpoint(),
+            endpoint: reqwest::Url::parse(&config.endpoint())?,
             headers,
         })
     }
@@ -68,7 +69,7 @@ impl Upstream {
     ) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .headers(self.headers.clone())
             .body(prepared.body.clone());
         if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {

@@ -75,8 +75,7 @@ pub struct ResponseMessage {
     pub role: String,
     /// The text, or `null` when the model only called tools.
     pub content: Option<String>,
-    /// A refusal.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A refusal, or `null` (always present, as in OpenAI's shape).
     pub refusal: Option<String>,
     /// Tool calls.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,8 +160,7 @@ pub struct ChunkChoice {
     pub delta: Delta,
     /// Set on the choice's last chunk.
     pub finish_reason: Option<String>,
-    /// Log probabilities of this chunk's tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Log probabilities of this chunk's tokens, or `null` (always present, as in OpenAI's shape).
     #[schema(value_type = Option<Object>)]
     pub logprobs: Option<Value>,
     /// Provider extras.

@@ -31,7 +31,7 @@ async fn echo_answers_in_the_openai_shape_with_gateway_headers() {
     let choice = &body["choices"][0];
     assert_eq!(
         choice["message"],
-        json!({"role": "assistant", "content": "hello big world"})
+        json!({"role": "assistant", "content": "hello big world", "refusal": null})
     );
     assert_eq!(choice["finish_reason"], "stop");
     assert_eq!(choice["logprobs"], Value::Null);
