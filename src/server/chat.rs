@@ -28,7 +28,7 @@ use crate::providers::{CallCx, Prepared, Unsupported};
 use crate::routing::execute::{AttemptError, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
-use crate::schema::{ChatRequest, parse_and_validate};
+use crate::schema::{ChatRequest, ChatResponse, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, normalize_response};
 use crate::stream::{OnComplete, Opening, SseBody, StreamTiming};
 
@@ -172,6 +172,32 @@ struct Answered<'a> {
     upstream_time: Duration,
 }
 
+impl<'a> Answered<'a> {
+    fn by(
+        candidate: &'a Candidate,
+        attempts: u32,
+        dropped: &'a [String],
+        upstream_time: Duration,
+    ) -> Self {
+        Answered {
+            provider: &candidate.provider.name,
+            upstream_model: &candidate.upstream_model,
+            attempts,
+            dropped,
+            upstream_time,
+        }
+    }
+}
+
+/// A cache entry for an answer `candidate` gave.
+fn cached(candidate: &Candidate, response: ChatResponse) -> Cached {
+    Cached {
+        response,
+        provider: candidate.provider.name.clone(),
+        upstream_model: candidate.upstream_model.clone(),
+    }
+}
+
 async fn whole(
     call: &ChatCall,
     plan: &Plan,
@@ -203,20 +229,11 @@ async fn whole(
     if let Some((key, ttl)) = cache
         && response.choices.iter().all(|c| c.finish_reason.is_some())
     {
-        let cached = Cached {
-            response,
-            provider: candidate.provider.name.clone(),
-            upstream_model: candidate.upstream_model.clone(),
-        };
-        call.state.cache.insert(key, cached, ttl);
+        call.state
+            .cache
+            .insert(key, cached(&candidate, response), ttl);
     }
-    let answered = Answered {
-        provider: &candidate.provider.name,
-        upstream_model: &candidate.upstream_model,
-        attempts,
-        dropped: &dropped,
-        upstream_time,
-    };
+    let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(json_answer(call, body, &answered))
 }
 
@@ -263,13 +280,7 @@ async fn stream(
         attempts,
     } = result.map_err(|f| f.error)?;
     let upstream_time = routing_start.elapsed();
-    let answered = Answered {
-        provider: &candidate.provider.name,
-        upstream_model: &candidate.upstream_model,
-        attempts,
-        dropped: &dropped,
-        upstream_time,
-    };
+    let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(sse_answer(call, body, &answered))
 }
 
@@ -281,16 +292,8 @@ fn store_in_cache(
     ttl: Duration,
 ) -> OnComplete {
     let state = call.state.clone();
-    let provider = candidate.provider.name.clone();
-    let upstream_model = candidate.upstream_model.clone();
-    Box::new(move |response| {
-        let cached = Cached {
-            response,
-            provider,
-            upstream_model,
-        };
-        state.cache.insert(key, cached, ttl);
-    })
+    let candidate = candidate.clone();
+    Box::new(move |response| state.cache.insert(key, cached(&candidate, response), ttl))
 }
 
 /// Answers from the cache, as JSON or as a replayed stream.
