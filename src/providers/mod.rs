@@ -141,9 +141,4 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<&ProviderHandle> {
         self.providers.get(name)
     }
-
-    /// All providers, by name.
-    pub fn iter(&self) -> impl Iterator<Item = &ProviderHandle> {
-        self.providers.values()
-    }
 }

@@ -125,11 +125,6 @@ impl<'a> Translation<'a> {
         }
     }
 
-    /// The canonical request.
-    pub fn request(&self) -> &ChatRequest {
-        self.request
-    }
-
     /// An error naming this provider and `param`.
     pub fn unsupported(&self, param: impl Into<String>, what: &str) -> Unsupported {
         let param = param.into();

@@ -51,11 +51,6 @@ impl Router {
         }
     }
 
-    /// The configured providers.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Every name a client can send: each alias, and `provider/model` for every model named
     /// in an alias target or fallback.
     pub fn listed_models(&self) -> Vec<ListedModel> {

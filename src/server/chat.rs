@@ -30,7 +30,7 @@ use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
 use crate::schema::{ChatRequest, ChatResponse, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, normalize_response};
-use crate::stream::{OnComplete, Opening, SseBody, StreamTiming};
+use crate::stream::{OnComplete, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
 pub struct ChatCall {
@@ -321,16 +321,13 @@ async fn replay(
         };
         let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
         let mut body = SseBody::new(upstream, normalizer, &hit.provider, timing);
-        if let Opening::StillWaiting =
-            body.open(settings.stream_keepalive)
-                .await
-                .map_err(|error| GatewayError::Upstream {
-                    provider: hit.provider.clone(),
-                    error,
-                })?
-        {
-            tracing::debug!("cache replay waiting");
-        }
+        // A replay is all there at once: its first chunk is always ready.
+        body.open(settings.stream_keepalive)
+            .await
+            .map_err(|error| GatewayError::Upstream {
+                provider: hit.provider.clone(),
+                error,
+            })?;
         sse_answer(call, body, &answered)
     } else {
         let body =
