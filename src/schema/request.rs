@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::de::{deserialize_with_extras, string_or};
+use super::policy::{CachePolicy, FallbackModel, LoadBalancer, RetryPolicy, TimeoutPolicy};
 
 /// Unknown keys of a JSON object, kept verbatim.
 pub type Extra = Map<String, Value>;
@@ -741,76 +742,4 @@ pub struct ReasoningConfig {
     /// Enable reasoning with defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-}
-
-/// orq `retry`: `count` retries (1-5) after the first try, on `on_codes`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct RetryPolicy {
-    /// Retries after the first try, 1 to 5 (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u32>,
-    /// Statuses that trigger a retry, 100 to 599 (default `[429]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_codes: Option<Vec<u16>>,
-}
-
-/// orq fallback entry.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct FallbackModel {
-    /// A model name a client could send.
-    pub model: String,
-}
-
-/// orq `timeout`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct TimeoutPolicy {
-    /// Per-attempt timeout in milliseconds, at least 1.
-    pub call_timeout: u64,
-}
-
-/// orq `load_balancer`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct LoadBalancer {
-    /// Always `weight_based`.
-    #[serde(rename = "type")]
-    pub kind: LoadBalancerType,
-    /// Candidate models with weights.
-    pub models: Vec<WeightedModel>,
-}
-
-/// Load balancer kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LoadBalancerType {
-    /// Weighted random choice.
-    WeightBased,
-}
-
-/// A load-balanced model.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct WeightedModel {
-    /// A model name a client could send.
-    pub model: String,
-    /// 0.001 to 1 (default 0.5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<f64>,
-}
-
-/// orq `cache`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct CachePolicy {
-    /// Always `exact_match`.
-    #[serde(rename = "type")]
-    pub kind: CacheType,
-    /// Seconds, 1 to 259200 (default 1800).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-}
-
-/// Cache kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CacheType {
-    /// Exact-match cache.
-    ExactMatch,
 }

@@ -1,6 +1,8 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::error::{FieldErrorKind, GatewayError};
+use crate::schema::parse_and_validate;
 
 /// The `param` and message of the first error for a body, or None when it is valid.
 fn first_error(body: Value) -> Option<(String, String, FieldErrorKind)> {
