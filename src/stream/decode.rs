@@ -53,7 +53,9 @@ impl SseDecoder {
         mut input: &[u8],
         out: &mut VecDeque<SseEvent>,
     ) -> Result<(), InvalidUtf8> {
-        if self.skip_lf {
+        // A CR ended the previous read: an LF opening this one belongs to that line end. (An
+        // empty read decides nothing, so the flag waits for real bytes.)
+        if self.skip_lf && !input.is_empty() {
             self.skip_lf = false;
             if let [b'\n', rest @ ..] = input {
                 input = rest;
@@ -263,6 +265,14 @@ mod tests {
             decode_in_pieces(b"data: a\r\n\r\n", &[7, 8, 9]),
             vec![data("a")]
         );
+    }
+
+    #[test]
+    fn an_empty_read_between_cr_and_lf_keeps_them_one_line_end() {
+        // Found by the property test below: "\r" | "" | "\n" is one line end, not two.
+        let input = b"data: a\r\ndata: b\r\n\r\n";
+        let cr = input.iter().position(|b| *b == b'\r').unwrap() + 1;
+        assert_eq!(decode_in_pieces(input, &[cr, cr]), vec![data("a\nb")]);
     }
 
     #[test]
