@@ -20,24 +20,18 @@ use crate::stream::decode::{SseEvent, SseStream};
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
 
-/// An upstream endpoint with its pooled client and fixed headers.
+/// An upstream endpoint with its pooled client (which carries the fixed headers).
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: reqwest::Client,
     /// Parsed once: reqwest would parse a string URL on every request.
     endpoint: reqwest::Url,
-    headers: HeaderMap,
 }
 
 impl Upstream {
     /// A client for `config`'s endpoint, sending its key and extra headers on every request.
     pub fn new(config: &ProviderConfig) -> anyhow::Result<Self> {
         install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -54,10 +48,16 @@ impl Upstream {
                 HeaderValue::try_from(value.as_str())?,
             );
         }
+        // The fixed headers are the client's defaults, so no request copies them.
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
         Ok(Upstream {
             client,
             endpoint: reqwest::Url::parse(&config.endpoint())?,
-            headers,
         })
     }
 
@@ -70,7 +70,6 @@ impl Upstream {
         let mut request = self
             .client
             .post(self.endpoint.clone())
-            .headers(self.headers.clone())
             .body(prepared.body.clone());
         if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
             request = request.header("x-request-id", id);
@@ -149,7 +148,7 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         cx: &CallCx,
     ) -> Result<ChunkStream, ProviderError> {
         match self.upstream.post(prepared, cx).await {
-            Ok(response) => Ok(chunk_stream(response, openai_event)),
+            Ok(response) => Ok(chunk_stream(response)),
             Err(error) => Err(self.dialect.map_error(error)),
         }
     }
@@ -358,21 +357,17 @@ fn error_event(value: &Value) -> ProviderError {
     }
 }
 
-/// Opens a chunk stream over an event-stream response, interpreting each event with `parse`.
+/// Opens a chunk stream over an event-stream response, reading each event with
+/// [`openai_event`].
 /// The stream ends at `Done`; a body that ends before any choice finished is an error (a cut
 /// connection must not look like a complete answer).
-pub fn chunk_stream<F>(response: reqwest::Response, parse: F) -> ChunkStream
-where
-    F: FnMut(&SseEvent) -> EventOutcome + Send + 'static,
-{
-    struct State<F> {
+pub fn chunk_stream(response: reqwest::Response) -> ChunkStream {
+    struct State {
         events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
-        parse: F,
         finished_choice: bool,
     }
     let state = State {
         events: SseStream::new(response.bytes_stream().boxed()),
-        parse,
         finished_choice: false,
     };
     Box::pin(futures_util::stream::unfold(
@@ -386,7 +381,7 @@ where
                         "the upstream closed the stream before it finished".to_owned(),
                     )),
                     Some(Err(e)) => Err(ProviderError::Stream(e.to_string())),
-                    Some(Ok(event)) => match (state.parse)(&event) {
+                    Some(Ok(event)) => match openai_event(&event) {
                         EventOutcome::Chunk(chunk) => {
                             if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
                                 state.finished_choice = true;

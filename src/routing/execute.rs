@@ -88,11 +88,12 @@ impl<'p> Schedule<'p> {
         None
     }
 
-    /// After `error`, the candidate to try and the pause before it.
-    fn after_failure(&mut self, error: &ProviderError) -> Option<(usize, Duration)> {
+    /// After `error`, which [`retry::decide`] judged `next`, the candidate to try and the
+    /// pause before it.
+    fn after_failure(&mut self, error: &ProviderError, next: Next) -> Option<(usize, Duration)> {
         let (index, tries) = self.current?;
         let policy = &self.plan.retry;
-        if retry::decide(error, policy) == Next::Retry && tries < policy.attempts {
+        if next == Next::Retry && tries < policy.attempts {
             self.current = Some((index, tries + 1));
             let pause = retry::backoff(
                 policy,
@@ -181,20 +182,26 @@ where
                     }
                     Err(error) => error,
                 };
-                if let AttemptError::Provider(e) = &error {
-                    tracing::info!(target = %candidate.key, error = %e, "attempt failed");
-                    if retry::is_target_fault(e) {
-                        health.failure(&candidate.key);
+                // What follows: retry, the next target, or stop (an unsupported request is the
+                // candidate's own limit, so the next one may take it).
+                let decision = match &error {
+                    AttemptError::Provider(e) => {
+                        tracing::info!(target = %candidate.key, error = %e, "attempt failed");
+                        if retry::is_target_fault(e) {
+                            health.failure(&candidate.key);
+                        }
+                        retry::decide(e, &plan.retry)
                     }
-                    if retry::decide(e, &plan.retry) == Next::GiveUp {
-                        return Err(Failure { error: into_gateway_error(candidate, error), attempts });
-                    }
+                    AttemptError::Unsupported(_) => Next::NextTarget,
+                };
+                if decision == Next::GiveUp {
+                    return Err(Failure { error: into_gateway_error(candidate, error), attempts });
                 }
                 if !running.is_empty() {
                     continue; // a hedge is still running; its outcome decides
                 }
                 let next = match &error {
-                    AttemptError::Provider(e) => schedule.after_failure(e),
+                    AttemptError::Provider(e) => schedule.after_failure(e, decision),
                     AttemptError::Unsupported(_) => schedule.advance().map(|i| (i, Duration::ZERO)),
                 };
                 match next {
