@@ -1,6 +1,6 @@
 //! Errors at request time: [`GatewayError`] is what a client is told, [`ProviderError`] is
 //! what went wrong upstream. The status of every error is decided in one `match`
-//! ([`GatewayError::status`]); each ingress dialect renders the error in its own shape.
+//! ([`GatewayError::status`]); [`crate::envelope`] writes it in each dialect's shape.
 
 use std::fmt;
 
@@ -211,6 +211,12 @@ pub enum GatewayError {
     /// Every upstream is unavailable; the text says which and why.
     #[error("no healthy upstream for {0}")]
     NoHealthyUpstream(String),
+    /// No route for this path.
+    #[error("no route for `{0}`")]
+    NotFound(String),
+    /// A known path with the wrong method.
+    #[error("method not allowed on `{0}`")]
+    MethodNotAllowed(String),
     /// A bug or an unexpected state; the detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -229,6 +235,8 @@ impl GatewayError {
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Upstream { error, .. } => upstream_status(error),
             GatewayError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -250,6 +258,8 @@ impl GatewayError {
             GatewayError::Unsupported { .. } => "unsupported_parameter",
             GatewayError::Upstream { error, .. } => return upstream_code(error),
             GatewayError::NoHealthyUpstream(_) => "no_healthy_upstream",
+            GatewayError::NotFound(_) => "not_found",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::Internal(_) => "internal_error",
         };
         code.to_owned()
@@ -297,18 +307,6 @@ impl GatewayError {
             GatewayError::Upstream { provider, error } => upstream_message(provider, error),
             other => other.to_string(),
         }
-    }
-
-    /// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`.
-    pub fn envelope(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {
-                "message": self.message(),
-                "type": self.error_type(),
-                "param": self.param(),
-                "code": self.code(),
-            }
-        })
     }
 
     /// The `retry-after` value to send, if any.

@@ -8,6 +8,7 @@
 //! - [`config`]: TOML with `${VAR}` secrets -> validated [`config::Config`]; the embedded default.
 //! - [`error`]: [`error::GatewayError`] (what clients see, status decided in one place) and
 //!   [`error::ProviderError`] (what went wrong upstream).
+//! - [`envelope`]: errors on the wire: the OpenAI envelope and Nugen's 422 shape.
 //! - [`schema`]: canonical request, response and chunk types; parsing and validation.
 //! - [`server`]: axum routes, the two ingress dialects (`/v1`, `/api/v3`), keys, health,
 //!   OpenAPI, graceful shutdown.
@@ -20,6 +21,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod envelope;
 pub mod error;
 pub mod providers;
 pub mod routing;

@@ -15,7 +15,7 @@
 #   5. stops what it started, by recorded PID only.
 #
 # Environment (all optional):
-#   BENCH (/work/shared/bench)  LLMGATE_BIN (<repo>/target/release/llmgate)  CONFIG (benches/load/llmgate.toml)
+#   BENCH (<repo>/../shared/bench)  LLMGATE_BIN (<repo>/target/release/llmgate)  CONFIG (benches/load/llmgate.toml)
 #   RESULTS_DIR (/tmp/llmgate-bench-results)  BENCH_RUN (/tmp/bench-run)  OVERHEAD_SAMPLES (20)
 #   LLMGATE_COMMIT (free text naming the source the binary was built from, for the report)
 #   and the harness knobs, passed through: DURATION (15) RUNS (3) WARMUP (5) CONCURRENCY ("1 32 256")
@@ -26,7 +26,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-BENCH="${BENCH:-/work/shared/bench}"
+BENCH="${BENCH:-$REPO/../shared/bench}"
 LLMGATE_BIN="${LLMGATE_BIN:-$REPO/target/release/llmgate}"
 CONFIG="${CONFIG:-$HERE/llmgate.toml}"
 OVERHEAD_SAMPLES="${OVERHEAD_SAMPLES:-20}"

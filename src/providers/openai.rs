@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::http::Dialect;
-use super::translate::{CANONICAL_FIELDS, ORQ_FIELDS, Translation};
+use super::translate::{ORQ_FIELDS, Translation};
 use super::{CallCx, Prepared, Unsupported};
 use crate::schema::{ChatRequest, StreamOptions};
 
@@ -70,7 +70,7 @@ fn translate(name: &str, request: &ChatRequest, cx: &CallCx) -> Prepared {
     let mut t = Translation::new(name, request);
     t.effort_from_reasoning();
     t.drop_rest_of_reasoning();
-    let accepted: Vec<&str> = CANONICAL_FIELDS
+    let accepted: Vec<&str> = ChatRequest::FIELDS
         .iter()
         .copied()
         .filter(|f| !NOT_OPENAI.contains(f))

@@ -15,41 +15,6 @@ use serde_json::{Map, Value, json};
 use super::{Prepared, Unsupported};
 use crate::schema::{ChatRequest, MessageContent, PartType, Role};
 
-/// Top-level fields of the canonical request that can reach an upstream.
-pub const CANONICAL_FIELDS: &[&str] = &[
-    "messages",
-    "temperature",
-    "top_p",
-    "top_k",
-    "n",
-    "max_tokens",
-    "max_completion_tokens",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "seed",
-    "stop",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "functions",
-    "function_call",
-    "response_format",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "metadata",
-    "store",
-    "user",
-    "service_tier",
-    "prompt_truncate_len",
-    "reasoning",
-];
-
 /// orq's own request fields that are not routing policy: forwarded to orq only.
 pub const ORQ_FIELDS: &[&str] = &[
     "orq",
@@ -160,7 +125,7 @@ impl<'a> Translation<'a> {
     pub fn keep_only(&mut self, accepted: &[&str], orq_fields: bool) {
         let keys: Vec<String> = self.body.keys().cloned().collect();
         for key in keys {
-            let known = CANONICAL_FIELDS.contains(&key.as_str());
+            let known = ChatRequest::FIELDS.contains(&key.as_str());
             let orq_own = ORQ_FIELDS.contains(&key.as_str());
             if (known && !accepted.contains(&key.as_str())) || (orq_own && !orq_fields) {
                 self.drop_field(&key);

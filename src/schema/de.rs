@@ -131,13 +131,21 @@ impl<'de> Deserialize<'de> for Count {
 ///
 /// `required` fields must be present (a missing one is serde's "missing field" error);
 /// `optional` fields keep their default when absent or `null`. A field written
-/// `name => field as Wire` is read as `Wire` and converted with `Into`.
+/// `name => field as Wire` is read as `Wire` and converted with `Into`. Every name is also
+/// listed in the type's `FIELDS` constant, so other code decides "known or not" from the
+/// same list the parser uses.
 macro_rules! deserialize_with_extras {
     (
         $ty:ident, $expecting:literal,
         required { $($rname:literal => $rfield:ident),* $(,)? }
         optional { $($oname:literal => $ofield:ident $(as $via:ty)?),* $(,)? }
     ) => {
+        impl $ty {
+            /// The JSON field names this type reads (every other key goes to `extra`).
+            #[allow(dead_code)]
+            pub const FIELDS: &'static [&'static str] = &[$($rname,)* $($oname,)*];
+        }
+
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct FieldsVisitor;

@@ -19,11 +19,16 @@ pub type Extra = Map<String, Value>;
 ///
 /// `Serialize` writes the body forwarded to an OpenAI-shaped upstream *minus* the per-call
 /// fields each adapter sets itself (`model`, `stream`, `stream_options`) and minus the routing
-/// policy, which the gateway consumes and never forwards.
+/// policy, which the gateway consumes and never forwards: those are marked `not_forwarded`
+/// (not `skip_serializing`, which would also hide them from the OpenAPI document).
+///
+/// The field names the parser knows are [`ChatRequest::FIELDS`], generated with the parser;
+/// a test keeps them equal to this struct's fields.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatRequest {
     /// `<provider>/<model>` or an alias from the config.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
+    #[schema(required = true)]
     pub model: String,
     /// The conversation so far; at least one message.
     pub messages: Vec<Message>,
@@ -68,10 +73,10 @@ pub struct ChatRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Stream the answer as server-sent events.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub stream: Option<bool>,
     /// Streaming options; only with `stream: true`.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub stream_options: Option<StreamOptions>,
 
     /// Tools (functions) the model may call; at most 128.
@@ -129,22 +134,22 @@ pub struct ChatRequest {
     pub reasoning: Option<ReasoningConfig>,
 
     /// Routing policy (orq shape): retries of each target.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub retry: Option<RetryPolicy>,
     /// Routing policy (orq shape): models tried in order when the primary fails.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub fallbacks: Option<Vec<FallbackModel>>,
     /// Routing policy (orq shape): per-attempt timeout.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub timeout: Option<TimeoutPolicy>,
     /// Routing policy (orq shape): weighted choice among models.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub load_balancer: Option<LoadBalancer>,
     /// Routing policy (orq shape): response cache.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub cache: Option<CachePolicy>,
     /// Routing policy (orq shape): `{{name}}` substitutions in message text.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "not_forwarded")]
     pub variables: Option<Map<String, Value>>,
 
     /// Unknown top-level fields, forwarded unchanged.
@@ -173,6 +178,11 @@ deserialize_with_extras!(ChatRequest, "a chat completion request object",
         "variables" => variables,
     }
 );
+
+/// Marks a field the gateway consumes itself: it never appears in a forwarded body.
+fn not_forwarded<T>(_: &T) -> bool {
+    true
+}
 
 impl ChatRequest {
     /// Whether the client asked for a stream.

@@ -6,11 +6,10 @@
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::openai::error_response;
 use crate::config::GatewayKey;
 use crate::error::GatewayError;
 
@@ -50,7 +49,7 @@ pub async fn require_key(
                 .and_then(bearer_token);
             match presented.and_then(|token| matching_key(&auth.keys, token)) {
                 Some(index) => Caller(Some(index)),
-                None => return error_response(&GatewayError::InvalidApiKey),
+                None => return GatewayError::InvalidApiKey.into_response(),
             }
         }
     };

@@ -22,6 +22,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::cache::StreamRecorder;
+use crate::envelope::ErrorEnvelope;
 use crate::error::{GatewayError, ProviderError};
 use crate::providers::ChunkStream;
 use crate::schema::{ChatChunk, ChatResponse};
@@ -44,7 +45,12 @@ pub fn data_event(chunk: &ChatChunk) -> Bytes {
 
 /// `data: {"error":{...}}\n\n`.
 pub fn error_event(error: &GatewayError) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", error.envelope()))
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut out, &ErrorEnvelope::from(error)).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// Timing rules of one stream.

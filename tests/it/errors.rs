@@ -124,7 +124,17 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(response).await.0, 405);
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/chat/completions")
+    );
 }
 
 #[tokio::test]
