@@ -1,17 +1,22 @@
 //! The exact-match response cache.
 //!
-//! Keyed on the canonical request minus transport-only fields (`stream`, `stream_options`
-//! and the routing policy never enter the key), so a streamed request can be answered from a
+//! Keyed on the canonical request minus transport-only fields (`stream`, `stream_options`,
+//! retries and timeouts never enter the key), so a streamed request can be answered from a
 //! non-streamed answer and the other way round: a whole answer is stored either way (a stream
-//! is recorded as it passes) and replayed in the form the client asked for. Bounded by entries
-//! and bytes (oldest first out), with a TTL per entry. Only complete successful answers are
-//! stored. Keys are compared whole, so a hash collision can never serve a wrong answer.
+//! is recorded as it passes) and replayed in the form the client asked for. What decides who
+//! answers (the model name, `fallbacks`, `load_balancer`) is part of the key, and so is the
+//! caller's cache scope: a gateway key with `cache = "private"` (the default) only ever sees
+//! its own answers; keys with `cache = "shared"` (and callers when no keys are configured)
+//! share one space. Only complete successful answers are stored. Keys are compared whole,
+//! so a hash collision can never serve a wrong answer.
+//!
+//! The store is a `moka` cache with a TTL per entry, bounded by bytes and entries: each
+//! entry weighs its size, but at least `max_bytes / max_entries`, so neither bound is passed.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
+use moka::Expiry;
 
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, FunctionCall,
@@ -29,34 +34,60 @@ pub struct Cached {
     pub upstream_model: String,
 }
 
+/// An entry of the store: the answer, its weight and how long it lives.
+#[derive(Clone)]
 struct Entry {
     cached: Arc<Cached>,
-    expires: Instant,
-    size: usize,
-    generation: u64,
+    weight: u32,
+    ttl: Duration,
 }
 
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<Vec<u8>, Entry>,
-    /// Insertion order, for eviction; stale generations are skipped.
-    order: VecDeque<(Vec<u8>, u64)>,
-    bytes: usize,
-    generation: u64,
+/// Each entry lives for its own TTL from its insertion.
+struct PerEntryTtl;
+
+impl Expiry<Vec<u8>, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &Vec<u8>, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
 }
 
 /// A bounded in-memory cache of answers.
 pub struct ResponseCache {
-    max_entries: usize,
+    store: moka::sync::Cache<Vec<u8>, Entry>,
     max_bytes: usize,
-    inner: Mutex<Inner>,
+    /// The least weight of an entry, so at most `max_entries` fit.
+    min_weight: usize,
 }
 
-/// The cache key of a request: its model and canonical body.
-pub fn key(request: &ChatRequest) -> Vec<u8> {
-    let mut key = request.model.as_bytes().to_vec();
+/// Whose answers a lookup may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The space shared by every caller that shares.
+    Shared,
+    /// One gateway key's own space, by key name.
+    Private(&'a str),
+}
+
+/// The cache key of a request: scope, model, the policy that picks who answers, and the
+/// canonical body.
+pub fn key(request: &ChatRequest, scope: Scope) -> Vec<u8> {
+    let mut key = Vec::with_capacity(256);
+    match scope {
+        Scope::Shared => key.extend_from_slice(b"shared\n"),
+        Scope::Private(name) => {
+            // The length first, so no name can end where another begins.
+            key.extend_from_slice(format!("key:{}:", name.len()).as_bytes());
+            key.extend_from_slice(name.as_bytes());
+            key.push(b'\n');
+        }
+    }
+    key.extend_from_slice(request.model.as_bytes());
     key.push(b'\n');
-    // `Serialize` leaves out stream, stream_options and the routing policy already.
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut key, &(&request.fallbacks, &request.load_balancer))
+        .unwrap_or_default();
+    key.push(b'\n');
+    // `Serialize` leaves out model, stream, stream_options and the routing policy.
     serde_json::to_writer(&mut key, request).unwrap_or_default();
     key
 }
@@ -64,74 +95,61 @@ pub fn key(request: &ChatRequest) -> Vec<u8> {
 impl ResponseCache {
     /// A cache holding at most `max_entries` answers and `max_bytes` bytes.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        let min_weight = max_bytes
+            .checked_div(max_entries)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let store = moka::sync::Cache::builder()
+            .max_capacity(if max_entries == 0 {
+                0
+            } else {
+                max_bytes as u64
+            })
+            .weigher(|_, entry: &Entry| entry.weight)
+            .expire_after(PerEntryTtl)
+            .build();
         ResponseCache {
-            max_entries,
+            store,
             max_bytes,
-            inner: Mutex::new(Inner::default()),
+            min_weight,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every update leaves the maps consistent, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The answer stored under `key`, if it has not expired.
     pub fn get(&self, key: &[u8]) -> Option<Arc<Cached>> {
-        let mut inner = self.lock();
-        let entry = inner.entries.get(key)?;
-        if entry.expires > Instant::now() {
-            return Some(entry.cached.clone());
-        }
-        if let Some(entry) = inner.entries.remove(key) {
-            inner.bytes -= entry.size;
-        }
-        None
+        self.store.get(key).map(|entry| entry.cached)
     }
 
-    /// Stores an answer for `ttl`, evicting the oldest entries beyond the bounds.
+    /// Stores an answer for `ttl`; the least recently used entries make room.
     pub fn insert(&self, key: Vec<u8>, cached: Cached, ttl: Duration) {
         let size = key.len() + serde_json::to_vec(&cached.response).map_or(0, |v| v.len());
-        if size > self.max_bytes || self.max_entries == 0 {
+        if size > self.max_bytes || self.min_weight == usize::MAX {
             return;
         }
-        let mut inner = self.lock();
-        inner.generation += 1;
-        let generation = inner.generation;
+        let weight = u32::try_from(size.max(self.min_weight)).unwrap_or(u32::MAX);
         let entry = Entry {
             cached: Arc::new(cached),
-            expires: Instant::now() + ttl,
-            size,
-            generation,
+            weight,
+            ttl,
         };
-        if let Some(old) = inner.entries.insert(key.clone(), entry) {
-            inner.bytes -= old.size;
-        }
-        inner.bytes += size;
-        inner.order.push_back((key, generation));
-        while inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
-            let Some((oldest, generation)) = inner.order.pop_front() else {
-                break;
-            };
-            if inner
-                .entries
-                .get(&oldest)
-                .is_some_and(|e| e.generation == generation)
-                && let Some(entry) = inner.entries.remove(&oldest)
-            {
-                inner.bytes -= entry.size;
-            }
-        }
+        self.store.insert(key, entry);
     }
 
-    /// How many answers are stored.
+    /// How many answers are stored, once pending evictions have run.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.store.run_pending_tasks();
+        usize::try_from(self.store.entry_count()).unwrap_or(usize::MAX)
     }
 
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes the stored answers weigh, once pending evictions have run.
+    pub fn weight(&self) -> u64 {
+        self.store.run_pending_tasks();
+        self.store.weighted_size()
     }
 }
 
@@ -310,47 +328,70 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn entries_expire_and_the_oldest_go_first() {
-        let cache = ResponseCache::new(2, 1 << 20);
-        cache.insert(b"a".to_vec(), answer("A"), Duration::from_secs(10));
-        cache.insert(b"b".to_vec(), answer("B"), Duration::from_secs(100));
-        assert!(cache.get(b"a").is_some());
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(cache.get(b"a").is_none(), "expired");
-        cache.insert(b"c".to_vec(), answer("C"), Duration::from_secs(100));
-        cache.insert(b"d".to_vec(), answer("D"), Duration::from_secs(100));
-        assert!(cache.get(b"b").is_none(), "evicted by the entry bound");
-        assert_eq!(cache.len(), 2);
+    #[test]
+    fn entries_expire_after_their_own_ttl() {
+        let cache = ResponseCache::new(10, 1 << 20);
+        cache.insert(b"short".to_vec(), answer("A"), Duration::from_millis(50));
+        cache.insert(b"long".to_vec(), answer("B"), Duration::from_secs(100));
+        assert!(cache.get(b"short").is_some());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(cache.get(b"short").is_none(), "expired");
+        assert!(cache.get(b"long").is_some());
     }
 
     #[test]
-    fn the_byte_bound_holds() {
-        let cache = ResponseCache::new(100, 600);
-        for i in 0..10 {
+    fn the_entry_bound_holds() {
+        let cache = ResponseCache::new(2, 1 << 20);
+        for i in 0..50u8 {
             cache.insert(vec![i], answer("x"), Duration::from_secs(100));
         }
-        let inner = cache.lock();
-        assert!(
-            inner.bytes <= 600 && !inner.entries.is_empty(),
-            "{}",
-            inner.bytes
-        );
+        assert!(cache.len() <= 2, "{}", cache.len());
     }
 
     #[test]
-    fn the_key_ignores_transport_and_policy_fields() {
+    fn the_byte_bound_holds_and_replacing_a_key_does_not_grow_the_store() {
+        let cache = ResponseCache::new(1000, 2000);
+        for i in 0..50u8 {
+            cache.insert(vec![i], answer("x"), Duration::from_secs(100));
+        }
+        assert!(cache.weight() <= 2000, "{}", cache.weight());
+        let cache = ResponseCache::new(1000, 1 << 20);
+        for _ in 0..1000 {
+            cache.insert(b"same".to_vec(), answer("x"), Duration::from_secs(100));
+        }
+        assert_eq!(cache.len(), 1);
+        assert!(cache.weight() < 2000, "{}", cache.weight());
+    }
+
+    #[test]
+    fn the_key_ignores_transport_fields_but_not_who_answers_or_whose_it_is() {
         let parse =
             |v: serde_json::Value| crate::schema::parse_request(v.to_string().as_bytes()).unwrap();
         let plain = parse(json!({"model": "a", "messages": [{"role": "user", "content": "x"}]}));
         let streamed = parse(
             json!({"model": "a", "messages": [{"role": "user", "content": "x"}],
             "stream": true, "stream_options": {"include_usage": true}, "cache": {"type": "exact_match"},
-            "retry": {"count": 2}}),
+            "retry": {"count": 2}, "timeout": {"call_timeout": 5000}}),
         );
         let other = parse(json!({"model": "b", "messages": [{"role": "user", "content": "x"}]}));
-        assert_eq!(key(&plain), key(&streamed));
-        assert_ne!(key(&plain), key(&other));
+        let balanced = parse(
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}],
+            "load_balancer": {"type": "weight_based", "models": [{"model": "echo/x"}]}}),
+        );
+        let fallback = parse(
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}],
+            "fallbacks": [{"model": "echo/x"}]}),
+        );
+        let shared = |r: &ChatRequest| key(r, Scope::Shared);
+        assert_eq!(shared(&plain), shared(&streamed));
+        assert_ne!(shared(&plain), shared(&other));
+        assert_ne!(shared(&plain), shared(&balanced));
+        assert_ne!(shared(&plain), shared(&fallback));
+        assert_ne!(shared(&plain), key(&plain, Scope::Private("team-a")));
+        assert_ne!(
+            key(&plain, Scope::Private("team-a")),
+            key(&plain, Scope::Private("team-b"))
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub enum ProviderError {
     #[error("the upstream did not answer within {0} ms")]
     Timeout(u64),
     /// The upstream answered with a non-success status (or an error as its first stream event).
-    #[error("the upstream answered {status}: {message}")]
+    #[error("the upstream answered {status}: {}", redact_secrets(message))]
     Status {
         /// HTTP status the upstream gave (or implied).
         status: u16,
@@ -363,21 +363,82 @@ fn upstream_code(error: &ProviderError) -> String {
 
 fn upstream_message(provider: &str, error: &ProviderError) -> String {
     match error {
+        // The upstream's text may quote the provider key it refused: none of it is passed on.
         ProviderError::Status {
-            status: 401 | 403,
-            message,
+            status: status @ (401 | 403),
             ..
-        } => format!("provider `{provider}` refused the gateway's credentials: {message}"),
+        } => format!(
+            "provider `{provider}` refused the gateway's credentials (status {status}); the operator must check its API key"
+        ),
         ProviderError::Status {
             status: 400..=499,
             message,
             ..
-        } => message.clone(),
+        } => redact_secrets(message),
         ProviderError::Status {
             status, message, ..
-        } => format!("provider `{provider}` failed with status {status}: {message}"),
+        } => format!(
+            "provider `{provider}` failed with status {status}: {}",
+            redact_secrets(message)
+        ),
         other => format!("provider `{provider}`: {other}"),
     }
+}
+
+/// What replaces a key-shaped word in upstream text.
+const REDACTED: &str = "[redacted]";
+
+/// `text` with every key-shaped word replaced: words with a known key prefix (`sk-`, `Bearer`
+/// tokens ...) and long runs of key characters that mix letters and digits. Upstream error
+/// messages can quote credentials (OpenAI's "Incorrect API key provided: sk-proj-…"); they
+/// pass through here before any client or log line sees them.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut previous_was_bearer = false;
+    for (is_word, piece) in split_words(text) {
+        if is_word && (previous_was_bearer || looks_like_secret(piece)) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(piece);
+        }
+        if is_word {
+            previous_was_bearer = piece.eq_ignore_ascii_case("bearer");
+        }
+    }
+    out
+}
+
+/// Characters a key can be made of.
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.' | '+' | '/' | '=')
+}
+
+/// Splits `text` into alternating runs of key characters (words) and everything else.
+fn split_words(text: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let is_word = is_key_char(first);
+        let end = rest
+            .find(|c: char| is_key_char(c) != is_word)
+            .unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some((is_word, piece))
+    })
+}
+
+fn looks_like_secret(word: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "sk-", "sk_", "pk-", "rk-", "key-", "xoxb-", "xoxp-", "AIza", "ghp_",
+    ];
+    let word = word.trim_end_matches('.');
+    if PREFIXES.iter().any(|p| word.starts_with(p)) && word.len() > 8 {
+        return true;
+    }
+    let has_digit = word.bytes().any(|b| b.is_ascii_digit());
+    let has_letter = word.bytes().any(|b| b.is_ascii_alphabetic());
+    word.len() >= 24 && has_digit && has_letter && !word.contains("://")
 }
 
 #[cfg(test)]
@@ -416,6 +477,31 @@ mod tests {
             upstream(ProviderError::Timeout(5)).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+    }
+
+    #[test]
+    fn upstream_credentials_never_reach_the_client_or_the_log() {
+        let refused = upstream(status(
+            401,
+            "Incorrect API key provided: sk-proj-AbCd1234******************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.",
+        ));
+        assert!(
+            !refused.message().contains("sk-proj"),
+            "{}",
+            refused.message()
+        );
+        assert!(!refused.message().contains("wxyz"));
+        assert!(!refused.to_string().contains("sk-proj"), "{refused}");
+        let quoted = upstream(status(
+            400,
+            "bad token Bearer abc.def.ghi for org-9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+        ));
+        assert_eq!(
+            quoted.message(),
+            "bad token Bearer [redacted] for [redacted]"
+        );
+        let plain = "This model's maximum context length is 8192 tokens (gpt-4o-mini).";
+        assert_eq!(redact_secrets(plain), plain);
     }
 
     #[test]

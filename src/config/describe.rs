@@ -27,7 +27,7 @@ impl Config {
                 out,
                 "  {name}: kind={} base_url={} path={} key={key} timeout_ms={}",
                 p.kind.as_str(),
-                p.base_url,
+                shown_url(&p.base_url),
                 p.kind.operation_path(),
                 p.timeout.as_millis()
             );
@@ -65,5 +65,36 @@ impl Config {
             out.push('\n');
         }
         out
+    }
+}
+
+/// `url` without userinfo and query, which may hold credentials.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Both fail only for URLs that cannot have userinfo, which then has none.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(
+            shown_url("https://user:s3cret@llm.internal:8443/v1?api_key=k"),
+            "https://llm.internal:8443/v1"
+        );
+        assert_eq!(
+            shown_url("http://127.0.0.1:9100/v1"),
+            "http://127.0.0.1:9100/v1"
+        );
     }
 }

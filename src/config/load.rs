@@ -169,6 +169,8 @@ struct RawKey {
     key: String,
     #[serde(default = "all_models")]
     models: Vec<String>,
+    #[serde(default)]
+    cache: CacheScope,
 }
 
 fn all_models() -> Vec<String> {
@@ -395,6 +397,7 @@ impl RawAuth {
                 name: raw.name,
                 key: Secret::new(raw.key),
                 models: raw.models,
+                cache: raw.cache,
             });
         }
         Ok(AuthConfig { keys })

@@ -86,6 +86,20 @@ pub struct GatewayKey {
     pub key: Secret,
     /// Model names this key may use; `*` matches everything, `prefix*` a prefix.
     pub models: Vec<String>,
+    /// Whether this key's cached answers are its own or shared with other sharing keys.
+    pub cache: CacheScope,
+}
+
+/// Who may be answered from a key's cached answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Only the key itself (the default: one tenant never sees another's answers, nor
+    /// learns from a hit that someone else asked the same thing).
+    #[default]
+    Private,
+    /// Every key that shares.
+    Shared,
 }
 
 impl GatewayKey {

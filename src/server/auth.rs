@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::config::GatewayKey;
+use crate::cache;
+use crate::config::{CacheScope, GatewayKey};
 use crate::error::GatewayError;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
@@ -25,6 +26,14 @@ impl Caller {
     pub fn key<'a>(&self, state: &'a AppState) -> Option<&'a GatewayKey> {
         let index = self.0?;
         state.auth.as_ref()?.keys.get(index)
+    }
+
+    /// Whose cached answers the caller may see.
+    pub fn cache_scope<'a>(&self, state: &'a AppState) -> cache::Scope<'a> {
+        match self.key(state) {
+            Some(key) if key.cache == CacheScope::Private => cache::Scope::Private(&key.name),
+            _ => cache::Scope::Shared,
+        }
     }
 
     /// Whether the caller may use `model`.
@@ -86,11 +95,13 @@ mod tests {
                 name: "a".into(),
                 key: Secret::new("sk-a"),
                 models: vec!["*".into()],
+                cache: Default::default(),
             },
             GatewayKey {
                 name: "b".into(),
                 key: Secret::new("sk-bb"),
                 models: vec!["echo/*".into()],
+                cache: Default::default(),
             },
         ];
         assert_eq!(matching_key(&keys, "sk-bb"), Some(1));

@@ -84,7 +84,10 @@ pub async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayEr
     variables::apply(&mut request)?;
     let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
     let plan = call.state.router.plan(&request, session.as_deref())?;
-    let cache_key = plan.cache_ttl.map(|_| cache::key(&request));
+    // Looked up only after the key's allow-list passed, so a hit is never an answer the
+    // caller could not have asked for.
+    let scope = call.caller.cache_scope(&call.state);
+    let cache_key = plan.cache_ttl.map(|_| cache::key(&request, scope));
     if let Some(hit) = cache_key.as_ref().and_then(|key| call.state.cache.get(key)) {
         return replay(&call, &request, &hit).await;
     }
@@ -227,7 +230,7 @@ async fn whole(
     normalize_response(&mut response, &request.model);
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some((key, ttl)) = cache
-        && response.choices.iter().all(|c| c.finish_reason.is_some())
+        && is_complete(&response)
     {
         call.state
             .cache
@@ -282,6 +285,11 @@ async fn stream(
     let upstream_time = routing_start.elapsed();
     let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(sse_answer(call, body, &answered))
+}
+
+/// Whether an answer is worth caching: it has choices and every one finished.
+fn is_complete(response: &ChatResponse) -> bool {
+    !response.choices.is_empty() && response.choices.iter().all(|c| c.finish_reason.is_some())
 }
 
 /// Stores a stream's whole answer once it completes.

@@ -18,6 +18,32 @@ impl MakeRequestId for MakeId {
     }
 }
 
+/// The longest client `x-request-id` kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Drops a client `x-request-id` that is too long or has characters other than letters,
+/// digits and `-_.:`, so a new id is made: the id reaches logs, upstreams and the response.
+pub async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
+    let valid = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .is_none_or(|value| is_valid_request_id(value.as_bytes()));
+    if !valid {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+fn is_valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// When the gateway received the request (for `x-llmgate-overhead-ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestStart(pub Instant);
@@ -48,4 +74,19 @@ pub async fn access_log(mut request: Request, next: Next) -> Response {
         .unwrap_or("");
     tracing::info!(target: "llmgate::access", %method, %path, status, elapsed_ms, request_id = %id, provider, "request");
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        assert!(is_valid_request_id(b"req-123_abc.def:9"));
+        assert!(!is_valid_request_id(b""));
+        assert!(!is_valid_request_id(b"has space"));
+        assert!(!is_valid_request_id(b"line\nbreak"));
+        assert!(!is_valid_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(is_valid_request_id(&[b'a'; MAX_REQUEST_ID_LEN]));
+    }
 }

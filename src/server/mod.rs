@@ -1,6 +1,7 @@
 //! The HTTP server: routes, middleware, state and graceful shutdown.
 //!
-//! Middleware order, outermost first: set `x-request-id` (the client's or a new one) ->
+//! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
+//! `x-request-id` (the client's or a new one) ->
 //! access log and request start time -> propagate `x-request-id` to the response -> routes.
 //! The chat and model routes also pass the gateway-key check ([`auth`]); health, readiness and
 //! the OpenAPI document do not.
@@ -111,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
+        .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
         .with_state(state)
 }
 

@@ -10,6 +10,7 @@
 )]
 
 mod binary;
+mod cache;
 mod chat;
 mod contract;
 mod errors;

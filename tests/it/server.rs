@@ -82,6 +82,18 @@ async fn every_response_carries_a_request_id() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "client-chosen-1");
+    let long = "a".repeat(129);
+    for malformed in [long.as_str(), "has spaces", "semi;colon"] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", malformed)
+            .send()
+            .await
+            .unwrap();
+        let replaced = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(replaced.len(), 32, "a new id replaces {malformed:?}");
+    }
     for path in ["/healthz", "/readyz", "/v1/models", "/nowhere"] {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert!(response.headers().contains_key("x-request-id"), "{path}");
