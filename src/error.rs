@@ -177,6 +177,9 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The body did not arrive in time (seconds allowed).
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     /// The body is not `application/json`.
     #[error("expected `Content-Type: application/json`, got {0}")]
     UnsupportedMediaType(String),
@@ -228,6 +231,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -251,6 +255,7 @@ impl GatewayError {
                 _ => "invalid_value",
             },
             GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",

@@ -154,6 +154,11 @@ struct RawServer {
     circuit_cooldown_ms: Option<u64>,
     cache_max_entries: Option<usize>,
     cache_max_bytes: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    write_stall_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -358,9 +363,42 @@ impl RawServer {
             )?,
             cache_max_entries: self.cache_max_entries.unwrap_or(defaults.cache_max_entries),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(defaults.cache_max_bytes),
+            connections: ConnectionLimits {
+                header_read_timeout: positive_secs(
+                    "server.header_read_timeout_secs",
+                    self.header_read_timeout_secs,
+                    defaults.connections.header_read_timeout,
+                )?,
+                body_read_timeout: positive_secs(
+                    "server.body_read_timeout_secs",
+                    self.body_read_timeout_secs,
+                    defaults.connections.body_read_timeout,
+                )?,
+                write_stall_timeout: positive_secs(
+                    "server.write_stall_timeout_secs",
+                    self.write_stall_timeout_secs,
+                    defaults.connections.write_stall_timeout,
+                )?,
+                max_connections: match self.max_connections {
+                    Some(0) => return Err(err("server.max_connections", "must be at least 1")),
+                    other => other.unwrap_or(defaults.connections.max_connections),
+                },
+                max_header_bytes: match self.max_header_bytes {
+                    Some(n) if n < MIN_HEADER_BYTES => {
+                        return Err(err(
+                            "server.max_header_bytes",
+                            format!("must be at least {MIN_HEADER_BYTES}"),
+                        ));
+                    }
+                    other => other.unwrap_or(defaults.connections.max_header_bytes),
+                },
+            },
         })
     }
 }
+
+/// The smallest header buffer the HTTP/1 server accepts.
+const MIN_HEADER_BYTES: usize = 8192;
 
 /// Parses a listen address such as `127.0.0.1:8080` or `[::]:8080`.
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {

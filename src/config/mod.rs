@@ -51,6 +51,37 @@ pub struct ServerConfig {
     pub cache_max_entries: usize,
     /// ... and at most this many bytes of them.
     pub cache_max_bytes: usize,
+    /// What one client connection may take.
+    pub connections: ConnectionLimits,
+}
+
+/// Timeouts and bounds of client connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this long; also how long an idle keep-alive
+    /// connection stays open (set a load balancer's idle timeout below it).
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this long of its headers (408 after).
+    pub body_read_timeout: Duration,
+    /// A client that reads nothing of a response for this long is disconnected (its upstream
+    /// request is cancelled).
+    pub write_stall_timeout: Duration,
+    /// Open client connections; more are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Larger request heads get 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            write_stall_timeout: Duration::from_secs(60),
+            max_connections: 20_000,
+            max_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -66,6 +97,7 @@ impl Default for ServerConfig {
             circuit_cooldown: Duration::from_secs(30),
             cache_max_entries: 10_000,
             cache_max_bytes: 64 * 1024 * 1024,
+            connections: ConnectionLimits::default(),
         }
     }
 }

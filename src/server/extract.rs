@@ -1,5 +1,5 @@
 //! The chat body extractor: `Content-Type` must be JSON (415), the body must fit
-//! `server.max_body_bytes` (413); parsing and validation happen in the handler so each dialect
+//! `server.max_body_bytes` (413) and arrive within `server.body_read_timeout_secs` (408); parsing and validation happen in the handler so each dialect
 //! can render the field errors its own way.
 
 use axum::body::Bytes;
@@ -30,7 +30,12 @@ impl FromRequest<AppState> for JsonBody {
             }
         }
         let limit = state.server.max_body_bytes;
-        match Bytes::from_request(request, state).await {
+        let deadline = state.server.connections.body_read_timeout;
+        let read = tokio::time::timeout(deadline, Bytes::from_request(request, state)).await;
+        let Ok(read) = read else {
+            return Err(GatewayError::RequestTimeout(deadline.as_secs()));
+        };
+        match read {
             Ok(bytes) => Ok(JsonBody(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(GatewayError::BodyTooLarge { limit })

@@ -8,6 +8,7 @@
 
 mod auth;
 mod chat;
+mod connection;
 mod extract;
 mod health;
 mod middleware;
@@ -18,10 +19,12 @@ pub mod openapi;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -117,21 +120,20 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then drains: `/readyz` turns
-/// 503 at once, requests are still accepted for `drain_delay`, and in-flight requests and
-/// streams get `shutdown_grace` to finish before the remaining connections are dropped.
+/// 503 at once, requests are still accepted for `drain_delay`, then no new connection is
+/// accepted and in-flight requests and streams get `shutdown_grace` to finish before the
+/// remaining connections are dropped.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let (grace_tx, grace_rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = state.server.connections.clone();
+    let slots = connection::ConnectionSlots::new(limits.max_connections);
+    let router = app(state.clone());
+    let graceful = GracefulShutdown::new();
+    // Every connection's task; dropping the set ends the ones still running.
+    let mut connections = tokio::task::JoinSet::new();
     let drain = {
         let state = state.clone();
         async move {
@@ -139,23 +141,37 @@ pub async fn run(
             state.set_draining();
             tracing::info!(drain_delay = ?state.server.drain_delay, "shutdown requested; draining");
             tokio::time::sleep(state.server.drain_delay).await;
-            let _ = grace_tx.send(());
-            tracing::info!(grace = ?state.server.shutdown_grace, "no longer accepting connections");
         }
     };
-    let grace = state.server.shutdown_grace;
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(drain);
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        Ok(()) = grace_rx => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
-            Ok(())
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let watcher = graceful.watcher();
+                    if let Some(serving) = connection::serve(stream, router.clone(), &limits, &slots, watcher) {
+                        connections.spawn(serving);
+                    }
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut drain => break,
         }
     }
+    drop(listener);
+    let grace = state.server.shutdown_grace;
+    tracing::info!(?grace, "no longer accepting connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
+    }
+    connections.shutdown().await;
+    Ok(())
 }

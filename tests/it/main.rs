@@ -12,6 +12,7 @@
 mod binary;
 mod cache;
 mod chat;
+mod connections;
 mod contract;
 mod errors;
 mod routing;
