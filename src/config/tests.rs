@@ -186,7 +186,10 @@ fn stream_and_upstream_limits_have_defaults_and_are_checked() {
     assert_eq!(config.server.max_upstream_body_bytes, 16 * 1024 * 1024);
     assert_eq!(config.server.max_upstream_event_bytes, 16 * 1024 * 1024);
     let config = parse("[server]\nstream_first_chunk_keepalive_secs = 0\n").unwrap();
-    assert_eq!(config.server.stream_first_chunk_keepalive, None, "0 = never");
+    assert_eq!(
+        config.server.stream_first_chunk_keepalive, None,
+        "0 = never"
+    );
     assert_eq!(
         error("[server]\nmax_upstream_event_bytes = 0\n").path,
         "server.max_upstream_event_bytes"

@@ -67,18 +67,18 @@ impl Substitution<'_> {
         let limit = self.budget;
         for (i, message) in request.messages.iter_mut().enumerate() {
             let path = FieldPath::key("messages").index(i).field("content");
-            let result = match &mut message.content {
-                Some(MessageContent::Text(text)) => self.text(text, &path),
-                Some(MessageContent::Parts(parts)) => {
-                    parts.iter_mut().enumerate().try_for_each(|(j, part)| {
-                        match &mut part.text {
+            let result =
+                match &mut message.content {
+                    Some(MessageContent::Text(text)) => self.text(text, &path),
+                    Some(MessageContent::Parts(parts)) => parts
+                        .iter_mut()
+                        .enumerate()
+                        .try_for_each(|(j, part)| match &mut part.text {
                             Some(text) => self.text(text, &path.index(j).field("text")),
                             None => Ok(()),
-                        }
-                    })
-                }
-                None => Ok(()),
-            };
+                        }),
+                    None => Ok(()),
+                };
             result.map_err(|TooLarge| too_large(limit))?;
         }
         Ok(())
@@ -193,7 +193,11 @@ mod tests {
             panic!("expected a 400")
         };
         assert_eq!(errors[0].path.to_string(), "variables");
-        assert!(errors[0].message.contains("65536 bytes"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("65536 bytes"),
+            "{}",
+            errors[0].message
+        );
         // Exactly at the budget is fine; the literal text of other messages counts too.
         let mut r = request(body.clone());
         apply(&mut r, 1000 * 1024).unwrap();

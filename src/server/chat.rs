@@ -326,8 +326,11 @@ async fn replay(
             deadline: Instant::now() + settings.stream_idle_timeout,
             attempt_timeout_ms: 0,
         };
-        let normalizer =
-            ChunkNormalizer::new(&request.model, request.include_usage(), choice_count(request));
+        let normalizer = ChunkNormalizer::new(
+            &request.model,
+            request.include_usage(),
+            choice_count(request),
+        );
         let mut body = SseBody::new(upstream, normalizer, &hit.provider, timing);
         // A replay is all there at once: its first chunk is always ready.
         body.open(None)

@@ -384,8 +384,10 @@ mod tests {
     fn choice_indexes_must_be_below_n() {
         let mut n = ChunkNormalizer::new("m", false, 2);
         assert!(
-            n.push(chunk(json!({"choices":[{"index":1,"delta":{"content":"x"}}]})))
-                .is_ok()
+            n.push(chunk(
+                json!({"choices":[{"index":1,"delta":{"content":"x"}}]})
+            ))
+            .is_ok()
         );
         for index in [2u64, 4_294_967_295] {
             let error = n

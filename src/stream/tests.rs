@@ -55,10 +55,7 @@ async fn a_stream_ends_with_usage_then_done() {
         ],
         true,
     );
-    assert!(matches!(
-        body.open(None).await,
-        Ok(Opening::Ready)
-    ));
+    assert!(matches!(body.open(None).await, Ok(Opening::Ready)));
     let frames = frames(body).await;
     assert_eq!(frames.len(), 4);
     assert!(frames.iter().all(|f| f.ends_with("\n\n")));
@@ -255,13 +252,18 @@ async fn signs_of_life_keep_an_upstream_from_idling_but_send_nothing() {
         .filter(|f| f.as_bytes() == KEEPALIVE_COMMENT)
         .count();
     assert!(keepalives >= 8, "{frames:?}");
-    assert_eq!(frames.len(), keepalives + 3, "two chunks and [DONE]: {frames:?}");
+    assert_eq!(
+        frames.len(),
+        keepalives + 3,
+        "two chunks and [DONE]: {frames:?}"
+    );
     assert_eq!(frames.last().unwrap(), "data: [DONE]\n\n");
 }
 
 #[tokio::test]
 async fn a_choice_index_beyond_n_is_an_error_before_and_after_the_first_chunk() {
-    let bad = || chunk(json!({"choices": [{"index": 4_294_967_295u64, "delta": {"content": "x"}}]}));
+    let bad =
+        || chunk(json!({"choices": [{"index": 4_294_967_295u64, "delta": {"content": "x"}}]}));
     let mut body = body_of(vec![bad()], false);
     let error = body.open(None).await.unwrap_err();
     assert!(matches!(error, ProviderError::Decode(_)), "{error:?}");

@@ -165,3 +165,36 @@ async fn models_lists_aliases_and_their_provider_models() {
         ]
     );
 }
+
+#[tokio::test]
+async fn echo_usage_counts_the_completion_of_every_choice() {
+    let app = echo_app().await;
+    let mut body = ask("echo/x", "one two three");
+    body["n"] = json!(3);
+    let answer: Value = app.chat(body).await.json().await.unwrap();
+    assert_eq!(answer["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        answer["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+    );
+}
+
+#[tokio::test]
+async fn echo_cuts_many_choices_of_a_long_message_to_its_work_cap() {
+    // 128 choices of 20,000 words would be 2.56 million words; echo holds at most 1 million.
+    let app = echo_app().await;
+    let mut body = ask("echo/x", &"w ".repeat(20_000));
+    body["n"] = json!(128);
+    let response = app.chat(body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 128);
+    let share = 1_000_000 / 128;
+    for choice in choices {
+        let content = choice["message"]["content"].as_str().unwrap();
+        assert_eq!(content.split_whitespace().count(), share);
+        assert_eq!(choice["finish_reason"], "length");
+    }
+    assert_eq!(answer["usage"]["completion_tokens"], share * 128);
+}

@@ -115,3 +115,16 @@ async fn keepalive_comments_flow_while_the_upstream_is_quiet() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn echo_stream_usage_counts_the_completion_of_every_choice() {
+    let app = echo_app().await;
+    let mut body = ask_stream("echo/x", "a b", true);
+    body["n"] = json!(2);
+    let text = app.chat(body).await.text().await.unwrap();
+    let chunks = sse_chunks(&text);
+    assert_eq!(
+        chunks.last().unwrap()["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6})
+    );
+}
