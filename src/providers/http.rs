@@ -519,51 +519,59 @@ fn error_event(value: &Value) -> ProviderError {
     }
 }
 
+/// The reading state of one upstream event stream.
+struct ChunkReader {
+    events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    origin: Arc<Origin>,
+    finished_choice: bool,
+}
+
+impl ChunkReader {
+    /// The next chunk; `None` at the end. Bytes that complete no event, and events that carry
+    /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]).
+    async fn next(&mut self) -> Option<Result<ChatChunk, ProviderError>> {
+        let item = match self.events.next().await {
+            None if self.finished_choice => return None,
+            None => Err(ProviderError::Stream(
+                "the upstream closed the stream before it finished".to_owned(),
+            )),
+            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(e)),
+            Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
+            Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default()),
+            Some(Ok(SseItem::Event(event))) => match openai_event(&event) {
+                EventOutcome::Chunk(chunk) => {
+                    if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                        self.finished_choice = true;
+                    }
+                    Ok(chunk)
+                }
+                EventOutcome::Skip => Ok(ChatChunk::default()),
+                EventOutcome::Done => return None,
+                EventOutcome::Fail(e) => Err(e),
+            },
+        };
+        Some(item)
+    }
+}
+
 impl Upstream {
     /// Opens a chunk stream over an event-stream response, reading each event with
     /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
-    /// finished is an error (a cut connection must not look like a complete answer). Bytes
-    /// that complete no event yield an empty chunk, a sign of life (see [`ChunkStream`]).
+    /// finished is an error (a cut connection must not look like a complete answer); after
+    /// an error the stream ends.
     pub fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
-        struct State {
-            events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
-            origin: Arc<Origin>,
-            finished_choice: bool,
-        }
-        let state = State {
+        let reader = ChunkReader {
             events: SseStream::new(response.bytes_stream().boxed(), self.limits.event_bytes),
             origin: self.origin.clone(),
             finished_choice: false,
         };
         Box::pin(futures_util::stream::unfold(
-            Some(state),
-            |state| async move {
-                let mut state = state?;
-                {
-                    let item = match state.events.next().await {
-                        None if state.finished_choice => return None,
-                        None => Err(ProviderError::Stream(
-                            "the upstream closed the stream before it finished".to_owned(),
-                        )),
-                        Some(Err(SseError::Read(e))) => Err(state.origin.transport_error(e)),
-                        Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
-                        Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default()),
-                        Some(Ok(SseItem::Event(event))) => match openai_event(&event) {
-                            EventOutcome::Chunk(chunk) => {
-                                if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
-                                    state.finished_choice = true;
-                                }
-                                Ok(chunk)
-                            }
-                            EventOutcome::Skip => Ok(ChatChunk::default()),
-                            EventOutcome::Done => return None,
-                            EventOutcome::Fail(e) => Err(e),
-                        },
-                    };
-                    return match item {
-                        Ok(chunk) => Some((Ok(chunk), Some(state))),
-                        Err(e) => Some((Err(e), None)),
-                    };
+            Some(reader),
+            |reader| async move {
+                let mut reader = reader?;
+                match reader.next().await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(reader))),
+                    Err(e) => Some((Err(e), None)),
                 }
             },
         ))

@@ -425,9 +425,9 @@ mod tests {
         );
         // A line that never ends is refused once it is longer than the limit.
         let mut decoder = SseDecoder::with_limit(16);
-        for _ in 0..3 {
-            decoder.push(b"data: x", &mut out).unwrap();
-        }
+        decoder.push(b"data: x", &mut out).unwrap();
+        decoder.push(b"xxxx", &mut out).unwrap();
+        assert_eq!(decoder.buffered(), 11);
         assert_eq!(
             decoder.push(b"xxxxxxxxxx", &mut out),
             Err(DecodeError::TooLarge(16))

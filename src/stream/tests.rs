@@ -4,7 +4,6 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::providers::ChunkStream;
 
 fn chunk(value: Value) -> Result<ChatChunk, ProviderError> {
     Ok(serde_json::from_value(value).unwrap())

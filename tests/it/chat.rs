@@ -198,3 +198,26 @@ async fn echo_cuts_many_choices_of_a_long_message_to_its_work_cap() {
     }
     assert_eq!(answer["usage"]["completion_tokens"], share * 128);
 }
+
+#[tokio::test]
+async fn variable_substitution_may_not_outgrow_the_body_limit() {
+    let app =
+        spawn_app("[server]\nmax_body_bytes = 100000\n[providers.echo]\nkind = \"echo\"\n").await;
+    // 40 kB sent, 120 kB once substituted.
+    let mut body = ask("echo/x", "{{a}} {{a}} {{a}}");
+    body["variables"] = json!({"a": "v".repeat(40_000)});
+    let response = app.chat(body.clone()).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "variables");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100000 bytes"),
+        "{error}"
+    );
+    // Twice fits.
+    body["messages"][0]["content"] = json!("{{a}} {{a}}");
+    assert_eq!(app.chat(body).await.status(), 200);
+}
