@@ -195,8 +195,7 @@ impl Upstream {
         response: reqwest::Response,
     ) -> Result<T, ProviderError> {
         let body = self.read_body(response).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Decode(format!("{e}; the body was: {:?}", snippet(&body))))
+        serde_json::from_slice(&body).map_err(|e| unreadable(format!("{e}; the body was:"), &body))
     }
 
     /// Reads a whole body of at most `max_upstream_body_bytes`; a larger one is refused as
@@ -436,6 +435,12 @@ fn detail_message(items: &[Value]) -> String {
     parts.join("; ")
 }
 
+/// A [`ProviderError::Decode`] saying `why` (a parser's message, which may quote the
+/// upstream's text at any length, so it is cut) and quoting the start of `body`.
+fn unreadable(why: String, body: &[u8]) -> ProviderError {
+    ProviderError::Decode(format!("{} {:?}", truncate_message(why), snippet(body)))
+}
+
 /// The start of a body, for error messages.
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -483,14 +488,14 @@ pub fn openai_event(event: &SseEvent) -> EventOutcome {
             {
                 EventOutcome::Fail(error_event(&value))
             }
-            Ok(_) => EventOutcome::Fail(ProviderError::Decode(format!(
-                "an event is not a chat completion chunk ({e}): {:?}",
-                snippet(data.as_bytes())
-            ))),
-            Err(e) => EventOutcome::Fail(ProviderError::Decode(format!(
-                "an event is not JSON ({e}): {:?}",
-                snippet(data.as_bytes())
-            ))),
+            Ok(_) => EventOutcome::Fail(unreadable(
+                format!("an event is not a chat completion chunk ({e}):"),
+                data.as_bytes(),
+            )),
+            Err(e) => EventOutcome::Fail(unreadable(
+                format!("an event is not JSON ({e}):"),
+                data.as_bytes(),
+            )),
         },
     }
 }
@@ -669,6 +674,20 @@ mod tests {
         };
         assert!(message.len() <= MAX_MESSAGE_BYTES + 3 && message.ends_with('…'));
         assert!(code.unwrap().len() <= MAX_MESSAGE_BYTES + 3);
+    }
+
+    #[test]
+    fn parser_messages_quoting_upstream_text_are_cut() {
+        // serde quotes a string of the wrong type in full.
+        let data = json!({"choices": "z".repeat(5000)}).to_string();
+        let EventOutcome::Fail(ProviderError::Decode(message)) =
+            openai_event(&SseEvent { event: None, data })
+        else {
+            panic!()
+        };
+        assert!(message.len() < 2 * MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.contains("not a chat completion chunk"), "{message}");
+        assert!(message.contains('…'), "cut: {message}");
     }
 
     #[test]
