@@ -211,7 +211,8 @@ impl Upstream {
         if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
             return Err(too_large());
         }
-        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+        // Room for what was announced, but no more than a typical answer until it arrives.
+        let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
         while let Some(piece) = response
             .chunk()
             .await
