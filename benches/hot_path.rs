@@ -88,11 +88,11 @@ fn stream(c: &mut Criterion) {
                 decoder.push(piece, &mut events).expect("utf-8");
             }
             decoder.finish(&mut events).expect("utf-8");
-            let mut normalizer = ChunkNormalizer::new("fast", true);
+            let mut normalizer = ChunkNormalizer::new("fast", true, 1);
             let mut bytes = 0;
             for event in &events {
                 if let EventOutcome::Chunk(chunk) = openai_event(event)
-                    && let Some(chunk) = normalizer.push(chunk)
+                    && let Ok(Some(chunk)) = normalizer.push(chunk)
                 {
                     bytes += data_event(&chunk).len();
                 }

@@ -22,6 +22,7 @@ use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, FunctionCall,
     FunctionCallDelta, ResponseMessage, ToolCall, ToolCallDelta, Usage,
 };
+use crate::stream::normalize::{MAX_CHOICES, MAX_TOOL_CALLS};
 
 /// A stored answer and where it came from.
 #[derive(Debug, Clone)]
@@ -157,6 +158,8 @@ impl ResponseCache {
 #[derive(Debug, Default)]
 pub struct StreamRecorder {
     response: ChatResponse,
+    /// A chunk had an index beyond the bounds (normalized chunks never do): store nothing.
+    out_of_bounds: bool,
 }
 
 impl StreamRecorder {
@@ -172,6 +175,10 @@ impl StreamRecorder {
         }
         if let Some(usage) = &chunk.usage {
             response.usage = Some(usage.clone());
+        }
+        if !indexes_in_bounds(chunk) {
+            self.out_of_bounds = true;
+            return;
         }
         for choice in &chunk.choices {
             let index = choice.index as usize;
@@ -199,7 +206,8 @@ impl StreamRecorder {
 
     /// The whole answer, when every choice finished.
     pub fn finish(self) -> Option<ChatResponse> {
-        let complete = !self.response.choices.is_empty()
+        let complete = !self.out_of_bounds
+            && !self.response.choices.is_empty()
             && self
                 .response
                 .choices
@@ -207,6 +215,14 @@ impl StreamRecorder {
                 .all(|c| c.finish_reason.is_some());
         complete.then_some(self.response)
     }
+}
+
+/// Whether every choice and tool-call index of `chunk` is small enough to allocate for.
+fn indexes_in_bounds(chunk: &ChatChunk) -> bool {
+    chunk.choices.iter().all(|choice| {
+        let mut calls = choice.delta.tool_calls.iter().flatten();
+        choice.index < MAX_CHOICES && calls.all(|c| c.index.unwrap_or(0) < MAX_TOOL_CALLS)
+    })
 }
 
 fn append_delta(choice: &mut Choice, chunk: &ChunkChoice) {
@@ -392,6 +408,17 @@ mod tests {
             key(&plain, Scope::Private("team-a")),
             key(&plain, Scope::Private("team-b"))
         );
+    }
+
+    #[test]
+    fn a_chunk_with_an_index_out_of_bounds_is_not_recorded() {
+        let mut recorder = StreamRecorder::default();
+        let chunk: ChatChunk = serde_json::from_value(json!({"choices": [
+            {"index": 4294967295u64, "delta": {"content": "x"}, "finish_reason": "stop"}]}))
+        .unwrap();
+        recorder.push(&chunk);
+        assert!(recorder.response.choices.is_empty());
+        assert!(recorder.finish().is_none());
     }
 
     #[test]

@@ -149,9 +149,12 @@ struct RawServer {
     drain_delay_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     stream_keepalive_secs: Option<u64>,
+    stream_first_chunk_keepalive_secs: Option<u64>,
     stream_idle_timeout_secs: Option<u64>,
     circuit_failures: Option<u32>,
     circuit_cooldown_ms: Option<u64>,
+    max_upstream_body_bytes: Option<usize>,
+    max_upstream_event_bytes: Option<usize>,
     cache_max_entries: Option<usize>,
     cache_max_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
@@ -233,6 +236,14 @@ fn positive_ms(path: &str, value: Option<u64>, default: Duration) -> Result<Dura
         None => Ok(default),
         Some(0) => Err(err(path, "must be at least 1")),
         Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn positive_bytes(path: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(err(path, "must be at least 1")),
+        Some(bytes) => Ok(bytes),
     }
 }
 
@@ -328,14 +339,13 @@ impl RawServer {
             None => defaults.listen,
             Some(text) => parse_listen(&text).map_err(|m| err("server.listen", m))?,
         };
-        let max_body_bytes = match self.max_body_bytes {
-            Some(0) => return Err(err("server.max_body_bytes", "must be at least 1")),
-            Some(n) => n,
-            None => defaults.max_body_bytes,
-        };
         Ok(ServerConfig {
             listen,
-            max_body_bytes,
+            max_body_bytes: positive_bytes(
+                "server.max_body_bytes",
+                self.max_body_bytes,
+                defaults.max_body_bytes,
+            )?,
             drain_delay: self
                 .drain_delay_secs
                 .map_or(defaults.drain_delay, Duration::from_secs),
@@ -347,6 +357,12 @@ impl RawServer {
                 self.stream_keepalive_secs,
                 defaults.stream_keepalive,
             )?,
+            // 0 means "never before the first chunk".
+            stream_first_chunk_keepalive: match self.stream_first_chunk_keepalive_secs {
+                None => defaults.stream_first_chunk_keepalive,
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
             stream_idle_timeout: positive_secs(
                 "server.stream_idle_timeout_secs",
                 self.stream_idle_timeout_secs,
@@ -360,6 +376,16 @@ impl RawServer {
                 "server.circuit_cooldown_ms",
                 self.circuit_cooldown_ms,
                 defaults.circuit_cooldown,
+            )?,
+            max_upstream_body_bytes: positive_bytes(
+                "server.max_upstream_body_bytes",
+                self.max_upstream_body_bytes,
+                defaults.max_upstream_body_bytes,
+            )?,
+            max_upstream_event_bytes: positive_bytes(
+                "server.max_upstream_event_bytes",
+                self.max_upstream_event_bytes,
+                defaults.max_upstream_event_bytes,
             )?,
             cache_max_entries: self.cache_max_entries.unwrap_or(defaults.cache_max_entries),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(defaults.cache_max_bytes),

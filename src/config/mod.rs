@@ -41,12 +41,20 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A stream sends a keep-alive comment after this long without an event.
     pub stream_keepalive: Duration,
+    /// A stream whose first upstream chunk has not come by then is committed (`200` and
+    /// keep-alive comments); until then a failure can still be retried. `None`: never commit
+    /// before the first chunk.
+    pub stream_first_chunk_keepalive: Option<Duration>,
     /// A stream whose upstream sends nothing for this long ends with an error event.
     pub stream_idle_timeout: Duration,
     /// Consecutive failures that eject a target (circuit breaker).
     pub circuit_failures: u32,
     /// How long an ejected target rests before one probe request may try it.
     pub circuit_cooldown: Duration,
+    /// An upstream's whole JSON answer or error body may be at most this large.
+    pub max_upstream_body_bytes: usize,
+    /// One event (or line) of an upstream event stream may be at most this large.
+    pub max_upstream_event_bytes: usize,
     /// The response cache holds at most this many answers ...
     pub cache_max_entries: usize,
     /// ... and at most this many bytes of them.
@@ -92,9 +100,12 @@ impl Default for ServerConfig {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             stream_keepalive: Duration::from_secs(15),
+            stream_first_chunk_keepalive: Some(Duration::from_secs(45)),
             stream_idle_timeout: Duration::from_secs(300),
             circuit_failures: 5,
             circuit_cooldown: Duration::from_secs(30),
+            max_upstream_body_bytes: 16 * 1024 * 1024,
+            max_upstream_event_bytes: 16 * 1024 * 1024,
             cache_max_entries: 10_000,
             cache_max_bytes: 64 * 1024 * 1024,
             connections: ConnectionLimits::default(),

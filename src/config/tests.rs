@@ -175,3 +175,27 @@ fn the_embedded_default_enables_providers_by_key_variable() {
         "https://api.orq.ai/v2/router/chat/completions"
     );
 }
+
+#[test]
+fn stream_and_upstream_limits_have_defaults_and_are_checked() {
+    let config = parse("").unwrap();
+    assert_eq!(
+        config.server.stream_first_chunk_keepalive,
+        Some(std::time::Duration::from_secs(45))
+    );
+    assert_eq!(config.server.max_upstream_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.server.max_upstream_event_bytes, 16 * 1024 * 1024);
+    let config = parse("[server]\nstream_first_chunk_keepalive_secs = 0\n").unwrap();
+    assert_eq!(
+        config.server.stream_first_chunk_keepalive, None,
+        "0 = never"
+    );
+    assert_eq!(
+        error("[server]\nmax_upstream_event_bytes = 0\n").path,
+        "server.max_upstream_event_bytes"
+    );
+    assert_eq!(
+        error("[server]\nmax_upstream_body_bytes = 0\n").path,
+        "server.max_upstream_body_bytes"
+    );
+}

@@ -3,8 +3,14 @@
 //! to `max_completion_tokens` / `max_tokens` words; a stream sends it word by word (each
 //! piece after the first starts with the whitespace before its word, so the deltas concatenate
 //! to the content exactly); `n` choices are identical; usage counts whitespace-separated words
-//! (prompt: the text of every message; completion: the answer); `finish_reason` is `length`
-//! when cut, else `stop`.
+//! (prompt: the text of every message; completion: the answer's words in every choice, as
+//! OpenAI counts `n`); `finish_reason` is `length` when cut, else `stop`.
+//!
+//! Echo is served without a key by the embedded default, so its work is bounded whatever the
+//! request: `n` choices together hold at most [`MAX_WORDS`] words and [`MAX_BYTES`] bytes.
+//! Each choice is cut to its share, after a whole word, with `finish_reason: "length"` (as a
+//! model stops at its output limit; a 400 would be wrong for `n` = 1 and a long message). A
+//! stream is generated chunk by chunk as it is sent, never built up front.
 
 use async_trait::async_trait;
 use futures_util::stream;
@@ -14,60 +20,47 @@ use crate::error::ProviderError;
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, ResponseMessage, Role, Usage,
 };
-use crate::stream::normalize::{completion_id, unix_now};
+use crate::stream::normalize::{choice_count, completion_id, unix_now};
+
+/// The most words all choices of one answer hold together.
+pub const MAX_WORDS: usize = 1_000_000;
+/// The most bytes of content all choices of one answer hold together.
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The echo provider.
 pub struct EchoProvider;
 
-/// The answer to a request and whether it was cut.
+/// The answer to a request: its content, whether it was cut, and how many choices repeat it.
 struct Answer {
     content: String,
     cut: bool,
+    choices: u32,
 }
 
 impl Answer {
     fn of(request: &ChatRequest) -> Answer {
-        let text = request
+        let mut content = request
             .messages
             .iter()
             .rev()
             .find(|m| m.role == Role::User)
             .map(|m| m.text())
             .unwrap_or_default();
-        let limit = request.token_limit().and_then(|l| usize::try_from(l).ok());
-        match limit.and_then(|l| word_ends(&text).nth(l.checked_sub(1)?)) {
-            Some(end) if !text[end..].trim().is_empty() => Answer {
-                content: text[..end].to_owned(),
-                cut: true,
-            },
-            _ => Answer {
-                content: text,
-                cut: false,
-            },
+        let choices = choice_count(request);
+        let share = usize::try_from(choices).unwrap_or(usize::MAX).max(1);
+        let requested = request.token_limit().and_then(|l| usize::try_from(l).ok());
+        let max_words = requested.unwrap_or(usize::MAX).min(MAX_WORDS / share);
+        let (end, cut) = cut_point(&content, max_words, MAX_BYTES / share);
+        content.truncate(end);
+        Answer {
+            content,
+            cut,
+            choices,
         }
     }
 
     fn finish_reason(&self) -> String {
         if self.cut { "length" } else { "stop" }.to_owned()
-    }
-
-    /// The content in pieces of one word each, with the whitespace before each word.
-    fn pieces(&self) -> Vec<&str> {
-        let text = self.content.as_str();
-        let mut ends: Vec<usize> = word_ends(text).collect();
-        match ends.last_mut() {
-            // Trailing whitespace belongs to the last piece.
-            Some(last) => *last = text.len(),
-            None => return vec![text],
-        }
-        let mut start = 0;
-        ends.into_iter()
-            .map(|end| {
-                let piece = &text[start..end];
-                start = end;
-                piece
-            })
-            .collect()
     }
 
     fn usage(&self, request: &ChatRequest) -> Usage {
@@ -76,13 +69,33 @@ impl Answer {
             .iter()
             .map(|m| count_words(&m.text()))
             .sum();
-        let completion = count_words(&self.content);
+        let prompt = u64::try_from(prompt).unwrap_or(u64::MAX);
+        let words = u64::try_from(count_words(&self.content)).unwrap_or(u64::MAX);
+        let completion = words.saturating_mul(u64::from(self.choices));
         Usage {
-            prompt_tokens: prompt as u64,
-            completion_tokens: completion as u64,
-            total_tokens: (prompt + completion) as u64,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
             ..Usage::default()
         }
+    }
+}
+
+/// Where an answer drawn from `text` ends: after as many whole words as fit in `max_words`
+/// and `max_bytes`, and whether words were left out.
+fn cut_point(text: &str, max_words: usize, max_bytes: usize) -> (usize, bool) {
+    let mut fits = 0;
+    for (count, end) in word_ends(text).enumerate() {
+        if count >= max_words || end > max_bytes {
+            return (fits, true);
+        }
+        fits = end;
+    }
+    // Every word fits; so does trailing whitespace, unless it alone is too long.
+    if text.len() <= max_bytes {
+        (text.len(), false)
+    } else {
+        (fits, false)
     }
 }
 
@@ -98,22 +111,112 @@ fn word_ends(text: &str) -> impl Iterator<Item = usize> + '_ {
         })
 }
 
+/// The end of the stream piece starting at `start`: just past its word, or the end of the
+/// text for the last word (trailing whitespace belongs to it) or a text without words.
+fn piece_end(text: &str, start: usize) -> usize {
+    match word_ends(&text[start..]).next() {
+        Some(len) if !text[start + len..].trim_start().is_empty() => start + len,
+        _ => text.len(),
+    }
+}
+
 fn count_words(text: &str) -> usize {
     text.split_whitespace().count()
 }
 
-fn choices_count(request: &ChatRequest) -> u32 {
-    request.n.unwrap_or(1).max(1)
+/// An echo stream, generated as it is polled: each piece goes to every choice in turn, then
+/// one chunk finishes every choice, then the usage chunk.
+struct EchoStream {
+    answer: Answer,
+    usage: Option<Usage>,
+    id: String,
+    created: i64,
+    model: String,
+    /// The current piece of the content ...
+    piece: (usize, usize),
+    /// ... and the next choice to send it to.
+    choice: u32,
+    finished: bool,
 }
 
-fn chunk(cx: &CallCx, id: &str, created: i64, choices: Vec<ChunkChoice>) -> ChatChunk {
-    ChatChunk {
-        id: id.to_owned(),
-        object: "chat.completion.chunk".to_owned(),
-        created,
-        model: cx.upstream_model.clone(),
-        choices,
-        ..ChatChunk::default()
+impl EchoStream {
+    fn new(request: &ChatRequest, cx: &CallCx) -> Self {
+        let answer = Answer::of(request);
+        EchoStream {
+            usage: Some(answer.usage(request)),
+            piece: (0, piece_end(&answer.content, 0)),
+            answer,
+            id: completion_id(),
+            created: unix_now(),
+            model: cx.upstream_model.clone(),
+            choice: 0,
+            finished: false,
+        }
+    }
+
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            ..ChatChunk::default()
+        }
+    }
+
+    /// The current piece for the next choice, moving on to the next piece when every choice
+    /// had this one; `None` after the last.
+    fn next_piece(&mut self) -> Option<ChatChunk> {
+        let content = &self.answer.content;
+        if self.choice == self.answer.choices {
+            let (_, end) = self.piece;
+            if end == content.len() {
+                return None;
+            }
+            self.piece = (end, piece_end(content, end));
+            self.choice = 0;
+        }
+        let (start, end) = self.piece;
+        let choice = ChunkChoice {
+            index: self.choice,
+            delta: Delta {
+                content: Some(content[start..end].to_owned()),
+                ..Delta::default()
+            },
+            ..ChunkChoice::default()
+        };
+        self.choice += 1;
+        Some(self.chunk(vec![choice]))
+    }
+
+    fn finish_chunk(&self) -> ChatChunk {
+        let finals = (0..self.answer.choices)
+            .map(|index| ChunkChoice {
+                index,
+                finish_reason: Some(self.answer.finish_reason()),
+                ..ChunkChoice::default()
+            })
+            .collect();
+        self.chunk(finals)
+    }
+}
+
+impl Iterator for EchoStream {
+    type Item = Result<ChatChunk, ProviderError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(chunk) = self.next_piece() {
+            return Some(Ok(chunk));
+        }
+        if !self.finished {
+            self.finished = true;
+            return Some(Ok(self.finish_chunk()));
+        }
+        let usage = self.usage.take()?;
+        let mut chunk = self.chunk(Vec::new());
+        chunk.usage = Some(usage);
+        Some(Ok(chunk))
     }
 }
 
@@ -131,7 +234,7 @@ impl Provider for EchoProvider {
         cx: &CallCx,
     ) -> Result<ChatResponse, ProviderError> {
         let answer = Answer::of(request);
-        let choices = (0..choices_count(request))
+        let choices = (0..answer.choices)
             .map(|index| Choice {
                 index,
                 message: ResponseMessage {
@@ -160,35 +263,7 @@ impl Provider for EchoProvider {
         _prepared: &Prepared,
         cx: &CallCx,
     ) -> Result<ChunkStream, ProviderError> {
-        let answer = Answer::of(request);
-        let (id, created, n) = (completion_id(), unix_now(), choices_count(request));
-        let mut chunks = Vec::new();
-        for piece in answer.pieces() {
-            for index in 0..n {
-                let delta = Delta {
-                    content: Some(piece.to_owned()),
-                    ..Delta::default()
-                };
-                let choice = ChunkChoice {
-                    index,
-                    delta,
-                    ..ChunkChoice::default()
-                };
-                chunks.push(chunk(cx, &id, created, vec![choice]));
-            }
-        }
-        let finals = (0..n)
-            .map(|index| ChunkChoice {
-                index,
-                finish_reason: Some(answer.finish_reason()),
-                ..ChunkChoice::default()
-            })
-            .collect();
-        chunks.push(chunk(cx, &id, created, finals));
-        let mut usage = chunk(cx, &id, created, Vec::new());
-        usage.usage = Some(answer.usage(request));
-        chunks.push(usage);
-        Ok(Box::pin(stream::iter(chunks.into_iter().map(Ok))))
+        Ok(Box::pin(stream::iter(EchoStream::new(request, cx))))
     }
 }
 
@@ -235,7 +310,8 @@ mod tests {
                 usage.completion_tokens,
                 usage.total_tokens
             ),
-            (7, 3, 10)
+            (7, 6, 13),
+            "the completion counts both choices"
         );
     }
 
@@ -281,5 +357,91 @@ mod tests {
             let words = chunks.len() - 2;
             assert_eq!(words, count_words(text).max(1), "{text:?}");
         }
+    }
+
+    async fn stream_of(r: &ChatRequest) -> Vec<ChatChunk> {
+        let chunks: Vec<_> = EchoProvider
+            .chat_stream(r, &Prepared::default(), &cx())
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        chunks.into_iter().map(Result::unwrap).collect()
+    }
+
+    /// Each choice's content, concatenated from a stream's deltas.
+    fn contents(chunks: &[ChatChunk], n: usize) -> Vec<String> {
+        let mut out = vec![String::new(); n];
+        for choice in chunks.iter().flat_map(|c| &c.choices) {
+            if let Some(text) = &choice.delta.content {
+                out[choice.index as usize].push_str(text);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_choice_streams_the_answer_and_usage_counts_them_all() {
+        let r = request(json!({"model": "echo/x", "stream": true, "n": 3,
+            "messages": [{"role": "user", "content": "one two"}]}));
+        let chunks = stream_of(&r).await;
+        assert_eq!(contents(&chunks, 3), ["one two"; 3]);
+        let usage = chunks.last().unwrap().usage.clone().unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (2, 6, 8)
+        );
+    }
+
+    #[tokio::test]
+    async fn many_choices_of_many_words_are_cut_to_a_share_of_the_word_cap() {
+        let words = 20_000;
+        let text = "w ".repeat(words);
+        let r = request(json!({"model": "echo/x", "n": 128,
+            "messages": [{"role": "user", "content": text}]}));
+        let response = EchoProvider
+            .chat(&r, &Prepared::default(), &cx())
+            .await
+            .unwrap();
+        let share = MAX_WORDS / 128;
+        assert!(share < words);
+        for choice in &response.choices {
+            let content = choice.message.content.as_deref().unwrap();
+            assert_eq!(count_words(content), share);
+            assert_eq!(choice.finish_reason.as_deref(), Some("length"));
+        }
+        let usage = response.usage.unwrap();
+        assert_eq!(usage.completion_tokens, (share * 128) as u64);
+    }
+
+    #[tokio::test]
+    async fn many_choices_of_long_words_are_cut_to_a_share_of_the_byte_cap() {
+        // Two words of 100 KB: 128 copies of both would be 25 MB, over the 16 MiB cap.
+        let word = "x".repeat(100_000);
+        let r = request(json!({"model": "echo/x", "n": 128, "stream": true,
+            "messages": [{"role": "user", "content": format!("{word} {word}")}]}));
+        let chunks = stream_of(&r).await;
+        assert_eq!(chunks.len(), 128 + 2, "one piece per choice, finish, usage");
+        assert!(contents(&chunks, 128).iter().all(|c| *c == word));
+        let finals = &chunks[128].choices;
+        assert_eq!(finals.len(), 128);
+        assert!(
+            finals
+                .iter()
+                .all(|c| c.finish_reason.as_deref() == Some("length"))
+        );
+    }
+
+    #[test]
+    fn cut_points_keep_whole_words() {
+        assert_eq!(cut_point("one  two three", 2, 100), (8, true));
+        assert_eq!(cut_point("one two three ", 3, 100), (14, false));
+        assert_eq!(cut_point("one two three", 9, 8), (7, true));
+        assert_eq!(cut_point("toolongword", 9, 4), (0, true));
+        assert_eq!(cut_point("", 1, 0), (0, false));
     }
 }

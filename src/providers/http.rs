@@ -2,23 +2,91 @@
 //! JSON body, turning a non-2xx answer into [`ProviderError::Status`] (message, code and
 //! `retry-after` read from any of the error shapes providers use), reading a JSON body, and
 //! opening an event stream of OpenAI-shaped chunks.
+//!
+//! Everything an upstream sends is bounded: a JSON answer or error body by
+//! `max_upstream_body_bytes`, one stream event by `max_upstream_event_bytes` (both 502, or an
+//! error event mid-stream), and an error message passed on by [`MAX_MESSAGE_BYTES`]. A
+//! transport failure tells the client only what kind it was: reqwest's text names the
+//! upstream URL (an internal host, perhaps with credentials), so that goes to the log alone,
+//! without userinfo or query.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
-use crate::stream::decode::{SseEvent, SseStream};
+use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
 
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
+/// The longest upstream error message (or code) passed on to clients and logs.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// How large an upstream's answers may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A whole JSON answer or error body.
+    pub body_bytes: usize,
+    /// One event (or line) of an event stream.
+    pub event_bytes: usize,
+}
+
+impl Limits {
+    /// The limits `[server]` sets.
+    pub fn of(server: &ServerConfig) -> Self {
+        Limits {
+            body_bytes: server.max_upstream_body_bytes,
+            event_bytes: server.max_upstream_event_bytes,
+        }
+    }
+}
+
+/// Who an upstream is, for the log: the provider's name and its URL without userinfo or query.
+#[derive(Debug)]
+struct Origin {
+    provider: String,
+    url: String,
+}
+
+impl Origin {
+    fn new(provider: &str, endpoint: &reqwest::Url) -> Self {
+        let mut url = endpoint.clone();
+        // Neither can fail on an http(s) URL; a failure would keep the URL as it was.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        Origin {
+            provider: provider.to_owned(),
+            url: url.to_string(),
+        }
+    }
+
+    /// Logs a transport failure in full and describes it for the client by its kind alone.
+    fn transport_error(&self, error: reqwest::Error) -> ProviderError {
+        let reason = failure_kind(&error);
+        let reading = error.is_body() || error.is_decode();
+        tracing::warn!(
+            provider = %self.provider,
+            url = %self.url,
+            error = %cause_chain(&error.without_url()),
+            "upstream transport failure"
+        );
+        if reading {
+            ProviderError::Stream(format!("reading the answer failed ({reason})"))
+        } else {
+            ProviderError::Connect(reason.to_owned())
+        }
+    }
+}
 
 /// An upstream endpoint with its pooled client (which carries the fixed headers).
 #[derive(Debug, Clone)]
@@ -26,11 +94,14 @@ pub struct Upstream {
     client: reqwest::Client,
     /// Parsed once: reqwest would parse a string URL on every request.
     endpoint: reqwest::Url,
+    origin: Arc<Origin>,
+    limits: Limits,
 }
 
 impl Upstream {
-    /// A client for `config`'s endpoint, sending its key and extra headers on every request.
-    pub fn new(config: &ProviderConfig) -> anyhow::Result<Self> {
+    /// A client for provider `name`'s endpoint (`config`), sending its key and extra headers on
+    /// every request and reading answers within `limits`.
+    pub fn new(name: &str, config: &ProviderConfig, limits: Limits) -> anyhow::Result<Self> {
         install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -55,9 +126,12 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
+        let endpoint = reqwest::Url::parse(&config.endpoint())?;
         Ok(Upstream {
             client,
-            endpoint: reqwest::Url::parse(&config.endpoint())?,
+            origin: Arc::new(Origin::new(name, &endpoint)),
+            endpoint,
+            limits,
         })
     }
 
@@ -77,12 +151,79 @@ impl Upstream {
         for (name, value) in &prepared.headers {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(transport_error)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.origin.transport_error(e))?;
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(error_from_response(response).await)
+            Err(self.error_from_response(response).await)
         }
+    }
+
+    /// Reads a non-2xx answer into [`ProviderError::Status`].
+    async fn error_from_response(&self, response: reqwest::Response) -> ProviderError {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match self.read_body(response).await {
+            Ok(body) => error_from_body(status, &body, retry_after),
+            Err(error) => {
+                let why = match error {
+                    ProviderError::Decode(why)
+                    | ProviderError::Stream(why)
+                    | ProviderError::Connect(why) => why,
+                    other => other.to_string(),
+                };
+                ProviderError::Status {
+                    status,
+                    message: format!("the error body could not be read: {why}"),
+                    code: None,
+                    retry_after,
+                }
+            }
+        }
+    }
+
+    /// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
+    pub async fn read_json<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ProviderError> {
+        let body = self.read_body(response).await?;
+        serde_json::from_slice(&body).map_err(|e| unreadable(format!("{e}; the body was:"), &body))
+    }
+
+    /// Reads a whole body of at most `max_upstream_body_bytes`; a larger one is refused as
+    /// soon as it is known to be larger, never buffered.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+        let limit = self.limits.body_bytes;
+        let too_large = || {
+            ProviderError::Decode(format!(
+                "the body is larger than {limit} bytes (server.max_upstream_body_bytes)"
+            ))
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+            return Err(too_large());
+        }
+        // Room for what was announced, but no more than a typical answer until it arrives.
+        let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
+        while let Some(piece) = response
+            .chunk()
+            .await
+            .map_err(|e| self.origin.transport_error(e))?
+        {
+            if body.len().saturating_add(piece.len()) > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(body)
     }
 }
 
@@ -112,11 +253,17 @@ pub struct HttpProvider<D> {
 }
 
 impl<D: Dialect> HttpProvider<D> {
-    /// The provider `name` as configured by `config`, speaking `dialect`.
-    pub fn new(name: &str, config: &ProviderConfig, dialect: D) -> anyhow::Result<Self> {
+    /// The provider `name` as configured by `config`, speaking `dialect`, reading answers
+    /// within `limits`.
+    pub fn new(
+        name: &str,
+        config: &ProviderConfig,
+        limits: Limits,
+        dialect: D,
+    ) -> anyhow::Result<Self> {
         Ok(HttpProvider {
             name: name.to_owned(),
-            upstream: Upstream::new(config)?,
+            upstream: Upstream::new(name, config, limits)?,
             dialect,
         })
     }
@@ -136,7 +283,7 @@ impl<D: Dialect> Provider for HttpProvider<D> {
     ) -> Result<ChatResponse, ProviderError> {
         let call = async {
             let response = self.upstream.post(prepared, cx).await?;
-            read_json(response).await
+            self.upstream.read_json(response).await
         };
         call.await.map_err(|e| self.dialect.map_error(e))
     }
@@ -148,7 +295,7 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         cx: &CallCx,
     ) -> Result<ChunkStream, ProviderError> {
         match self.upstream.post(prepared, cx).await {
-            Ok(response) => Ok(chunk_stream(response)),
+            Ok(response) => Ok(self.upstream.chunk_stream(response)),
             Err(error) => Err(self.dialect.map_error(error)),
         }
     }
@@ -161,33 +308,56 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Describes a transport failure with its whole cause chain (reqwest's top message alone
-/// says only "error sending request").
-pub fn transport_error(error: reqwest::Error) -> ProviderError {
+/// A transport failure's kind, in words that name no host or URL.
+fn failure_kind(error: &reqwest::Error) -> &'static str {
+    use std::io::ErrorKind;
+    if error.is_timeout() {
+        return "timed out";
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                ErrorKind::ConnectionRefused => "connection refused",
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
+                ErrorKind::TimedOut => "timed out",
+                ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => "connection closed",
+                _ => "connection failed",
+            };
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    }
+}
+
+/// An error with its whole cause chain (reqwest's top message alone says only "error sending
+/// request"), for the log.
+fn cause_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
+    let mut source = error.source();
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    if error.is_decode() || error.is_body() {
-        ProviderError::Stream(message)
-    } else {
-        ProviderError::Connect(message)
-    }
+    message
 }
 
-/// Reads a non-2xx answer into [`ProviderError::Status`].
-pub async fn error_from_response(response: reqwest::Response) -> ProviderError {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.bytes().await.unwrap_or_default();
-    error_from_body(status, &body, retry_after)
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked with `…`.
+pub fn truncate_message(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// Builds [`ProviderError::Status`] from an error body in any provider's shape.
@@ -206,8 +376,8 @@ pub fn error_from_body(status: u16, body: &[u8], retry_after: Option<String>) ->
     });
     ProviderError::Status {
         status,
-        message,
-        code,
+        message: truncate_message(message),
+        code: code.map(truncate_message),
         retry_after,
     }
 }
@@ -266,6 +436,12 @@ fn detail_message(items: &[Value]) -> String {
     parts.join("; ")
 }
 
+/// A [`ProviderError::Decode`] saying `why` (a parser's message, which may quote the
+/// upstream's text at any length, so it is cut) and quoting the start of `body`.
+fn unreadable(why: String, body: &[u8]) -> ProviderError {
+    ProviderError::Decode(format!("{} {:?}", truncate_message(why), snippet(body)))
+}
+
 /// The start of a body, for error messages.
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -274,15 +450,6 @@ pub fn snippet(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.to_owned(),
     }
-}
-
-/// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
-pub async fn read_json<T: DeserializeOwned>(
-    response: reqwest::Response,
-) -> Result<T, ProviderError> {
-    let body = response.bytes().await.map_err(transport_error)?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ProviderError::Decode(format!("{e}; the body was: {:?}", snippet(&body))))
 }
 
 /// What one event of an OpenAI-shaped stream means.
@@ -322,14 +489,14 @@ pub fn openai_event(event: &SseEvent) -> EventOutcome {
             {
                 EventOutcome::Fail(error_event(&value))
             }
-            Ok(_) => EventOutcome::Fail(ProviderError::Decode(format!(
-                "an event is not a chat completion chunk ({e}): {:?}",
-                snippet(data.as_bytes())
-            ))),
-            Err(e) => EventOutcome::Fail(ProviderError::Decode(format!(
-                "an event is not JSON ({e}): {:?}",
-                snippet(data.as_bytes())
-            ))),
+            Ok(_) => EventOutcome::Fail(unreadable(
+                format!("an event is not a chat completion chunk ({e}):"),
+                data.as_bytes(),
+            )),
+            Err(e) => EventOutcome::Fail(unreadable(
+                format!("an event is not JSON ({e}):"),
+                data.as_bytes(),
+            )),
         },
     }
 }
@@ -349,57 +516,72 @@ fn error_event(value: &Value) -> ProviderError {
         Some("context_length_exceeded") | Some("invalid_request_error") => 400,
         _ => 502,
     };
+    let message = message.unwrap_or_else(|| "the upstream sent an error event".to_owned());
     ProviderError::Status {
         status: named.unwrap_or(implied),
-        message: message.unwrap_or_else(|| "the upstream sent an error event".to_owned()),
-        code,
+        message: truncate_message(message),
+        code: code.map(truncate_message),
         retry_after: None,
     }
 }
 
-/// Opens a chunk stream over an event-stream response, reading each event with
-/// [`openai_event`].
-/// The stream ends at `Done`; a body that ends before any choice finished is an error (a cut
-/// connection must not look like a complete answer).
-pub fn chunk_stream(response: reqwest::Response) -> ChunkStream {
-    struct State {
-        events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
-        finished_choice: bool,
+/// The reading state of one upstream event stream.
+struct ChunkReader {
+    events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    origin: Arc<Origin>,
+    finished_choice: bool,
+}
+
+impl ChunkReader {
+    /// The next chunk; `None` at the end. Bytes that complete no event, and events that carry
+    /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]).
+    async fn next(&mut self) -> Option<Result<ChatChunk, ProviderError>> {
+        let item = match self.events.next().await {
+            None if self.finished_choice => return None,
+            None => Err(ProviderError::Stream(
+                "the upstream closed the stream before it finished".to_owned(),
+            )),
+            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(e)),
+            Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
+            Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default()),
+            Some(Ok(SseItem::Event(event))) => match openai_event(&event) {
+                EventOutcome::Chunk(chunk) => {
+                    if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                        self.finished_choice = true;
+                    }
+                    Ok(chunk)
+                }
+                EventOutcome::Skip => Ok(ChatChunk::default()),
+                EventOutcome::Done => return None,
+                EventOutcome::Fail(e) => Err(e),
+            },
+        };
+        Some(item)
     }
-    let state = State {
-        events: SseStream::new(response.bytes_stream().boxed()),
-        finished_choice: false,
-    };
-    Box::pin(futures_util::stream::unfold(
-        Some(state),
-        |state| async move {
-            let mut state = state?;
-            loop {
-                let item = match state.events.next().await {
-                    None if state.finished_choice => return None,
-                    None => Err(ProviderError::Stream(
-                        "the upstream closed the stream before it finished".to_owned(),
-                    )),
-                    Some(Err(e)) => Err(ProviderError::Stream(e.to_string())),
-                    Some(Ok(event)) => match openai_event(&event) {
-                        EventOutcome::Chunk(chunk) => {
-                            if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
-                                state.finished_choice = true;
-                            }
-                            Ok(chunk)
-                        }
-                        EventOutcome::Skip => continue,
-                        EventOutcome::Done => return None,
-                        EventOutcome::Fail(e) => Err(e),
-                    },
-                };
-                return match item {
-                    Ok(chunk) => Some((Ok(chunk), Some(state))),
+}
+
+impl Upstream {
+    /// Opens a chunk stream over an event-stream response, reading each event with
+    /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
+    /// finished is an error (a cut connection must not look like a complete answer); after
+    /// an error the stream ends.
+    pub fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
+        let reader = ChunkReader {
+            events: SseStream::new(response.bytes_stream().boxed(), self.limits.event_bytes),
+            origin: self.origin.clone(),
+            finished_choice: false,
+        };
+        Box::pin(futures_util::stream::unfold(
+            Some(reader),
+            |reader| async move {
+                let mut reader = reader?;
+                match reader.next().await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(reader))),
                     Err(e) => Some((Err(e), None)),
-                };
-            }
-        },
-    ))
+                }
+            },
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -469,5 +651,50 @@ mod tests {
             }),
             EventOutcome::Done
         ));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let short = "fine".to_owned();
+        assert_eq!(truncate_message(short.clone()), short);
+        // 'é' is two bytes: byte 1024 falls inside one, so the cut moves back to 1023.
+        let cut = truncate_message(format!("x{}", "é".repeat(2000)));
+        assert_eq!(cut.len(), 1023 + '…'.len_utf8());
+        assert!(cut.ends_with("é…"));
+        let exact = "y".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(truncate_message(exact.clone()), exact);
+    }
+
+    #[test]
+    fn upstream_error_messages_and_codes_are_cut() {
+        let body = json!({"error": {"message": "m".repeat(5000), "code": "c".repeat(5000)}});
+        let ProviderError::Status { message, code, .. } =
+            error_from_body(400, body.to_string().as_bytes(), None)
+        else {
+            panic!()
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES + 3 && message.ends_with('…'));
+        assert!(code.unwrap().len() <= MAX_MESSAGE_BYTES + 3);
+    }
+
+    #[test]
+    fn parser_messages_quoting_upstream_text_are_cut() {
+        // serde quotes a string of the wrong type in full.
+        let data = json!({"choices": "z".repeat(5000)}).to_string();
+        let EventOutcome::Fail(ProviderError::Decode(message)) =
+            openai_event(&SseEvent { event: None, data })
+        else {
+            panic!()
+        };
+        assert!(message.len() < 2 * MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.contains("not a chat completion chunk"), "{message}");
+        assert!(message.contains('…'), "cut: {message}");
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials_or_query() {
+        let url = reqwest::Url::parse("https://user:secret@10.0.0.7:8443/v1/chat?key=k").unwrap();
+        let origin = Origin::new("p", &url);
+        assert_eq!(origin.url, "https://10.0.0.7:8443/v1/chat");
     }
 }

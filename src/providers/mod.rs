@@ -23,11 +23,13 @@ use axum::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{ProviderConfig, ProviderKind, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 
-/// The chunks of one upstream stream. Item errors are failures after the stream opened.
+/// The chunks of one upstream stream. Item errors are failures after the stream opened. A
+/// chunk without choices and usage is a sign of life (bytes arrived, no event yet): it sends
+/// nothing but keeps the stream from counting as idle.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
 
 /// What one call needs besides the request.
@@ -104,22 +106,31 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds an adapter for every configured provider.
-    pub fn build(configs: &BTreeMap<String, ProviderConfig>) -> anyhow::Result<Self> {
+    /// Builds an adapter for every configured provider, within the `[server]` limits.
+    pub fn build(
+        configs: &BTreeMap<String, ProviderConfig>,
+        server: &ServerConfig,
+    ) -> anyhow::Result<Self> {
+        let limits = http::Limits::of(server);
         let mut providers = BTreeMap::new();
         for (name, config) in configs {
             let adapter: Arc<dyn Provider> = match config.kind {
                 ProviderKind::Echo => Arc::new(echo::EchoProvider),
-                ProviderKind::OpenAi => {
-                    Arc::new(http::HttpProvider::new(name, config, openai::OpenAi)?)
-                }
+                ProviderKind::OpenAi => Arc::new(http::HttpProvider::new(
+                    name,
+                    config,
+                    limits,
+                    openai::OpenAi,
+                )?),
                 ProviderKind::Nugen => {
-                    Arc::new(http::HttpProvider::new(name, config, nugen::Nugen)?)
+                    Arc::new(http::HttpProvider::new(name, config, limits, nugen::Nugen)?)
                 }
                 ProviderKind::Atoma => {
-                    Arc::new(http::HttpProvider::new(name, config, atoma::Atoma)?)
+                    Arc::new(http::HttpProvider::new(name, config, limits, atoma::Atoma)?)
                 }
-                ProviderKind::Orq => Arc::new(http::HttpProvider::new(name, config, orq::Orq)?),
+                ProviderKind::Orq => {
+                    Arc::new(http::HttpProvider::new(name, config, limits, orq::Orq)?)
+                }
             };
             let handle = ProviderHandle {
                 name: name.clone(),

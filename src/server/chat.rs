@@ -4,7 +4,9 @@
 //!
 //! For a stream, an attempt lasts until the first upstream chunk: a failure to open, an error
 //! as the first event or an empty stream is retried or falls back like any failure, and only
-//! then is `200` committed. After that a failure is one error event (see [`crate::stream`]).
+//! then is `200` committed. A first chunk slower than `stream_first_chunk_keepalive_secs`
+//! (default 45 s; 0 = never) commits `200` early so keep-alive comments can hold the
+//! connection open. After the commit a failure is one error event (see [`crate::stream`]).
 //! Every completion response carries `x-llmgate-provider`, `-model`, `-attempts` and
 //! `-overhead-ms`, and `x-llmgate-cache` when caching applies.
 
@@ -29,7 +31,7 @@ use crate::routing::execute::{AttemptError, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
 use crate::schema::{ChatRequest, ChatResponse, parse_and_validate};
-use crate::stream::normalize::{ChunkNormalizer, normalize_response};
+use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response};
 use crate::stream::{OnComplete, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
@@ -81,7 +83,7 @@ impl FromRequestParts<AppState> for ChatCall {
 pub async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
     let mut request = parse_and_validate(&body)?;
     check_allowed(&call, &request)?;
-    variables::apply(&mut request)?;
+    variables::apply(&mut request, call.state.server.max_body_bytes)?;
     let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
     let plan = call.state.router.plan(&request, session.as_deref())?;
     // Looked up only after the key's allow-list passed, so a hit is never an answer the
@@ -212,22 +214,23 @@ async fn whole(
         let cx = call_cx(call, candidate);
         async move {
             let prepared = prepare(candidate, request, &cx).map_err(AttemptError::Unsupported)?;
-            let response = candidate
+            let mut response = candidate
                 .provider
                 .adapter
                 .chat(request, &prepared, &cx)
                 .await?;
+            // Inside the attempt: an unusable answer is retried like any failure.
+            normalize_response(&mut response, &request.model, choice_count(request))?;
             Ok((response, prepared.dropped))
         }
     })
     .await;
     let Success {
-        value: (mut response, dropped),
+        value: (response, dropped),
         candidate,
         attempts,
     } = result.map_err(|f| f.error)?;
     let upstream_time = routing_start.elapsed();
-    normalize_response(&mut response, &request.model);
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some((key, ttl)) = cache
         && is_complete(&response)
@@ -266,13 +269,17 @@ async fn stream(
                 deadline: total_deadline.map_or(attempt_deadline, |d| d.min(attempt_deadline)),
                 attempt_timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             };
-            let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
+            let normalizer = ChunkNormalizer::new(
+                &request.model,
+                request.include_usage(),
+                choice_count(request),
+            );
             let mut body = SseBody::new(upstream, normalizer, &candidate.provider.name, timing);
             if let Some((key, ttl)) = cache {
                 // Recording starts before the first chunk, which `open` consumes.
                 body.record(store_in_cache(call, candidate, key.clone(), *ttl));
             }
-            body.open(settings.stream_keepalive).await?;
+            body.open(settings.stream_first_chunk_keepalive).await?;
             Ok((body, prepared.dropped))
         }
     })
@@ -327,10 +334,14 @@ async fn replay(
             deadline: Instant::now() + settings.stream_idle_timeout,
             attempt_timeout_ms: 0,
         };
-        let normalizer = ChunkNormalizer::new(&request.model, request.include_usage());
+        let normalizer = ChunkNormalizer::new(
+            &request.model,
+            request.include_usage(),
+            choice_count(request),
+        );
         let mut body = SseBody::new(upstream, normalizer, &hit.provider, timing);
         // A replay is all there at once: its first chunk is always ready.
-        body.open(settings.stream_keepalive)
+        body.open(None)
             .await
             .map_err(|error| GatewayError::Upstream {
                 provider: hit.provider.clone(),

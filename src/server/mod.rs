@@ -57,7 +57,7 @@ pub struct Inner {
 impl AppState {
     /// State for `config`, building every provider adapter.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let registry = Registry::build(&config.providers)?;
+        let registry = Registry::build(&config.providers, &config.server)?;
         Ok(AppState(Arc::new(Inner {
             router: routing::Router::new(registry, config.models.clone(), &config.server),
             cache: ResponseCache::new(

@@ -7,6 +7,10 @@
 //! follows the WHATWG rules: CR, LF or CRLF line ends (a CRLF split across reads included),
 //! `:` comments, multi-line `data`, one optional space after the colon, and an event per blank
 //! line.
+//!
+//! What the decoder holds (the pending line and the event being built) is bounded: an event or
+//! line larger than its limit is an error as soon as it is known to be, so an upstream that
+//! never ends a line cannot make it buffer more.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -24,8 +28,11 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// The default limit of one event (or line), in bytes.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// An incremental SSE parser: feed bytes, collect events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
     /// Bytes of the current, incomplete line.
     line: Vec<u8>,
@@ -34,17 +41,56 @@ pub struct SseDecoder {
     data: String,
     has_data: bool,
     event: Option<String>,
+    /// The most bytes the pending line and event may hold together.
+    max_event_bytes: usize,
 }
 
-/// The upstream sent a line that is not UTF-8.
+/// Why the decoder refused its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an event-stream line is not valid UTF-8")]
-pub struct InvalidUtf8;
+pub enum DecodeError {
+    /// A line is not UTF-8.
+    #[error("an event-stream line is not valid UTF-8")]
+    InvalidUtf8,
+    /// An event (or one line) is larger than the limit.
+    #[error("an event is larger than {0} bytes (server.max_upstream_event_bytes)")]
+    TooLarge(usize),
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
 
 impl SseDecoder {
-    /// A decoder at the start of a stream.
+    /// A decoder at the start of a stream, with the default event limit.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder whose events (and lines) may be at most `max_event_bytes` long.
+    pub fn with_limit(max_event_bytes: usize) -> Self {
+        SseDecoder {
+            line: Vec::new(),
+            skip_lf: false,
+            data: String::new(),
+            has_data: false,
+            event: None,
+            max_event_bytes,
+        }
+    }
+
+    /// Bytes held for the pending line and event (never more than the limit).
+    pub fn buffered(&self) -> usize {
+        self.line.len() + self.data.len() + self.event.as_ref().map_or(0, String::len)
+    }
+
+    /// Fails when holding `more` bytes besides what is buffered would pass the limit.
+    fn reserve(&self, more: usize) -> Result<(), DecodeError> {
+        match self.buffered().checked_add(more) {
+            Some(total) if total <= self.max_event_bytes => Ok(()),
+            _ => Err(DecodeError::TooLarge(self.max_event_bytes)),
+        }
     }
 
     /// Feeds the next bytes; completed events are appended to `out`.
@@ -52,7 +98,7 @@ impl SseDecoder {
         &mut self,
         mut input: &[u8],
         out: &mut VecDeque<SseEvent>,
-    ) -> Result<(), InvalidUtf8> {
+    ) -> Result<(), DecodeError> {
         // A CR ended the previous read: an LF opening this one belongs to that line end. (An
         // empty read decides nothing, so the flag waits for real bytes.)
         if self.skip_lf && !input.is_empty() {
@@ -66,6 +112,7 @@ impl SseDecoder {
             if self.line.is_empty() {
                 self.line_complete(&input[..end], out)?;
             } else {
+                self.reserve(end)?;
                 self.line.extend_from_slice(&input[..end]);
                 let line = std::mem::take(&mut self.line);
                 self.line_complete(&line, out)?;
@@ -81,13 +128,14 @@ impl SseDecoder {
                 }
             }
         }
+        self.reserve(input.len())?;
         self.line.extend_from_slice(input);
         Ok(())
     }
 
     /// Ends the input: a last line or event without its terminator is still delivered
     /// (servers often end with `data: [DONE]\n` and no blank line).
-    pub fn finish(&mut self, out: &mut VecDeque<SseEvent>) -> Result<(), InvalidUtf8> {
+    pub fn finish(&mut self, out: &mut VecDeque<SseEvent>) -> Result<(), DecodeError> {
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.line_complete(&line, out)?;
@@ -100,28 +148,35 @@ impl SseDecoder {
         &mut self,
         line: &[u8],
         out: &mut VecDeque<SseEvent>,
-    ) -> Result<(), InvalidUtf8> {
+    ) -> Result<(), DecodeError> {
         if line.is_empty() {
             self.dispatch(out);
             return Ok(());
         }
+        if line.len() > self.max_event_bytes {
+            return Err(DecodeError::TooLarge(self.max_event_bytes));
+        }
         if line[0] == b':' {
             return Ok(()); // a comment
         }
-        let line = std::str::from_utf8(line).map_err(|_| InvalidUtf8)?;
+        let line = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
         let (field, value) = match line.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
             None => (line, ""),
         };
         match field {
             "data" => {
+                self.reserve(value.len() + 1)?;
                 if self.has_data {
                     self.data.push('\n');
                 }
                 self.data.push_str(value);
                 self.has_data = true;
             }
-            "event" => self.event = Some(value.to_owned()),
+            "event" => {
+                self.reserve(value.len())?;
+                self.event = Some(value.to_owned());
+            }
             _ => {} // `id`, `retry` and unknown fields mean nothing to a chat stream
         }
         Ok(())
@@ -142,13 +197,22 @@ impl SseDecoder {
 
 /// Why an event stream ended badly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SseError {
+pub enum SseError<E> {
     /// Reading the body failed.
-    #[error("reading the event stream failed: {0}")]
-    Read(String),
-    /// A line was not UTF-8.
+    #[error("reading the event stream failed")]
+    Read(E),
+    /// The bytes were not a valid event stream within the limits.
     #[error(transparent)]
-    Utf8(#[from] InvalidUtf8),
+    Decode(#[from] DecodeError),
+}
+
+/// What the event stream brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A complete event.
+    Event(SseEvent),
+    /// Bytes that completed no event (part of one, or a comment): the upstream is alive.
+    Partial,
 }
 
 /// Turns a stream of body chunks into a stream of events.
@@ -160,11 +224,11 @@ pub struct SseStream<S> {
 }
 
 impl<S> SseStream<S> {
-    /// Decodes `body`.
-    pub fn new(body: S) -> Self {
+    /// Decodes `body`, whose events may be at most `max_event_bytes` long.
+    pub fn new(body: S, max_event_bytes: usize) -> Self {
         SseStream {
             body,
-            decoder: SseDecoder::new(),
+            decoder: SseDecoder::with_limit(max_event_bytes),
             ready: VecDeque::new(),
             finished: false,
         }
@@ -174,15 +238,14 @@ impl<S> SseStream<S> {
 impl<S, E> Stream for SseStream<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
 {
-    type Item = Result<SseEvent, SseError>;
+    type Item = Result<SseItem, SseError<E>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
             if let Some(event) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
+                return Poll::Ready(Some(Ok(SseItem::Event(event))));
             }
             if this.finished {
                 return Poll::Ready(None);
@@ -194,10 +257,13 @@ where
                         this.finished = true;
                         return Poll::Ready(Some(Err(e.into())));
                     }
+                    if this.ready.is_empty() && !bytes.is_empty() {
+                        return Poll::Ready(Some(Ok(SseItem::Partial)));
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.finished = true;
-                    return Poll::Ready(Some(Err(SseError::Read(e.to_string()))));
+                    return Poll::Ready(Some(Err(SseError::Read(e))));
                 }
                 Poll::Ready(None) => {
                     this.finished = true;
@@ -217,7 +283,11 @@ mod tests {
     use super::*;
 
     fn decode_in_pieces(input: &[u8], cuts: &[usize]) -> Vec<SseEvent> {
-        let mut decoder = SseDecoder::new();
+        decode_with_limit(input, cuts, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    fn decode_with_limit(input: &[u8], cuts: &[usize], limit: usize) -> Vec<SseEvent> {
+        let mut decoder = SseDecoder::with_limit(limit);
         let mut out = VecDeque::new();
         let mut start = 0;
         for &cut in cuts {
@@ -288,7 +358,7 @@ mod tests {
         let mut out = VecDeque::new();
         assert_eq!(
             SseDecoder::new().push(b"data: \xff\n\n", &mut out),
-            Err(InvalidUtf8)
+            Err(DecodeError::InvalidUtf8)
         );
     }
 
@@ -336,7 +406,87 @@ mod tests {
             }
             let mut cuts = cuts;
             cuts.sort_unstable();
-            prop_assert_eq!(decode_in_pieces(input.as_bytes(), &cuts), expected);
+            prop_assert_eq!(decode_in_pieces(input.as_bytes(), &cuts), expected.clone());
+            // A limit no event reaches changes nothing.
+            let limit = input.len().max(1);
+            prop_assert_eq!(decode_with_limit(input.as_bytes(), &cuts, limit), expected);
+        }
+    }
+
+    #[test]
+    fn events_and_lines_beyond_the_limit_are_refused() {
+        let mut out = VecDeque::new();
+        // One event in two lines, each small, together too large.
+        let mut decoder = SseDecoder::with_limit(16);
+        decoder.push(b"data: 0123456789\n", &mut out).unwrap();
+        assert_eq!(
+            decoder.push(b"data: 0123456789\n", &mut out),
+            Err(DecodeError::TooLarge(16))
+        );
+        // A line that never ends is refused once it is longer than the limit.
+        let mut decoder = SseDecoder::with_limit(16);
+        decoder.push(b"data: x", &mut out).unwrap();
+        decoder.push(b"xxxx", &mut out).unwrap();
+        assert_eq!(decoder.buffered(), 11);
+        assert_eq!(
+            decoder.push(b"xxxxxxxxxx", &mut out),
+            Err(DecodeError::TooLarge(16))
+        );
+        // A whole long line in one read, even a comment.
+        let mut decoder = SseDecoder::with_limit(16);
+        assert!(decoder.push(b": 0123456789abcdefgh\n", &mut out).is_err());
+        // Within the limit, events come out as usual.
+        let mut decoder = SseDecoder::with_limit(16);
+        decoder.push(b"data: 0123456789\n\n", &mut out).unwrap();
+        assert_eq!(out.pop_front(), Some(data("0123456789")));
+    }
+
+    #[tokio::test]
+    async fn a_stream_reports_bytes_that_complete_no_event() {
+        let pieces: Vec<Result<Bytes, std::convert::Infallible>> = ["data: a", "bc\n", "\n"]
+            .into_iter()
+            .map(|p| Ok(Bytes::from(p)))
+            .collect();
+        let stream = SseStream::new(futures_util::stream::iter(pieces), 64);
+        let items: Vec<_> = futures_util::StreamExt::collect(stream).await;
+        assert_eq!(
+            items,
+            vec![
+                Ok(SseItem::Partial),
+                Ok(SseItem::Partial),
+                Ok(SseItem::Event(data("abc")))
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_or_buffer_beyond_the_limit(
+            pieces in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'a'), any::<u8>()],
+                    0..40,
+                ),
+                0..20,
+            ),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"data: "[..]), Just(&b"event: "[..])],
+            limit in 1usize..64,
+        ) {
+            let mut decoder = SseDecoder::with_limit(limit);
+            let mut out = VecDeque::new();
+            let mut failed = false;
+            for (i, piece) in pieces.iter().enumerate() {
+                let piece = if i == 0 { [prefix, piece].concat() } else { piece.clone() };
+                if decoder.push(&piece, &mut out).is_err() {
+                    failed = true;
+                    break;
+                }
+                prop_assert!(decoder.buffered() <= limit, "{} > {limit}", decoder.buffered());
+                prop_assert!(out.iter().all(|e| e.data.len() <= limit));
+            }
+            if !failed {
+                let _ = decoder.finish(&mut out);
+            }
         }
     }
 }

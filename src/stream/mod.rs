@@ -1,12 +1,21 @@
 //! Streaming: decoding upstream event streams ([`decode`]), normalizing chunks
 //! ([`normalize`]) and writing the client's event stream ([`SseBody`]).
 //!
+//! Before anything is sent, [`SseBody::open`] waits for the first upstream chunk, so a failure
+//! up to then is still the attempt's (retried, or answered with a real status). Only when the
+//! first chunk takes longer than `stream_first_chunk_keepalive_secs` (a reasoning model
+//! thinking) is the response committed early: `200` and keep-alive comments go out, and a later
+//! failure is an error event.
+//!
 //! The outgoing stream is a hand-written `Stream` so its timing rules are in one place: every
 //! frame is yielded as soon as it exists (hyper writes and flushes it; nothing buffers SSE),
 //! a `: keep-alive` comment goes out after `keepalive` without a frame, and the stream ends
 //! with one error event when the upstream is idle too long, passes the attempt's total
-//! deadline, or fails. One timer serves all three deadlines and is re-armed only when it fires.
-//! Dropping the body (client gone) drops the upstream stream, which closes its connection.
+//! deadline, or fails. Idle means no upstream item at all: adapters yield an empty chunk when
+//! bytes arrived without completing an event, so a live upstream is never idle (and one that
+//! trickles an endless event hits the event size cap instead). One timer serves all three
+//! deadlines and is re-armed only when it fires. Dropping the body (client gone) drops the
+//! upstream stream, which closes its connection.
 
 pub mod decode;
 pub mod normalize;
@@ -67,10 +76,11 @@ pub struct StreamTiming {
 }
 
 /// How waiting for the first upstream chunk ended.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Opening {
     /// A first frame is queued: commit `200` and send the body.
     Ready,
-    /// No chunk yet within the wait limit: commit `200`; the body sends keep-alives meanwhile.
+    /// No chunk by the commit time: commit `200`; the body sends keep-alives meanwhile.
     StillWaiting,
 }
 
@@ -112,27 +122,35 @@ impl SseBody {
         }
     }
 
-    /// Waits for the first chunk (up to `wait`), so that an error before any chunk (a failed
-    /// open, an error as the first event, an empty stream) can still be retried or answered
-    /// with a real status.
-    pub async fn open(&mut self, wait: Duration) -> Result<Opening, ProviderError> {
-        let limit = Instant::now() + wait.min(self.timing.idle_timeout);
-        let limit = limit.min(self.timing.deadline);
+    /// Waits for the first chunk, so that an error before it (a failed open, an error as the
+    /// first event, an empty stream, an idle or late upstream) can still be retried or
+    /// answered with a real status. With `commit_after`, gives up waiting after that long and
+    /// lets the caller commit the response ([`Opening::StillWaiting`]); without, waits until
+    /// the first chunk or an error.
+    pub async fn open(&mut self, commit_after: Option<Duration>) -> Result<Opening, ProviderError> {
+        let commit_at = commit_after.map(|wait| Instant::now() + wait);
         loop {
             let Some(upstream) = self.upstream.as_mut() else {
                 return Ok(Opening::Ready);
             };
-            let next = match tokio::time::timeout_at(limit, upstream.next()).await {
-                Err(_) if Instant::now() >= self.timing.deadline => {
+            let idle_at = self.last_upstream + self.timing.idle_timeout;
+            let wake = idle_at
+                .min(self.timing.deadline)
+                .min(commit_at.unwrap_or(idle_at));
+            let Ok(next) = tokio::time::timeout_at(wake, upstream.next()).await else {
+                let now = Instant::now();
+                if now >= self.timing.deadline {
                     return Err(ProviderError::Timeout(self.timing.attempt_timeout_ms));
                 }
-                Err(_) => return Ok(Opening::StillWaiting),
-                Ok(next) => next,
+                if now >= idle_at {
+                    return Err(self.idle_error());
+                }
+                return Ok(Opening::StillWaiting);
             };
             self.last_upstream = Instant::now();
             match next {
                 Some(Ok(chunk)) => {
-                    if self.relay(chunk) {
+                    if self.relay(chunk)? {
                         return Ok(Opening::Ready);
                     }
                 }
@@ -152,18 +170,25 @@ impl SseBody {
     }
 
     /// Normalizes an upstream chunk and queues its event; false when nothing was queued.
-    fn relay(&mut self, chunk: ChatChunk) -> bool {
+    fn relay(&mut self, chunk: ChatChunk) -> Result<bool, ProviderError> {
         if let (Some((recorder, _)), Some(usage)) = (self.recorder.as_mut(), &chunk.usage) {
             recorder.usage(usage);
         }
-        let Some(chunk) = self.normalizer.push(chunk) else {
-            return false;
+        let Some(chunk) = self.normalizer.push(chunk)? else {
+            return Ok(false);
         };
         if let Some((recorder, _)) = self.recorder.as_mut() {
             recorder.push(&chunk);
         }
         self.queue.push_back(data_event(&chunk));
-        true
+        Ok(true)
+    }
+
+    fn idle_error(&self) -> ProviderError {
+        ProviderError::Stream(format!(
+            "no event for {} s",
+            self.timing.idle_timeout.as_secs()
+        ))
     }
 
     fn upstream_error(&self, error: ProviderError) -> GatewayError {
@@ -200,10 +225,7 @@ impl SseBody {
         if now >= self.timing.deadline {
             self.fail(ProviderError::Timeout(self.timing.attempt_timeout_ms));
         } else if now >= self.last_upstream + self.timing.idle_timeout {
-            self.fail(ProviderError::Stream(format!(
-                "no event for {} s",
-                self.timing.idle_timeout.as_secs()
-            )));
+            self.fail(self.idle_error());
         } else if now >= self.last_write + self.timing.keepalive {
             self.queue.push_back(Bytes::from_static(KEEPALIVE_COMMENT));
         } else {
@@ -232,7 +254,9 @@ impl SseBody {
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.last_upstream = Instant::now();
-                    self.relay(chunk);
+                    if let Err(error) = self.relay(chunk) {
+                        self.fail(error);
+                    }
                 }
                 Poll::Ready(Some(Err(error))) => self.fail(error),
                 Poll::Ready(None) => self.finish(),

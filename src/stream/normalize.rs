@@ -5,10 +5,37 @@
 //! first delta of each choice, an `index` on every tool-call delta, and usage only as the final
 //! `include_usage` chunk (`choices: []`). Nugen's usage riding on its last content chunk is
 //! split off here, like any other provider's.
+//!
+//! Indexes come from the upstream, so they are checked before anything is indexed by them: a
+//! choice index must be below the request's `n`, a tool-call index below [`MAX_TOOL_CALLS`].
+//! Anything else is a [`ProviderError::Decode`] (502, or an error event mid-stream).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::schema::{ChatChunk, ChatResponse, Usage};
+use crate::error::ProviderError;
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
+
+/// The most choices a request may ask for (validation caps `n` at 128).
+pub const MAX_CHOICES: u32 = 128;
+/// The most tool calls one choice may make; a higher upstream index is refused.
+pub const MAX_TOOL_CALLS: u32 = 128;
+
+/// How many choices `request` asks for (`n`, default 1).
+pub fn choice_count(request: &ChatRequest) -> u32 {
+    request.n.unwrap_or(1).max(1)
+}
+
+fn choice_out_of_range(index: u32, choices: u32) -> ProviderError {
+    ProviderError::Decode(format!(
+        "a choice has index {index}, but the request asked for {choices} choice(s) (`n`)"
+    ))
+}
+
+fn tool_call_out_of_range(index: u32) -> ProviderError {
+    ProviderError::Decode(format!(
+        "a tool call has index {index}; a choice may make at most {MAX_TOOL_CALLS} tool calls"
+    ))
+}
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
@@ -41,8 +68,12 @@ pub fn integer_counts(usage: &mut Usage) {
     }
 }
 
-/// Normalizes a whole (non-streamed) completion in place.
-pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
+/// Normalizes a whole (non-streamed) completion in place; `choices` is the request's `n`.
+pub fn normalize_response(
+    response: &mut ChatResponse,
+    client_model: &str,
+    choices: u32,
+) -> Result<(), ProviderError> {
     if response.id.is_empty() {
         response.id = completion_id();
     }
@@ -64,9 +95,13 @@ pub fn normalize_response(response: &mut ChatResponse, client_model: &str) {
             }
         }
         if choice.index == 0 && position > 0 {
-            choice.index = position as u32;
+            choice.index = u32::try_from(position).unwrap_or(u32::MAX);
+        }
+        if choice.index >= choices {
+            return Err(choice_out_of_range(choice.index, choices));
         }
     }
+    Ok(())
 }
 
 /// Per-choice state of a stream.
@@ -78,6 +113,23 @@ struct ChoiceState {
     tool_calls: u32,
 }
 
+impl ChoiceState {
+    /// The index of a tool-call delta: the upstream's, or the next one for a delta that
+    /// starts a call (it has an `id`, or is the first), or the last one.
+    fn tool_call_index(&mut self, given: Option<u32>, starts: bool) -> Result<u32, ProviderError> {
+        let index = match given {
+            Some(index) => index,
+            None if starts || self.tool_calls == 0 => self.tool_calls,
+            None => return Ok(self.tool_calls - 1),
+        };
+        if index >= MAX_TOOL_CALLS {
+            return Err(tool_call_out_of_range(index));
+        }
+        self.tool_calls = self.tool_calls.max(index + 1);
+        Ok(index)
+    }
+}
+
 /// Rewrites the chunks of one stream to the contract's shape.
 #[derive(Debug)]
 pub struct ChunkNormalizer {
@@ -85,35 +137,42 @@ pub struct ChunkNormalizer {
     created: i64,
     model: String,
     include_usage: bool,
+    /// The request's `n`: every choice index is below it.
+    max_choices: u32,
     choices: Vec<ChoiceState>,
     usage: Option<Usage>,
 }
 
 impl ChunkNormalizer {
-    /// A normalizer for a stream answering `client_model`.
-    pub fn new(client_model: &str, include_usage: bool) -> Self {
+    /// A normalizer for a stream answering `client_model` with `choices` choices (`n`).
+    pub fn new(client_model: &str, include_usage: bool, choices: u32) -> Self {
         ChunkNormalizer {
             id: None,
             created: 0,
             model: client_model.to_owned(),
             include_usage,
+            max_choices: choices,
             choices: Vec::new(),
             usage: None,
         }
     }
 
-    /// Normalizes one upstream chunk. `None` when nothing is left to send (a usage-only chunk,
-    /// held back for [`Self::finish`]).
-    pub fn push(&mut self, mut chunk: ChatChunk) -> Option<ChatChunk> {
+    /// Normalizes one upstream chunk. `Ok(None)` when nothing is left to send (a usage-only
+    /// chunk, held back for [`Self::finish`]); `Err` when an index is out of range.
+    pub fn push(&mut self, mut chunk: ChatChunk) -> Result<Option<ChatChunk>, ProviderError> {
         if let Some(mut usage) = chunk.usage.take() {
             integer_counts(&mut usage);
             self.usage = Some(usage);
         }
         if chunk.choices.is_empty() {
-            return None;
+            return Ok(None);
         }
         self.stamp(&mut chunk);
         for choice in &mut chunk.choices {
+            if choice.index >= self.max_choices {
+                return Err(choice_out_of_range(choice.index, self.max_choices));
+            }
+            // Below `n`, so neither the length nor `+ 1` can get out of hand.
             let index = choice.index as usize;
             if self.choices.len() <= index {
                 self.choices.resize(index + 1, ChoiceState::default());
@@ -124,21 +183,14 @@ impl ChunkNormalizer {
                 choice.delta.role = Some("assistant".to_owned());
             }
             for call in choice.delta.tool_calls.iter_mut().flatten() {
-                match call.index {
-                    Some(i) => state.tool_calls = state.tool_calls.max(i + 1),
-                    None if call.id.is_some() || state.tool_calls == 0 => {
-                        call.index = Some(state.tool_calls);
-                        state.tool_calls += 1;
-                    }
-                    None => call.index = Some(state.tool_calls - 1),
-                }
+                call.index = Some(state.tool_call_index(call.index, call.id.is_some())?);
                 // A call's first fragment (the one with its id) says what it is.
                 if call.id.is_some() && call.kind.is_none() {
                     call.kind = Some("function".to_owned());
                 }
             }
         }
-        Some(chunk)
+        Ok(Some(chunk))
     }
 
     /// The final usage chunk, when the client asked for one and the upstream reported usage.
@@ -191,10 +243,11 @@ mod tests {
 
     #[test]
     fn nugen_usage_on_the_last_content_chunk_is_split_off() {
-        let mut n = ChunkNormalizer::new("nugen/nugen-flash-instruct", true);
+        let mut n = ChunkNormalizer::new("nugen/nugen-flash-instruct", true, 1);
         let first = n
             .push(chunk(json!({"id":"nugen-abc123","created":1704123600.0,"model":"nugen-flash-instruct",
                 "choices":[{"index":0,"delta":{"role":"assistant","content":"Once"},"finish_reason":null}]})))
+            .unwrap()
             .unwrap();
         let last = n
             .push(chunk(
@@ -202,6 +255,7 @@ mod tests {
                 "choices":[{"index":0,"delta":{"content":" a time"},"finish_reason":"stop"}],
                 "usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}),
             ))
+            .unwrap()
             .unwrap();
         assert!(last.usage.is_none());
         assert_eq!(last.choices[0].finish_reason.as_deref(), Some("stop"));
@@ -218,14 +272,15 @@ mod tests {
 
     #[test]
     fn usage_is_dropped_without_include_usage() {
-        let mut n = ChunkNormalizer::new("m", false);
+        let mut n = ChunkNormalizer::new("m", false, 2);
         let out = n.push(chunk(
             json!({"choices":[{"index":0,"delta":{"content":"x"}}],
             "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}),
         ));
-        assert!(out.unwrap().usage.is_none());
+        assert!(out.unwrap().unwrap().usage.is_none());
         assert!(
             n.push(chunk(json!({"choices":[],"usage":{"prompt_tokens":1}})))
+                .unwrap()
                 .is_none()
         );
         assert!(n.finish().is_none());
@@ -233,17 +288,19 @@ mod tests {
 
     #[test]
     fn role_comes_first_per_choice_and_ids_are_unified() {
-        let mut n = ChunkNormalizer::new("m", false);
+        let mut n = ChunkNormalizer::new("m", false, 2);
         let a = n
             .push(chunk(
                 json!({"id":"a","created":5,"choices":[{"index":1,"delta":{"content":"x"}}]}),
             ))
+            .unwrap()
             .unwrap();
         let b = n
             .push(chunk(
                 json!({"id":"b","created":9,"choices":[{"index":1,"delta":{"content":"y"}},
             {"index":0,"delta":{"content":"z"}}]}),
             ))
+            .unwrap()
             .unwrap();
         assert_eq!(a.choices[0].delta.role.as_deref(), Some("assistant"));
         assert_eq!(b.choices[0].delta.role, None);
@@ -253,18 +310,21 @@ mod tests {
 
     #[test]
     fn tool_call_deltas_without_index_get_one() {
-        let mut n = ChunkNormalizer::new("m", false);
+        let mut n = ChunkNormalizer::new("m", false, 2);
         let first = n
             .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
             {"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]})))
+            .unwrap()
             .unwrap();
         let more = n
             .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
             {"function":{"arguments":"{\"a\""}}]}}]})))
+            .unwrap()
             .unwrap();
         let second = n
             .push(chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
             {"id":"call_2","function":{"name":"g","arguments":""}}]}}]})))
+            .unwrap()
             .unwrap();
         let index = |c: &ChatChunk| c.choices[0].delta.tool_calls.as_ref().unwrap()[0].index;
         assert_eq!(
@@ -290,7 +350,7 @@ mod tests {
             "usage": {"prompt_tokens": 3.0, "completion_tokens": 1, "total_tokens": 4,
                 "completion_tokens_details": {"reasoning_tokens": 0.0, "audio_tokens": null, "odd": 1.5}}}))
         .unwrap();
-        normalize_response(&mut r, "m");
+        normalize_response(&mut r, "m", 1).unwrap();
         let usage = serde_json::to_value(r.usage.unwrap()).unwrap();
         assert_eq!(usage["prompt_tokens"], json!(3));
         assert_eq!(
@@ -305,11 +365,80 @@ mod tests {
         let mut r: ChatResponse = serde_json::from_value(json!({"created": 1704123600.5,
             "choices":[{"message":{"content":"hi"}}]}))
         .unwrap();
-        normalize_response(&mut r, "alias");
+        normalize_response(&mut r, "alias", 1).unwrap();
         assert_eq!(r.model, "alias");
         assert_eq!(r.created, 1_704_123_600);
         assert!(r.id.starts_with("chatcmpl-"));
         assert_eq!(r.object, "chat.completion");
         assert_eq!(r.choices[0].message.role, "assistant");
+    }
+
+    fn decode_message(error: ProviderError) -> String {
+        match error {
+            ProviderError::Decode(message) => message,
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn choice_indexes_must_be_below_n() {
+        let mut n = ChunkNormalizer::new("m", false, 2);
+        assert!(
+            n.push(chunk(
+                json!({"choices":[{"index":1,"delta":{"content":"x"}}]})
+            ))
+            .is_ok()
+        );
+        for index in [2u64, 4_294_967_295] {
+            let error = n
+                .push(chunk(
+                    json!({"choices":[{"index":index,"delta":{"content":"x"}}]}),
+                ))
+                .unwrap_err();
+            let message = decode_message(error);
+            assert!(message.contains(&format!("index {index}")), "{message}");
+            assert!(message.contains("`n`"), "{message}");
+        }
+        assert!(n.choices.len() <= 2, "nothing allocated for a bad index");
+    }
+
+    #[test]
+    fn tool_call_indexes_are_bounded_and_never_overflow() {
+        let mut n = ChunkNormalizer::new("m", false, 1);
+        let at = |index: u64| {
+            chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+                {"index":index,"function":{"arguments":"x"}}]}}]}))
+        };
+        assert!(n.push(at(u64::from(MAX_TOOL_CALLS) - 1)).is_ok());
+        for index in [u64::from(MAX_TOOL_CALLS), 4_294_967_295] {
+            let message = decode_message(n.push(at(index)).unwrap_err());
+            assert!(message.contains(&format!("index {index}")), "{message}");
+        }
+        // Deltas without an index that keep starting calls stop at the bound too.
+        let mut n = ChunkNormalizer::new("m", false, 1);
+        let start = || {
+            chunk(json!({"choices":[{"index":0,"delta":{"tool_calls":[
+                {"id":"c","function":{"name":"f"}}]}}]}))
+        };
+        for _ in 0..MAX_TOOL_CALLS {
+            assert!(n.push(start()).is_ok());
+        }
+        assert!(n.push(start()).is_err());
+    }
+
+    #[test]
+    fn whole_responses_with_a_choice_index_beyond_n_are_refused() {
+        let mut r: ChatResponse = serde_json::from_value(json!({"choices":[
+            {"index": 4294967295u64, "message":{"content":"hi"}}]}))
+        .unwrap();
+        let message = decode_message(normalize_response(&mut r, "m", 1).unwrap_err());
+        assert!(message.contains("index 4294967295"), "{message}");
+        // More choices than asked for, numbered by position, are refused as well.
+        let mut r: ChatResponse = serde_json::from_value(
+            json!({"choices":[{"message":{"content":"a"}}, {"message":{"content":"b"}}]}),
+        )
+        .unwrap();
+        assert!(normalize_response(&mut r, "m", 1).is_err());
+        assert!(normalize_response(&mut r, "m", 2).is_ok());
     }
 }

@@ -21,7 +21,7 @@ fn timing() -> StreamTiming {
 fn body_of(items: Vec<Result<ChatChunk, ProviderError>>, include_usage: bool) -> SseBody {
     SseBody::new(
         Box::pin(futures_util::stream::iter(items)),
-        ChunkNormalizer::new("client-model", include_usage),
+        ChunkNormalizer::new("client-model", include_usage, 1),
         "p",
         timing(),
     )
@@ -54,10 +54,7 @@ async fn a_stream_ends_with_usage_then_done() {
         ],
         true,
     );
-    assert!(matches!(
-        body.open(Duration::from_secs(1)).await,
-        Ok(Opening::Ready)
-    ));
+    assert!(matches!(body.open(None).await, Ok(Opening::Ready)));
     let frames = frames(body).await;
     assert_eq!(frames.len(), 4);
     assert!(frames.iter().all(|f| f.ends_with("\n\n")));
@@ -80,13 +77,13 @@ async fn an_error_before_the_first_chunk_is_a_status() {
         })],
         false,
     );
-    let error = body.open(Duration::from_secs(1)).await.err().unwrap();
+    let error = body.open(None).await.err().unwrap();
     assert!(
         matches!(error, ProviderError::Status { status: 429, .. }),
         "{error:?}"
     );
     let mut empty = body_of(vec![], false);
-    let error = empty.open(Duration::from_secs(1)).await.err().unwrap();
+    let error = empty.open(None).await.err().unwrap();
     assert!(matches!(error, ProviderError::Decode(_)), "{error:?}");
 }
 
@@ -100,7 +97,7 @@ async fn an_error_after_the_first_chunk_is_one_event_without_done() {
         ],
         false,
     );
-    body.open(Duration::from_secs(1)).await.unwrap();
+    body.open(None).await.unwrap();
     let frames = frames(body).await;
     assert_eq!(frames.len(), 2);
     assert!(frames[1].starts_with("data: {\"error\":"), "{}", frames[1]);
@@ -112,7 +109,7 @@ async fn events_ready_together_share_one_write() {
     let chunks = (0..5)
         .map(|i| chunk(json!({"choices": [{"index": 0, "delta": {"content": format!("w{i}")}}]})));
     let mut body = body_of(chunks.collect(), false);
-    body.open(Duration::from_secs(1)).await.unwrap();
+    body.open(None).await.unwrap();
     let writes: Vec<Bytes> = body.map(|f| f.unwrap()).collect().await;
     assert_eq!(writes.len(), 1, "all six events were ready at once");
     assert_eq!(
@@ -130,10 +127,10 @@ async fn keepalives_while_quiet_then_idle_timeout() {
     let mut timing = timing();
     timing.keepalive = Duration::from_secs(15);
     timing.idle_timeout = Duration::from_secs(40);
-    let mut body = SseBody::new(upstream, ChunkNormalizer::new("m", false), "p", timing);
+    let mut body = SseBody::new(upstream, ChunkNormalizer::new("m", false, 1), "p", timing);
     // No chunk within the wait: the response is committed and keep-alives flow.
     assert!(matches!(
-        body.open(Duration::from_secs(15)).await,
+        body.open(Some(Duration::from_secs(15))).await,
         Ok(Opening::StillWaiting)
     ));
     let first = body.next().await.unwrap().unwrap();
@@ -152,4 +149,126 @@ async fn keepalives_while_quiet_then_idle_timeout() {
     assert!(end.starts_with(b"data: {\"error\":"));
     assert!(body.next().await.is_none());
     drop(tx);
+}
+
+type Item = Result<ChatChunk, ProviderError>;
+
+/// An upstream that yields each item `secs` after the previous one, then stays silent
+/// (`silent`) or ends.
+fn scripted(script: Vec<(u64, Item)>, silent: bool) -> ChunkStream {
+    let items = futures_util::stream::iter(script).then(|(secs, item)| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        item
+    });
+    if silent {
+        Box::pin(items.chain(futures_util::stream::pending()))
+    } else {
+        Box::pin(items)
+    }
+}
+
+/// A body over `upstream` with 15 s keep-alives and a 40 s idle timeout.
+fn paced_body(upstream: ChunkStream) -> SseBody {
+    let mut timing = timing();
+    timing.idle_timeout = Duration::from_secs(40);
+    SseBody::new(upstream, ChunkNormalizer::new("m", false, 1), "p", timing)
+}
+
+fn unavailable() -> ProviderError {
+    ProviderError::Status {
+        status: 503,
+        message: "overloaded".into(),
+        code: None,
+        retry_after: None,
+    }
+}
+
+fn content(text: &str) -> Item {
+    chunk(json!({"choices": [{"index": 0, "delta": {"content": text}}]}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_commit_time_is_still_the_attempts() {
+    // Longer than a keep-alive interval, shorter than the commit time: nothing was sent, so
+    // the error goes back to the attempt (to be retried or answered with its status).
+    let mut body = paced_body(scripted(vec![(30, Err(unavailable()))], true));
+    let error = body.open(Some(Duration::from_secs(45))).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Status { status: 503, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_chunk_before_the_commit_time_opens_normally() {
+    let mut body = paced_body(scripted(vec![(30, content("x"))], true));
+    let opening = body.open(Some(Duration::from_secs(45))).await.unwrap();
+    assert_eq!(opening, Opening::Ready);
+    assert!(body.next().await.unwrap().unwrap().starts_with(b"data: {"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_commit_time_keepalives_go_out_and_a_failure_is_an_event() {
+    let mut body = paced_body(scripted(vec![(36, Err(unavailable()))], true));
+    let start = Instant::now();
+    let opening = body.open(Some(Duration::from_secs(35))).await.unwrap();
+    assert_eq!(opening, Opening::StillWaiting);
+    assert_eq!(start.elapsed(), Duration::from_secs(35));
+    // Committed: a keep-alive at once, then the failure as one error event.
+    assert_eq!(&body.next().await.unwrap().unwrap()[..], KEEPALIVE_COMMENT);
+    let end = body.next().await.unwrap().unwrap();
+    assert!(end.starts_with(b"data: {\"error\":"), "{end:?}");
+    assert!(body.next().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_commit_time_only_the_idle_timeout_ends_the_wait() {
+    let mut body = paced_body(scripted(Vec::new(), true));
+    let start = Instant::now();
+    let error = body.open(None).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(40));
+    assert!(error.to_string().contains("no event for 40 s"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn signs_of_life_keep_an_upstream_from_idling_but_send_nothing() {
+    // Bytes without a complete event (an empty chunk) every 30 s, idle timeout 40 s: for two
+    // minutes before the first chunk and two minutes after it.
+    let alive = || (30, Ok(ChatChunk::default()));
+    let mut script: Vec<(u64, Item)> = (0..4).map(|_| alive()).collect();
+    script.push((30, content("x")));
+    script.extend((0..4).map(|_| alive()));
+    script.push((
+        30,
+        chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+    ));
+    let mut body = paced_body(scripted(script, false));
+    assert_eq!(body.open(None).await.unwrap(), Opening::Ready);
+    let frames = frames(body).await;
+    assert!(frames.iter().all(|f| !f.contains("error")), "{frames:?}");
+    let keepalives = frames
+        .iter()
+        .filter(|f| f.as_bytes() == KEEPALIVE_COMMENT)
+        .count();
+    assert!(keepalives >= 8, "{frames:?}");
+    assert_eq!(
+        frames.len(),
+        keepalives + 3,
+        "two chunks and [DONE]: {frames:?}"
+    );
+    assert_eq!(frames.last().unwrap(), "data: [DONE]\n\n");
+}
+
+#[tokio::test]
+async fn a_choice_index_beyond_n_is_an_error_before_and_after_the_first_chunk() {
+    let bad =
+        || chunk(json!({"choices": [{"index": 4_294_967_295u64, "delta": {"content": "x"}}]}));
+    let mut body = body_of(vec![bad()], false);
+    let error = body.open(None).await.unwrap_err();
+    assert!(matches!(error, ProviderError::Decode(_)), "{error:?}");
+    let mut body = body_of(vec![content("x"), bad()], false);
+    body.open(None).await.unwrap();
+    let frames = frames(body).await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames[1].contains("index 4294967295"), "{}", frames[1]);
 }

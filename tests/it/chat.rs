@@ -165,3 +165,59 @@ async fn models_lists_aliases_and_their_provider_models() {
         ]
     );
 }
+
+#[tokio::test]
+async fn echo_usage_counts_the_completion_of_every_choice() {
+    let app = echo_app().await;
+    let mut body = ask("echo/x", "one two three");
+    body["n"] = json!(3);
+    let answer: Value = app.chat(body).await.json().await.unwrap();
+    assert_eq!(answer["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        answer["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+    );
+}
+
+#[tokio::test]
+async fn echo_cuts_many_choices_of_a_long_message_to_its_work_cap() {
+    // 128 choices of 20,000 words would be 2.56 million words; echo holds at most 1 million.
+    let app = echo_app().await;
+    let mut body = ask("echo/x", &"w ".repeat(20_000));
+    body["n"] = json!(128);
+    let response = app.chat(body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 128);
+    let share = 1_000_000 / 128;
+    for choice in choices {
+        let content = choice["message"]["content"].as_str().unwrap();
+        assert_eq!(content.split_whitespace().count(), share);
+        assert_eq!(choice["finish_reason"], "length");
+    }
+    assert_eq!(answer["usage"]["completion_tokens"], share * 128);
+}
+
+#[tokio::test]
+async fn variable_substitution_may_not_outgrow_the_body_limit() {
+    let app =
+        spawn_app("[server]\nmax_body_bytes = 100000\n[providers.echo]\nkind = \"echo\"\n").await;
+    // 40 kB sent, 120 kB once substituted.
+    let mut body = ask("echo/x", "{{a}} {{a}} {{a}}");
+    body["variables"] = json!({"a": "v".repeat(40_000)});
+    let response = app.chat(body.clone()).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "variables");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100000 bytes"),
+        "{error}"
+    );
+    // Twice fits.
+    body["messages"][0]["content"] = json!("{{a}} {{a}}");
+    assert_eq!(app.chat(body).await.status(), 200);
+}

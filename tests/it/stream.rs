@@ -115,3 +115,72 @@ async fn keepalive_comments_flow_while_the_upstream_is_quiet() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn echo_stream_usage_counts_the_completion_of_every_choice() {
+    let app = echo_app().await;
+    let mut body = ask_stream("echo/x", "a b", true);
+    body["n"] = json!(2);
+    let text = app.chat(body).await.text().await.unwrap();
+    let chunks = sse_chunks(&text);
+    assert_eq!(
+        chunks.last().unwrap()["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6})
+    );
+}
+
+/// `up` with an alias `m` on it that falls back to echo, and the given `[server]` settings.
+fn fallback_config(base_url: &str, server: &str) -> String {
+    openai_config(
+        base_url,
+        &format!(
+            "[models.m]\ntargets = [{{ provider = \"up\", model = \"m\" }}]\nfallbacks = [\"echo/e\"]\n[server]\nstream_keepalive_secs = 1\n{server}"
+        ),
+    )
+}
+
+/// An upstream that opens its stream at once but sends an error event only after 2 s.
+async fn slow_failing_upstream() -> String {
+    let failure = json!({"error": {"message": "overloaded", "code": "server_error"}});
+    let script = vec![
+        (Duration::ZERO, ": thinking\n\n".to_owned()),
+        (Duration::from_secs(2), crate::scripted::event(&failure)),
+    ];
+    crate::scripted::scripted_upstream("text/event-stream", script).await
+}
+
+#[tokio::test]
+async fn a_failure_before_the_first_chunk_keepalive_still_falls_back() {
+    // Past the 1 s keep-alive interval, yet before the commit time (or with none): nothing
+    // was sent, so the failure falls back to echo.
+    for server in [
+        "stream_first_chunk_keepalive_secs = 3\n",
+        "stream_first_chunk_keepalive_secs = 0\n",
+    ] {
+        let app = spawn_app(&fallback_config(&slow_failing_upstream().await, server)).await;
+        let response = app.chat(ask_stream("m", "hello", false)).await;
+        assert_eq!(response.status(), 200, "{server}");
+        assert_eq!(response.headers()["x-llmgate-provider"], "echo", "{server}");
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains("keep-alive") && !text.contains("error"),
+            "{text}"
+        );
+        assert_eq!(sse_events(&text).last().unwrap(), "[DONE]");
+    }
+}
+
+#[tokio::test]
+async fn past_the_first_chunk_keepalive_the_stream_is_committed() {
+    let app = spawn_app(&fallback_config(
+        &slow_failing_upstream().await,
+        "stream_first_chunk_keepalive_secs = 1\n",
+    ))
+    .await;
+    let response = app.chat(ask_stream("m", "hello", false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-llmgate-provider"], "up");
+    let events = sse_events(&response.text().await.unwrap());
+    assert_eq!(events[0], ": keep-alive", "{events:?}");
+    assert!(events.last().unwrap().contains("overloaded"), "{events:?}");
+}

@@ -230,7 +230,7 @@ fn chunked(data: &str) -> String {
 }
 
 /// Reads one HTTP/1.1 request (headers and a Content-Length body).
-async fn read_request(socket: &mut tokio::net::TcpStream) {
+pub async fn read_request(socket: &mut tokio::net::TcpStream) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
