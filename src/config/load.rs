@@ -152,6 +152,7 @@ struct RawServer {
     stream_idle_timeout_secs: Option<u64>,
     circuit_failures: Option<u32>,
     circuit_cooldown_ms: Option<u64>,
+    max_retry_wait_ms: Option<u64>,
     cache_max_entries: Option<usize>,
     cache_max_bytes: Option<usize>,
 }
@@ -186,6 +187,8 @@ struct RawProvider {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     strict_params: bool,
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +317,10 @@ fn check_model_name(
     }
 }
 
+/// Upper bounds of `[server]` durations.
+const MAX_CIRCUIT_COOLDOWN_MS: u64 = 86_400_000;
+const MAX_RETRY_WAIT_MS: u64 = 600_000;
+
 impl RawServer {
     fn check(self) -> Result<ServerConfig, ConfigError> {
         let defaults = ServerConfig::default();
@@ -349,11 +356,28 @@ impl RawServer {
                 Some(0) => return Err(err("server.circuit_failures", "must be at least 1")),
                 other => other.unwrap_or(defaults.circuit_failures),
             },
-            circuit_cooldown: positive_ms(
-                "server.circuit_cooldown_ms",
-                self.circuit_cooldown_ms,
-                defaults.circuit_cooldown,
-            )?,
+            circuit_cooldown: match self.circuit_cooldown_ms {
+                Some(ms) if ms > MAX_CIRCUIT_COOLDOWN_MS => {
+                    return Err(err(
+                        "server.circuit_cooldown_ms",
+                        format!("must be at most {MAX_CIRCUIT_COOLDOWN_MS} (a day)"),
+                    ));
+                }
+                other => positive_ms(
+                    "server.circuit_cooldown_ms",
+                    other,
+                    defaults.circuit_cooldown,
+                )?,
+            },
+            max_retry_wait: match self.max_retry_wait_ms {
+                Some(ms) if ms > MAX_RETRY_WAIT_MS => {
+                    return Err(err(
+                        "server.max_retry_wait_ms",
+                        format!("must be at most {MAX_RETRY_WAIT_MS} (ten minutes)"),
+                    ));
+                }
+                other => other.map_or(defaults.max_retry_wait, Duration::from_millis),
+            },
             cache_max_entries: self.cache_max_entries.unwrap_or(defaults.cache_max_entries),
             cache_max_bytes: self.cache_max_bytes.unwrap_or(defaults.cache_max_bytes),
         })
@@ -430,6 +454,10 @@ impl RawProvider {
         }
         provider.headers = self.headers;
         provider.strict_params = self.strict_params;
+        if let Some(i) = self.models.iter().position(String::is_empty) {
+            return Err(err(format!("{path}.models[{i}]"), "must not be empty"));
+        }
+        provider.models = self.models;
         Ok(provider)
     }
 }
