@@ -194,6 +194,17 @@ pub enum GatewayError {
         "the model `{0}` does not exist; send `<provider>/<model>` or an alias from the config"
     )]
     ModelNotFound(String),
+    /// A `<provider>/<model>` name whose provider is not configured (404 `model_not_found`).
+    #[error("{}", provider_not_configured(.provider, *.key_variable, .model))]
+    ProviderNotConfigured {
+        /// The name the client sent.
+        model: String,
+        /// The provider it names.
+        provider: String,
+        /// The environment variable that enables a provider of that name in the embedded
+        /// default, if the name is a real provider kind.
+        key_variable: Option<&'static str>,
+    },
     /// The chosen provider cannot take a field of the request (or, with `strict_params`,
     /// would have to drop it).
     #[error("{message}")]
@@ -211,9 +222,6 @@ pub enum GatewayError {
         /// What happened.
         error: ProviderError,
     },
-    /// Every upstream is unavailable; the text says which and why.
-    #[error("no healthy upstream for {0}")]
-    NoHealthyUpstream(String),
     /// No route for this path.
     #[error("no route for `{0}`")]
     NotFound(String),
@@ -235,10 +243,11 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_) | GatewayError::ProviderNotConfigured { .. } => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Upstream { error, .. } => upstream_status(error),
-            GatewayError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,10 +268,11 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
-            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::ModelNotFound(_) | GatewayError::ProviderNotConfigured { .. } => {
+                "model_not_found"
+            }
             GatewayError::Unsupported { .. } => "unsupported_parameter",
             GatewayError::Upstream { error, .. } => return upstream_code(error),
-            GatewayError::NoHealthyUpstream(_) => "no_healthy_upstream",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::Internal(_) => "internal_error",
@@ -288,9 +298,9 @@ impl GatewayError {
                 .first()
                 .filter(|e| !e.path.is_root())
                 .map(|e| e.path.to_string()),
-            GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => {
-                Some("model".to_owned())
-            }
+            GatewayError::ModelNotAllowed(_)
+            | GatewayError::ModelNotFound(_)
+            | GatewayError::ProviderNotConfigured { .. } => Some("model".to_owned()),
             GatewayError::Unsupported { param, .. } => Some(param.clone()),
             _ => None,
         }
@@ -323,6 +333,19 @@ impl GatewayError {
             } => retry_after.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// How to configure a provider a client named: its key variable for a real provider kind's
+/// name (the embedded default enables it), else its own table.
+fn provider_not_configured(provider: &str, key_variable: Option<&str>, model: &str) -> String {
+    match key_variable {
+        Some(var) => format!(
+            "provider `{provider}` is not configured: set {var} or add [providers.{provider}] (model `{model}`)"
+        ),
+        None => format!(
+            "provider `{provider}` is not configured; add [providers.{provider}] (model `{model}`)"
+        ),
     }
 }
 

@@ -155,6 +155,7 @@ struct RawServer {
     circuit_cooldown_ms: Option<u64>,
     max_upstream_body_bytes: Option<usize>,
     max_upstream_event_bytes: Option<usize>,
+    max_retry_wait_ms: Option<u64>,
     cache_max_entries: Option<usize>,
     cache_max_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
@@ -196,6 +197,8 @@ struct RawProvider {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     strict_params: bool,
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +335,10 @@ fn check_model_name(
     }
 }
 
+/// Upper bounds of `[server]` durations.
+const MAX_CIRCUIT_COOLDOWN_MS: u64 = 86_400_000;
+const MAX_RETRY_WAIT_MS: u64 = 600_000;
+
 impl RawServer {
     fn check(self) -> Result<ServerConfig, ConfigError> {
         let defaults = ServerConfig::default();
@@ -372,11 +379,28 @@ impl RawServer {
                 Some(0) => return Err(err("server.circuit_failures", "must be at least 1")),
                 other => other.unwrap_or(defaults.circuit_failures),
             },
-            circuit_cooldown: positive_ms(
-                "server.circuit_cooldown_ms",
-                self.circuit_cooldown_ms,
-                defaults.circuit_cooldown,
-            )?,
+            circuit_cooldown: match self.circuit_cooldown_ms {
+                Some(ms) if ms > MAX_CIRCUIT_COOLDOWN_MS => {
+                    return Err(err(
+                        "server.circuit_cooldown_ms",
+                        format!("must be at most {MAX_CIRCUIT_COOLDOWN_MS} (a day)"),
+                    ));
+                }
+                other => positive_ms(
+                    "server.circuit_cooldown_ms",
+                    other,
+                    defaults.circuit_cooldown,
+                )?,
+            },
+            max_retry_wait: match self.max_retry_wait_ms {
+                Some(ms) if ms > MAX_RETRY_WAIT_MS => {
+                    return Err(err(
+                        "server.max_retry_wait_ms",
+                        format!("must be at most {MAX_RETRY_WAIT_MS} (ten minutes)"),
+                    ));
+                }
+                other => other.map_or(defaults.max_retry_wait, Duration::from_millis),
+            },
             max_upstream_body_bytes: positive_bytes(
                 "server.max_upstream_body_bytes",
                 self.max_upstream_body_bytes,
@@ -497,6 +521,10 @@ impl RawProvider {
         }
         provider.headers = self.headers;
         provider.strict_params = self.strict_params;
+        if let Some(i) = self.models.iter().position(String::is_empty) {
+            return Err(err(format!("{path}.models[{i}]"), "must not be empty"));
+        }
+        provider.models = self.models;
         Ok(provider)
     }
 }

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_upstream_body_bytes: usize,
     /// One event (or line) of an upstream event stream may be at most this large.
     pub max_upstream_event_bytes: usize,
+    /// The longest wait on an upstream's `retry-after`: a longer one is not waited out, the
+    /// 429 goes to the client at once.
+    pub max_retry_wait: Duration,
     /// The response cache holds at most this many answers ...
     pub cache_max_entries: usize,
     /// ... and at most this many bytes of them.
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             circuit_cooldown: Duration::from_secs(30),
             max_upstream_body_bytes: 16 * 1024 * 1024,
             max_upstream_event_bytes: 16 * 1024 * 1024,
+            max_retry_wait: Duration::from_millis(5000),
             cache_max_entries: 10_000,
             cache_max_bytes: 64 * 1024 * 1024,
             connections: ConnectionLimits::default(),
@@ -175,6 +179,22 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// The kinds that call a real upstream.
+    pub const REAL: [ProviderKind; 4] = [
+        ProviderKind::OpenAi,
+        ProviderKind::Nugen,
+        ProviderKind::Atoma,
+        ProviderKind::Orq,
+    ];
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<ProviderKind> {
+        Self::REAL
+            .into_iter()
+            .chain([ProviderKind::Echo])
+            .find(|kind| kind.as_str() == name)
+    }
+
     /// The kind's name in the config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -235,6 +255,8 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, String>,
     /// A field this provider cannot take is a 400 instead of a drop.
     pub strict_params: bool,
+    /// Upstream models listed in `/v1/models` as `<provider>/<model>`.
+    pub models: Vec<String>,
 }
 
 impl ProviderConfig {
@@ -247,6 +269,7 @@ impl ProviderConfig {
             timeout: Duration::from_millis(600_000),
             headers: BTreeMap::new(),
             strict_params: false,
+            models: Vec::new(),
         }
     }
 
@@ -334,17 +357,15 @@ impl fmt::Display for Secret {
 }
 
 impl Config {
-    /// The configuration without a file: `127.0.0.1:8080`, the `echo` provider, and each real
-    /// provider kind on its documented server when its key variable is set. No gateway auth.
+    /// The configuration without a file: `127.0.0.1:8080`, the `echo` provider (listing
+    /// `echo/echo`), and each real provider kind on its documented server when its key
+    /// variable is set. No gateway auth.
     pub fn embedded_default(env: &dyn Env) -> Config {
         let mut providers = BTreeMap::new();
-        providers.insert("echo".to_owned(), ProviderConfig::new(ProviderKind::Echo));
-        for kind in [
-            ProviderKind::OpenAi,
-            ProviderKind::Nugen,
-            ProviderKind::Atoma,
-            ProviderKind::Orq,
-        ] {
+        let mut echo = ProviderConfig::new(ProviderKind::Echo);
+        echo.models = vec!["echo".to_owned()];
+        providers.insert("echo".to_owned(), echo);
+        for kind in ProviderKind::REAL {
             let key = kind.key_variable().and_then(|var| env.var(var));
             if let Some(key) = key.filter(|k| !k.is_empty()) {
                 let mut provider = ProviderConfig::new(kind);

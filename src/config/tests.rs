@@ -46,6 +46,11 @@ fn the_example_config_parses() {
         Some(std::time::Duration::from_secs(2))
     );
     assert_eq!(config.server.circuit_failures, 5);
+    assert_eq!(
+        config.server.max_retry_wait,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(config.providers["openai"].models, ["gpt-4o-mini", "gpt-4o"]);
     let auth = config.auth.as_ref().unwrap();
     assert!(auth.keys[1].allows("echo/anything"));
     assert!(!auth.keys[1].allows("openai/gpt-4o"));
@@ -198,4 +203,40 @@ fn stream_and_upstream_limits_have_defaults_and_are_checked() {
         error("[server]\nmax_upstream_body_bytes = 0\n").path,
         "server.max_upstream_body_bytes"
     );
+}
+
+#[test]
+fn routing_server_keys_and_provider_model_lists_are_read_and_checked() {
+    let config = parse(
+        "[server]\nmax_retry_wait_ms = 2500\n[providers.o]\nkind = \"openai\"\nmodels = [\"a\", \"b\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.max_retry_wait,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(config.providers["o"].models, ["a", "b"]);
+    let defaults = parse("").unwrap();
+    assert_eq!(
+        defaults.server.max_retry_wait,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        error("[server]\nmax_retry_wait_ms = 600001\n").path,
+        "server.max_retry_wait_ms"
+    );
+    assert_eq!(
+        error("[server]\ncircuit_cooldown_ms = 86400001\n").path,
+        "server.circuit_cooldown_ms"
+    );
+    assert_eq!(
+        error("[providers.o]\nkind = \"openai\"\nmodels = [\"a\", \"\"]\n").path,
+        "providers.o.models[1]"
+    );
+}
+
+#[test]
+fn the_embedded_default_lists_echo() {
+    let config = Config::embedded_default(&env(&[]));
+    assert_eq!(config.providers["echo"].models, ["echo"]);
 }

@@ -152,4 +152,9 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<&ProviderHandle> {
         self.providers.get(name)
     }
+
+    /// Every provider, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &ProviderHandle> {
+        self.providers.values()
+    }
 }

@@ -160,7 +160,7 @@ mod tests {
                 "guardrails": [{"id": "orq_pii_detection", "execute_on": "input"}],
                 "name": "trace-1", "orq": {"retry": {"count": 2}, "identity": {"id": "u1"}},
                 "retry": {"count": 1}, "fallbacks": [{"model": "orq/x"}], "cache": {"type": "exact_match"},
-                "variables": {"a": 1}, "timeout": {"call_timeout": 5},
+                "variables": {"a": 1}, "timeout": {"call_timeout": 500},
                 "load_balancer": {"type": "weight_based", "models": [{"model": "orq/y"}]},
                 "logit_bias": {"1": 1}, "top_k": 3, "user": "u"}),
             Some("sess-9"),

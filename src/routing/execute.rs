@@ -7,6 +7,11 @@
 //! candidate again after a backoff while it has tries left, else the next candidate, or stop.
 //! What an attempt does (prepare, call, and for streams wait for the first chunk) is the
 //! caller's closure, so the same loop serves whole answers and streams.
+//!
+//! Circuits: a candidate ejected since planning is skipped, unless nothing could be sent
+//! otherwise (then every candidate is tried in order). Only failures that are the target's
+//! own count against it: a cancelled attempt, or a timeout the client's `call_timeout` made
+//! shorter than the provider's `timeout_ms`, does not.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +21,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use super::health::{Availability, Health};
+use super::health::{Claim, Health, ProbeToken};
 use super::plan::{Candidate, Plan};
 use super::retry::{self, Next};
 use crate::error::{GatewayError, ProviderError};
@@ -58,61 +63,112 @@ pub struct Failure {
 /// A timer that never fires in practice.
 const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-type AttemptFuture<'a, T> =
-    Pin<Box<dyn Future<Output = (usize, Result<T, AttemptError>)> + Send + 'a>>;
+/// What a finished attempt hands back to the loop.
+struct Outcome<'a, T> {
+    index: usize,
+    /// The attempt's probe claim, if it is the probe (released when dropped).
+    probe: ProbeGuard<'a>,
+    /// The client's `call_timeout` was shorter than the provider's `timeout_ms`.
+    client_timeout: bool,
+    result: Result<T, AttemptError>,
+}
+
+type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = Outcome<'a, T>> + Send + 'a>>;
+
+/// The next attempt: which candidate, after what pause, with which probe claim.
+struct Step {
+    index: usize,
+    pause: Duration,
+    probe: Option<ProbeToken>,
+}
 
 /// Which candidate is current and how often it has been tried.
 struct Schedule<'p> {
     plan: &'p Plan,
     health: &'p Health,
+    deadline: Option<Instant>,
     /// The next candidate to consider when moving on.
     next: usize,
     /// The candidate retries go to, and its tries so far.
     current: Option<(usize, u32)>,
+    /// Send to ejected candidates too (every one was ejected).
+    send_anyway: bool,
 }
 
 impl<'p> Schedule<'p> {
-    /// Claims the next healthy candidate.
-    fn advance(&mut self) -> Option<usize> {
+    /// Claims the next candidate, skipping ejected ones unless sending anyway.
+    fn advance(&mut self) -> Option<Step> {
         while self.next < self.plan.candidates.len() {
             let index = self.next;
             self.next += 1;
-            match self.health.claim(&self.plan.candidates[index].key) {
-                Availability::Ejected => {}
-                Availability::Available | Availability::Probe => {
-                    self.current = Some((index, 1));
-                    return Some(index);
-                }
-            }
+            let probe = match self.health.claim(&self.plan.candidates[index].key) {
+                Claim::Ejected if !self.send_anyway => continue,
+                Claim::Ejected | Claim::Available => None,
+                Claim::Probe(token) => Some(token),
+            };
+            self.current = Some((index, 1));
+            return Some(Step {
+                index,
+                pause: Duration::ZERO,
+                probe,
+            });
         }
         None
     }
 
-    /// After `error`, which [`retry::decide`] judged `next`, the candidate to try and the
-    /// pause before it.
-    fn after_failure(&mut self, error: &ProviderError, next: Next) -> Option<(usize, Duration)> {
+    /// The first attempt: every candidate may have been ejected since planning, and a
+    /// request is never refused for that alone, so then they are all tried in order.
+    fn first(&mut self) -> Option<Step> {
+        self.advance().or_else(|| {
+            self.send_anyway = true;
+            self.next = 0;
+            self.advance()
+        })
+    }
+
+    /// After `error`, which [`retry::decide`] judged `next`, the attempt to make.
+    fn after_failure(&mut self, error: &ProviderError, next: Next) -> Option<Step> {
         let (index, tries) = self.current?;
         let policy = &self.plan.retry;
-        if next == Next::Retry && tries < policy.attempts {
+        let asked = retry::retry_after(error);
+        if next == Next::Retry && tries < policy.attempts && asked.is_none_or(|w| self.may_wait(w))
+        {
             self.current = Some((index, tries + 1));
-            let pause = retry::backoff(
-                policy,
-                tries + 1,
-                fastrand::f64(),
-                retry::retry_after(error),
-            );
-            return Some((index, pause));
+            return Some(Step {
+                index,
+                pause: retry::backoff(policy, tries + 1, fastrand::f64(), asked),
+                probe: None,
+            });
         }
-        self.advance().map(|index| (index, Duration::ZERO))
+        // Out of tries, or the upstream asks for a longer wait than the gateway makes: the
+        // next candidate, or (none left) this error at once, `retry-after` and all.
+        self.advance()
+    }
+
+    /// Whether a retry may wait `wait` for the upstream's `retry-after`.
+    fn may_wait(&self, wait: Duration) -> bool {
+        let fits = |deadline: Instant| {
+            Instant::now()
+                .checked_add(wait)
+                .is_some_and(|end| end < deadline)
+        };
+        wait <= self.plan.max_retry_wait && self.deadline.is_none_or(fits)
     }
 }
 
-/// Releases a half-open probe claim however the attempt ends.
-struct ProbeRelease<'h>(&'h Health, &'h str);
+/// A probe claim, released when dropped however the attempt ends; a verdict recorded first
+/// has already ended it, and a stale claim cannot end another's.
+struct ProbeGuard<'h> {
+    health: &'h Health,
+    target: &'h str,
+    token: Option<ProbeToken>,
+}
 
-impl Drop for ProbeRelease<'_> {
+impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
-        self.0.release(self.1);
+        if let Some(token) = self.token {
+            self.health.release(self.target, token);
+        }
     }
 }
 
@@ -131,22 +187,29 @@ where
     let mut schedule = Schedule {
         plan,
         health,
+        deadline,
         next: 0,
         current: None,
+        send_anyway: plan.all_ejected,
     };
     let mut running: FuturesUnordered<AttemptFuture<'a, T>> = FuturesUnordered::new();
     let mut attempts = 0u32;
-    let launch = |index: usize, pause: Duration, attempts: &mut u32| -> AttemptFuture<'a, T> {
+    let launch = |step: Step, attempts: &mut u32| -> AttemptFuture<'a, T> {
         *attempts += 1;
-        let candidate = &plan.candidates[index];
+        let candidate = &plan.candidates[step.index];
+        let provider_timeout = candidate.provider.config.timeout;
         let timeout = plan
             .attempt_timeout
-            .unwrap_or(candidate.provider.config.timeout);
+            .map_or(provider_timeout, |t| t.min(provider_timeout));
         let attempt = call(candidate, timeout);
+        let probe = ProbeGuard {
+            health,
+            target: &candidate.key,
+            token: step.probe,
+        };
         Box::pin(async move {
-            let _release = ProbeRelease(health, &candidate.key);
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
+            if !step.pause.is_zero() {
+                tokio::time::sleep(step.pause).await;
             }
             let result = match tokio::time::timeout(timeout, attempt).await {
                 Ok(result) => result,
@@ -154,16 +217,21 @@ where
                     u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 ))),
             };
-            (index, result)
+            Outcome {
+                index: step.index,
+                probe,
+                client_timeout: timeout < provider_timeout,
+                result,
+            }
         })
     };
-    let Some(first) = schedule.advance() else {
+    let Some(first) = schedule.first() else {
         return Err(Failure {
-            error: no_healthy(plan),
+            error: GatewayError::Internal("a plan without candidates".to_owned()),
             attempts,
         });
     };
-    running.push(launch(first, Duration::ZERO, &mut attempts));
+    running.push(launch(first, &mut attempts));
     // The hedge timer exists either way; it is only polled while a hedge is still to come.
     let mut hedge_pending = plan.hedge_after.is_some();
     let hedge = tokio::time::sleep(plan.hedge_after.unwrap_or(NEVER));
@@ -173,9 +241,9 @@ where
     loop {
         let hedge_armed = hedge_pending && running.len() == 1;
         tokio::select! {
-            Some((index, result)) = running.next() => {
-                let candidate = &plan.candidates[index];
-                let error = match result {
+            Some(outcome) = running.next() => {
+                let candidate = &plan.candidates[outcome.index];
+                let error = match outcome.result {
                     Ok(value) => {
                         health.success(&candidate.key);
                         return Ok(Success { value, candidate: candidate.clone(), attempts });
@@ -187,13 +255,14 @@ where
                 let decision = match &error {
                     AttemptError::Provider(e) => {
                         tracing::info!(target = %candidate.key, error = %e, "attempt failed");
-                        if retry::is_target_fault(e) {
-                            health.failure(&candidate.key);
+                        if counts_against_target(e, outcome.client_timeout) {
+                            health.failure(&candidate.key, outcome.probe.token);
                         }
                         retry::decide(e, &plan.retry)
                     }
                     AttemptError::Unsupported(_) => Next::NextTarget,
                 };
+                drop(outcome.probe);
                 if decision == Next::GiveUp {
                     return Err(Failure { error: into_gateway_error(candidate, error), attempts });
                 }
@@ -202,18 +271,18 @@ where
                 }
                 let next = match &error {
                     AttemptError::Provider(e) => schedule.after_failure(e, decision),
-                    AttemptError::Unsupported(_) => schedule.advance().map(|i| (i, Duration::ZERO)),
+                    AttemptError::Unsupported(_) => schedule.advance(),
                 };
                 match next {
-                    Some((index, pause)) => running.push(launch(index, pause, &mut attempts)),
+                    Some(step) => running.push(launch(step, &mut attempts)),
                     None => return Err(Failure { error: into_gateway_error(candidate, error), attempts }),
                 }
             }
             () = &mut hedge, if hedge_armed => {
                 hedge_pending = false;
-                if let Some(index) = schedule.advance() {
-                    tracing::info!(target = %plan.candidates[index].key, "hedging");
-                    running.push(launch(index, Duration::ZERO, &mut attempts));
+                if let Some(step) = schedule.advance() {
+                    tracing::info!(target = %plan.candidates[step.index].key, "hedging");
+                    running.push(launch(step, &mut attempts));
                 }
             }
             () = &mut total, if deadline.is_some() => {
@@ -231,12 +300,12 @@ where
     }
 }
 
-fn no_healthy(plan: &Plan) -> GatewayError {
-    let names: Vec<&str> = plan.candidates.iter().map(|c| c.key.as_str()).collect();
-    GatewayError::NoHealthyUpstream(format!(
-        "{}: each is ejected or being probed by another request",
-        names.join(", ")
-    ))
+/// Whether a failure counts toward ejecting the target: it must be the target's own, and a
+/// timeout the client's shorter `call_timeout` caused is the client's policy, not the
+/// target's health (else one client could eject a target for everyone).
+fn counts_against_target(error: &ProviderError, client_timeout: bool) -> bool {
+    let clients_timeout = client_timeout && matches!(error, ProviderError::Timeout(_));
+    retry::is_target_fault(error) && !clients_timeout
 }
 
 fn into_gateway_error(candidate: &Candidate, error: AttemptError) -> GatewayError {

@@ -3,7 +3,12 @@
 //! A target that fails `failures` times in a row (only failures that are the target's own:
 //! see [`super::retry::is_target_fault`]) is ejected for `cooldown`. After that, exactly one
 //! request may probe it (half-open): success restores it, failure ejects it again. A success
-//! at any time resets the count.
+//! at any time restores the target.
+//!
+//! Targets are named by clients (`provider/<any model>`), so the state is bounded: a healthy
+//! target has no entry (a success removes it), the map holds at most [`MAX_TARGETS`] entries
+//! (when full, those with the oldest failure go first, ejected ones last), and names longer
+//! than [`MAX_KEY_BYTES`] are never tracked.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,45 +16,84 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Whether a target may take a request now.
+/// The most targets tracked at once.
+pub const MAX_TARGETS: usize = 10_000;
+/// Longer target names (only clients make such) are not tracked: always available.
+pub const MAX_KEY_BYTES: usize = 512;
+/// The longest cool-down, whatever the config says.
+const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether a target may take a request now, without claiming it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
     /// Healthy.
     Available,
-    /// Ejected, but its cool-down is over: this request is the probe.
+    /// Ejected, but its cool-down is over and nobody probes it: the next claim probes it.
     Probe,
-    /// Ejected (or another request is probing it).
+    /// Ejected until `until` (or past it, while another request probes it).
+    Ejected {
+        /// The end of the cool-down.
+        until: Instant,
+    },
+}
+
+/// The result of claiming a target for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Healthy.
+    Available,
+    /// The caller is the one probe; its verdict or [`Health::release`] ends the claim.
+    Probe(ProbeToken),
+    /// Ejected, or another request probes it.
     Ejected,
 }
 
-#[derive(Debug, Default)]
+/// Identifies one probe claim, so that only its holder can end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeToken(u64);
+
+#[derive(Debug)]
 struct TargetState {
     consecutive_failures: u32,
+    last_failure: Instant,
     ejected_until: Option<Instant>,
-    probing: bool,
+    /// The claim of the request probing the target, if one does.
+    probe: Option<ProbeToken>,
 }
 
-/// The health of every target that has been called.
+#[derive(Debug, Default)]
+struct Targets {
+    map: HashMap<String, TargetState>,
+    /// The last probe token handed out (tokens are never reused).
+    probes: u64,
+}
+
+/// The health of every target that has failed since its last success.
 #[derive(Debug)]
 pub struct Health {
     failures: u32,
     cooldown: Duration,
-    targets: Mutex<HashMap<String, TargetState>>,
+    capacity: usize,
+    targets: Mutex<Targets>,
 }
 
 impl Health {
     /// Ejects after `failures` consecutive failures, for `cooldown`.
     pub fn new(failures: u32, cooldown: Duration) -> Self {
+        Self::with_capacity(failures, cooldown, MAX_TARGETS)
+    }
+
+    fn with_capacity(failures: u32, cooldown: Duration, capacity: usize) -> Self {
         Health {
             failures: failures.max(1),
-            cooldown,
-            targets: Mutex::new(HashMap::new()),
+            cooldown: cooldown.min(MAX_COOLDOWN),
+            capacity: capacity.max(1),
+            targets: Mutex::new(Targets::default()),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, TargetState>) -> R) -> R {
-        // A panic while holding this lock cannot leave the map inconsistent (every update is
-        // one field store), so a poisoned lock is still usable.
+    fn with<R>(&self, f: impl FnOnce(&mut Targets) -> R) -> R {
+        // Every update completes before anything can panic, so a poisoned lock is still usable.
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut targets)
     }
@@ -57,69 +101,113 @@ impl Health {
     /// Whether `target` may be tried now, without claiming a probe.
     pub fn peek(&self, target: &str) -> Availability {
         let now = Instant::now();
-        self.with(|targets| match targets.get(target) {
+        self.with(|targets| match targets.map.get(target) {
             None => Availability::Available,
             Some(state) => availability(state, now),
         })
     }
 
-    /// Claims `target` for an attempt: `Available`, or `Probe` (the caller is now the only
-    /// probe), or `Ejected`.
-    pub fn claim(&self, target: &str) -> Availability {
+    /// Claims `target` for an attempt. `Probe` makes the caller the only probe until its
+    /// verdict ([`Health::success`], [`Health::failure`]) or [`Health::release`].
+    pub fn claim(&self, target: &str) -> Claim {
         let now = Instant::now();
         self.with(|targets| {
-            let Some(state) = targets.get_mut(target) else {
-                return Availability::Available;
+            let Some(state) = targets.map.get_mut(target) else {
+                return Claim::Available;
             };
-            let availability = availability(state, now);
-            if availability == Availability::Probe {
-                state.probing = true;
+            match availability(state, now) {
+                Availability::Available => Claim::Available,
+                Availability::Ejected { .. } => Claim::Ejected,
+                Availability::Probe => {
+                    targets.probes += 1;
+                    let token = ProbeToken(targets.probes);
+                    state.probe = Some(token);
+                    Claim::Probe(token)
+                }
             }
-            availability
         })
     }
 
-    /// Records a success: the target is healthy.
+    /// Records a success: the target is healthy (and forgotten).
     pub fn success(&self, target: &str) {
-        self.with(|targets| {
-            if let Some(state) = targets.get_mut(target) {
-                *state = TargetState::default();
-            }
-        });
+        self.with(|targets| targets.map.remove(target));
     }
 
-    /// Records a failure that is the target's own.
-    pub fn failure(&self, target: &str) {
+    /// Records a failure that is the target's own; `probe` is the attempt's claim, if it was
+    /// the probe.
+    pub fn failure(&self, target: &str, probe: Option<ProbeToken>) {
+        if target.len() > MAX_KEY_BYTES {
+            return;
+        }
         let now = Instant::now();
         self.with(|targets| {
-            let state = targets.entry(target.to_owned()).or_default();
-            state.consecutive_failures += 1;
-            if state.probing || state.consecutive_failures >= self.failures {
+            if !targets.map.contains_key(target) && targets.map.len() >= self.capacity {
+                make_room(&mut targets.map, self.capacity);
+            }
+            let state = targets.map.entry(target.to_owned()).or_insert(TargetState {
+                consecutive_failures: 0,
+                last_failure: now,
+                ejected_until: None,
+                probe: None,
+            });
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.last_failure = now;
+            let failed_probe = probe.is_some() && state.probe == probe;
+            if failed_probe {
+                state.probe = None;
+            }
+            if failed_probe || state.consecutive_failures >= self.failures {
                 if state.ejected_until.is_none_or(|until| until <= now) {
                     tracing::warn!(target, cooldown = ?self.cooldown, "target ejected");
                 }
                 state.ejected_until = Some(now + self.cooldown);
-                state.probing = false;
             }
         });
     }
 
-    /// Releases a probe claim without a verdict (the attempt was cancelled).
-    pub fn release(&self, target: &str) {
+    /// Ends the probe claim `probe` without a verdict (the attempt was cancelled, or failed
+    /// in a way that says nothing about the target). A claim that is no longer current (a
+    /// verdict ended it, or another request probes now) is left alone.
+    pub fn release(&self, target: &str, probe: ProbeToken) {
         self.with(|targets| {
-            if let Some(state) = targets.get_mut(target) {
-                state.probing = false;
+            if let Some(state) = targets.map.get_mut(target)
+                && state.probe == Some(probe)
+            {
+                state.probe = None;
             }
         });
+    }
+
+    /// How many targets have state.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.with(|targets| targets.map.len())
     }
 }
 
 fn availability(state: &TargetState, now: Instant) -> Availability {
     match state.ejected_until {
         None => Availability::Available,
-        Some(_) if state.probing => Availability::Ejected,
-        Some(until) if until <= now => Availability::Probe,
-        Some(_) => Availability::Ejected,
+        Some(until) if until > now || state.probe.is_some() => Availability::Ejected { until },
+        Some(_) => Availability::Probe,
+    }
+}
+
+/// Drops a tenth of the entries at once (so a flood of new names costs one scan per many
+/// inserts): those not ejected before ejected ones, oldest failure first.
+fn make_room(map: &mut HashMap<String, TargetState>, capacity: usize) {
+    let count = (capacity / 10).max(1).min(map.len());
+    let mut order: Vec<(bool, Instant, &String)> = map
+        .iter()
+        .map(|(key, state)| (state.ejected_until.is_some(), state.last_failure, key))
+        .collect();
+    order.select_nth_unstable_by_key(count - 1, |(ejected, last, _)| (*ejected, *last));
+    let doomed: Vec<String> = order[..count]
+        .iter()
+        .map(|(_, _, key)| (*key).clone())
+        .collect();
+    for key in doomed {
+        map.remove(&key);
     }
 }
 
@@ -127,41 +215,114 @@ fn availability(state: &TargetState, now: Instant) -> Availability {
 mod tests {
     use super::*;
 
+    fn probe(health: &Health, target: &str) -> ProbeToken {
+        match health.claim(target) {
+            Claim::Probe(token) => token,
+            other => panic!("expected a probe, got {other:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn eject_then_probe_then_restore() {
         let health = Health::new(3, Duration::from_secs(30));
-        health.failure("a");
-        health.failure("a");
-        assert_eq!(health.claim("a"), Availability::Available);
-        health.failure("a");
-        assert_eq!(health.claim("a"), Availability::Ejected);
+        health.failure("a", None);
+        health.failure("a", None);
+        assert_eq!(health.claim("a"), Claim::Available);
+        health.failure("a", None);
+        assert_eq!(health.claim("a"), Claim::Ejected);
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert_eq!(health.claim("a"), Availability::Ejected);
+        assert_eq!(health.claim("a"), Claim::Ejected);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(health.claim("a"), Availability::Probe);
-        assert_eq!(
-            health.claim("a"),
-            Availability::Ejected,
-            "one probe at a time"
-        );
-        health.failure("a");
-        assert_eq!(
-            health.peek("a"),
-            Availability::Ejected,
+        assert_eq!(health.peek("a"), Availability::Probe);
+        let token = probe(&health, "a");
+        assert_eq!(health.claim("a"), Claim::Ejected, "one probe at a time");
+        health.failure("a", Some(token));
+        assert!(
+            matches!(health.peek("a"), Availability::Ejected { .. }),
             "a failed probe ejects again"
         );
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(health.claim("a"), Availability::Probe);
+        probe(&health, "a");
         health.success("a");
-        assert_eq!(health.claim("a"), Availability::Available);
+        assert_eq!(health.claim("a"), Claim::Available);
     }
 
     #[test]
-    fn a_success_resets_the_count() {
+    fn a_success_resets_the_count_and_forgets_the_target() {
         let health = Health::new(2, Duration::from_secs(30));
-        health.failure("a");
+        health.failure("a", None);
+        assert_eq!(health.tracked(), 1);
         health.success("a");
-        health.failure("a");
+        assert_eq!(health.tracked(), 0, "a healthy target has no entry");
+        health.failure("a", None);
         assert_eq!(health.peek("a"), Availability::Available);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_claim_cannot_free_the_current_probe() {
+        let health = Health::new(1, Duration::from_secs(30));
+        health.failure("a", None);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let first = probe(&health, "a");
+        health.failure("a", Some(first));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let second = probe(&health, "a");
+        // The first probe's attempt ends late: its release must not free the second's claim.
+        health.release("a", first);
+        assert_eq!(health.claim("a"), Claim::Ejected, "still one probe");
+        // Nor does a failure of an attempt that is not the probe.
+        health.failure("a", None);
+        assert_eq!(health.claim("a"), Claim::Ejected);
+        health.release("a", second);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        probe(&health, "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_failing_names_keeps_the_map_bounded() {
+        let health = Health::with_capacity(3, Duration::from_secs(30), 1_000);
+        for _ in 0..3 {
+            health.failure("real/m", None);
+        }
+        for i in 0..20_000 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            health.failure(&format!("up/flood-{i}"), None);
+            assert!(health.tracked() <= 1_000);
+        }
+        assert!(
+            matches!(health.peek("real/m"), Availability::Ejected { .. }),
+            "an ejected target outlives the flood"
+        );
+        assert_eq!(
+            health.peek("up/flood-19999"),
+            Availability::Available,
+            "one failure, below the threshold"
+        );
+        health.failure("up/flood-19999", None);
+        health.failure("up/flood-19999", None);
+        assert!(
+            matches!(health.peek("up/flood-19999"), Availability::Ejected { .. }),
+            "the newest entries are kept"
+        );
+        health.failure(&format!("up/{}", "x".repeat(MAX_KEY_BYTES)), None);
+        assert!(health.tracked() <= 1_000);
+    }
+
+    #[test]
+    fn names_too_long_are_not_tracked() {
+        let health = Health::new(1, Duration::from_secs(30));
+        let long = format!("up/{}", "x".repeat(MAX_KEY_BYTES));
+        health.failure(&long, None);
+        assert_eq!(
+            (health.tracked(), health.peek(&long)),
+            (0, Availability::Available)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_cooldown_does_not_overflow() {
+        let health = Health::new(1, Duration::MAX);
+        health.failure("a", None);
+        assert_eq!(health.claim("a"), Claim::Ejected);
     }
 }

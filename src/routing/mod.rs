@@ -1,7 +1,7 @@
 //! Routing: which providers and upstream models answer a request, and in what order.
 //!
 //! - [`plan`]: model name and per-request policy -> an ordered [`plan::Plan`] (aliases,
-//!   weights, stickiness, fallbacks, ejected targets left out).
+//!   weights, stickiness, fallbacks, ejected targets left out while a healthy one remains).
 //! - [`retry`]: the one place that decides what is retryable, and the backoff.
 //! - [`health`]: circuit breaking per target.
 //! - [`execute`]: runs a plan: attempts, retries, fallbacks, timeouts, hedging.
@@ -14,6 +14,7 @@ pub mod retry;
 pub mod variables;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::config::{ModelConfig, ServerConfig};
 use crate::providers::Registry;
@@ -24,6 +25,8 @@ use health::Health;
 pub struct Router {
     registry: Registry,
     aliases: BTreeMap<String, ModelConfig>,
+    /// `[server] max_retry_wait_ms`.
+    max_retry_wait: Duration,
     /// Circuit breakers, by `provider/model`.
     pub health: Health,
 }
@@ -47,12 +50,13 @@ impl Router {
         Router {
             registry,
             aliases,
+            max_retry_wait: server.max_retry_wait,
             health: Health::new(server.circuit_failures, server.circuit_cooldown),
         }
     }
 
     /// Every name a client can send: each alias, and `provider/model` for every model named
-    /// in an alias target or fallback.
+    /// in an alias target or fallback or in a provider's `models` list.
     pub fn listed_models(&self) -> Vec<ListedModel> {
         let mut listed: Vec<ListedModel> = self
             .aliases
@@ -75,10 +79,49 @@ impl Router {
                 }
             }
         }
+        for provider in self.registry.iter() {
+            for model in &provider.config.models {
+                direct.insert((provider.name.clone(), model.clone()));
+            }
+        }
         listed.extend(direct.into_iter().map(|(provider, model)| ListedModel {
             id: format!("{provider}/{model}"),
             owned_by: provider,
         }));
         listed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, from_toml_str};
+
+    fn listed(config: &Config) -> Vec<(String, String)> {
+        let registry = Registry::build(&config.providers, &config.server).unwrap();
+        Router::new(registry, config.models.clone(), &config.server)
+            .listed_models()
+            .into_iter()
+            .map(|m| (m.id, m.owned_by))
+            .collect()
+    }
+
+    #[test]
+    fn the_embedded_default_lists_echo() {
+        let config = Config::embedded_default(&BTreeMap::new());
+        assert_eq!(listed(&config), [("echo/echo".into(), "echo".into())]);
+    }
+
+    #[test]
+    fn provider_model_lists_join_the_alias_names_once() {
+        let config = from_toml_str(
+            "[providers.o]\nkind = \"openai\"\nmodels = [\"b\", \"a\"]\n[models.fast]\ntargets = [{ provider = \"o\", model = \"a\" }]\n",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let expected: Vec<(String, String)> = [("fast", "llmgate"), ("o/a", "o"), ("o/b", "o")]
+            .map(|(id, owner)| (id.into(), owner.into()))
+            .into();
+        assert_eq!(listed(&config), expected);
     }
 }

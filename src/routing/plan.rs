@@ -7,13 +7,21 @@
 //! is a hash of session and target instead of a random number: the same conversation lands on
 //! the same target while it is healthy, and only the conversations of an ejected target move
 //! (weighted rendezvous hashing). Fallbacks (per request, else the alias's) follow, each name
-//! expanded the same way. Ejected targets are left out; if nothing is left, 503.
+//! expanded the same way. Each `provider/model` appears once, where it first comes.
+//!
+//! Ejection only moves traffic to a healthy alternative: ejected candidates are left out while
+//! another candidate is healthy; when every one is ejected, all stay, soonest end of cool-down
+//! first, and the request is still sent (the client gets the upstream's real answer).
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Router;
 use super::health::Availability;
 use super::retry::RetryPolicy;
+use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::providers::ProviderHandle;
 use crate::schema::ChatRequest;
@@ -42,10 +50,15 @@ pub struct Plan {
     pub candidates: Vec<Candidate>,
     /// How each candidate is retried.
     pub retry: RetryPolicy,
-    /// Per-attempt timeout overriding each provider's `timeout_ms`.
+    /// The client's per-attempt timeout (`timeout.call_timeout`): it shortens, never
+    /// lengthens, each provider's `timeout_ms`.
     pub attempt_timeout: Option<Duration>,
     /// The whole request.
     pub total_timeout: Option<Duration>,
+    /// The longest wait on an upstream's `retry-after` before a retry.
+    pub max_retry_wait: Duration,
+    /// Every candidate was ejected when planned: none is skipped.
+    pub all_ejected: bool,
     /// Start a hedge attempt on the next candidate after this long without an answer.
     pub hedge_after: Option<Duration>,
     /// Cache a successful answer this long.
@@ -78,24 +91,20 @@ impl Router {
                 .map(|a| a.fallbacks.iter().map(String::as_str).collect())
                 .unwrap_or_default(),
         };
-        let mut candidates = self.order(targets, session);
-        for name in fallback_names {
-            let expanded = self.order(self.expand(name, 1.0)?, session);
-            for candidate in expanded {
-                if !candidates.iter().any(|c| c.key == candidate.key) {
+        let mut candidates = Vec::new();
+        let mut seen = HashSet::new();
+        let mut add = |ordered: Vec<Candidate>| {
+            for candidate in ordered {
+                if seen.insert(candidate.key.clone()) {
                     candidates.push(candidate);
                 }
             }
+        };
+        add(self.order(targets, session));
+        for name in fallback_names {
+            add(self.order(self.expand(name, 1.0)?, session));
         }
-        let all: Vec<String> = candidates.iter().map(|c| c.key.clone()).collect();
-        candidates.retain(|c| self.health.peek(&c.key) != Availability::Ejected);
-        if candidates.is_empty() {
-            return Err(GatewayError::NoHealthyUpstream(format!(
-                "`{}`: every target is ejected after repeated failures ({}) and is waiting out its cool-down",
-                request.model,
-                all.join(", ")
-            )));
-        }
+        let (candidates, all_ejected) = self.skip_ejected(candidates);
         Ok(Plan {
             candidates,
             retry: retry_policy(request, alias.map(|a| &a.retry)),
@@ -104,6 +113,8 @@ impl Router {
                 .as_ref()
                 .map(|t| Duration::from_millis(t.call_timeout)),
             total_timeout: alias.and_then(|a| a.timeout),
+            max_retry_wait: self.max_retry_wait,
+            all_ejected,
             hedge_after: alias.and_then(|a| a.hedge_after),
             cache_ttl: match &request.cache {
                 Some(cache) => Some(
@@ -147,15 +158,38 @@ impl Router {
         model: &str,
         asked: &str,
     ) -> Result<Candidate, GatewayError> {
-        let handle = self
-            .registry
-            .get(provider)
-            .ok_or_else(|| GatewayError::ModelNotFound(asked.to_owned()))?;
+        let handle =
+            self.registry
+                .get(provider)
+                .ok_or_else(|| GatewayError::ProviderNotConfigured {
+                    model: asked.to_owned(),
+                    provider: provider.to_owned(),
+                    key_variable: ProviderKind::from_name(provider)
+                        .and_then(ProviderKind::key_variable),
+                })?;
         Ok(Candidate {
             provider: handle.clone(),
             upstream_model: model.to_owned(),
             key: format!("{provider}/{model}"),
         })
+    }
+
+    /// Leaves out ejected candidates while another is healthy; when every one is ejected,
+    /// keeps them all, soonest end of cool-down first. True in that second case.
+    fn skip_ejected(&self, candidates: Vec<Candidate>) -> (Vec<Candidate>, bool) {
+        let mut judged: Vec<(Option<Instant>, Candidate)> = candidates
+            .into_iter()
+            .map(|c| match self.health.peek(&c.key) {
+                Availability::Ejected { until } => (Some(until), c),
+                Availability::Available | Availability::Probe => (None, c),
+            })
+            .collect();
+        if judged.iter().any(|(until, _)| until.is_none()) {
+            let healthy = judged.into_iter().filter(|(until, _)| until.is_none());
+            return (healthy.map(|(_, c)| c).collect(), false);
+        }
+        judged.sort_by_key(|(until, _)| *until);
+        (judged.into_iter().map(|(_, c)| c).collect(), true)
     }
 
     /// Orders targets by the weighted race (sticky with a session).

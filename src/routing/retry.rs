@@ -9,7 +9,7 @@
 //!
 //! Backoff between tries of one target is exponential with full jitter (a uniform draw
 //! between zero and `base * 2^(try - 1)`, capped), and never shorter than the upstream's
-//! `retry-after`.
+//! `retry-after` (the executor does not retry at all when that is longer than it may wait).
 
 use std::time::Duration;
 
@@ -59,13 +59,12 @@ pub fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
 }
 
 /// The pause before try number `try_number` (2 for the first retry) of a target, given a
-/// uniform draw `u` in `[0, 1)` and the upstream's `retry-after` (seconds or an HTTP date,
-/// of which only the seconds form is read).
+/// uniform draw `u` in `[0, 1)`, never shorter than the upstream's `retry_after`.
 pub fn backoff(
     policy: &RetryPolicy,
     try_number: u32,
     u: f64,
-    retry_after: Option<&str>,
+    retry_after: Option<Duration>,
 ) -> Duration {
     let exponent = try_number.saturating_sub(2).min(16);
     let ceiling = policy
@@ -73,20 +72,25 @@ pub fn backoff(
         .saturating_mul(1u32 << exponent)
         .min(MAX_BACKOFF);
     let jittered = ceiling.mul_f64(u.clamp(0.0, 1.0));
-    let floor = retry_after
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or_default();
-    jittered.max(floor)
+    jittered.max(retry_after.unwrap_or_default())
 }
 
-/// The upstream's `retry-after`, if the error carries one.
-pub fn retry_after(error: &ProviderError) -> Option<&str> {
+/// The wait the upstream asked for with `retry-after`, if the error carries one.
+pub fn retry_after(error: &ProviderError) -> Option<Duration> {
     match error {
-        ProviderError::Status { retry_after, .. } => retry_after.as_deref(),
+        ProviderError::Status { retry_after, .. } => parse_retry_after(retry_after.as_deref()?),
         _ => None,
     }
+}
+
+/// A `retry-after` value in seconds (the HTTP-date form is not read). Negative and NaN are
+/// ignored; a value too large for a `Duration` (infinity included) is the longest wait.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds = value.trim().parse::<f64>().ok()?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -140,10 +144,33 @@ mod tests {
         assert_eq!(backoff(&policy, 4, 0.5, None), Duration::from_millis(200));
         assert_eq!(backoff(&policy, 2, 0.0, None), Duration::ZERO);
         assert_eq!(backoff(&policy, 40, 1.0, None), MAX_BACKOFF);
-        assert_eq!(backoff(&policy, 2, 0.1, Some("2")), Duration::from_secs(2));
         assert_eq!(
-            backoff(&policy, 2, 1.0, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            Duration::from_millis(100)
+            backoff(&policy, 2, 0.1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn retry_after_values_never_panic() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("1e20"), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("inf"), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("-inf"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let huge = ProviderError::Status {
+            status: 429,
+            message: "x".into(),
+            code: None,
+            retry_after: Some("1e20".into()),
+        };
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            backoff(&policy, 2, 1.0, retry_after(&huge)),
+            Duration::MAX,
+            "the executor compares this with its limit; nothing overflows"
         );
     }
 }

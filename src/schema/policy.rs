@@ -26,7 +26,8 @@ pub struct FallbackModel {
 /// orq `timeout`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct TimeoutPolicy {
-    /// Per-attempt timeout in milliseconds, at least 1.
+    /// Per-attempt timeout in milliseconds, at least 100; it shortens, never lengthens, the
+    /// provider's `timeout_ms`.
     pub call_timeout: u64,
 }
 
@@ -36,7 +37,7 @@ pub struct LoadBalancer {
     /// Always `weight_based`.
     #[serde(rename = "type")]
     pub kind: LoadBalancerType,
-    /// Candidate models with weights.
+    /// Candidate models with weights (1 to 16).
     pub models: Vec<WeightedModel>,
 }
 

@@ -25,6 +25,10 @@ const MAX_STOP: usize = 4;
 const MAX_METADATA_PAIRS: usize = 16;
 const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
+/// Per-request `fallbacks` and `load_balancer.models` entries.
+const MAX_ROUTING_MODELS: usize = 16;
+/// The shortest per-request `timeout.call_timeout`, in ms.
+const MIN_CALL_TIMEOUT_MS: u64 = 100;
 
 impl Validator {
     fn fail(&mut self, path: FieldPath, message: impl Into<String>) {
@@ -55,6 +59,13 @@ impl Validator {
             } else {
                 format!("`{path}` must be between {min} and {max}, got {x}")
             };
+            self.fail(path, message);
+        }
+    }
+
+    fn max_len(&mut self, path: FieldPath, len: usize, max: usize) {
+        if len > max {
+            let message = format!("`{path}` may have at most {max} entries, got {len}");
             self.fail(path, message);
         }
     }
@@ -516,6 +527,13 @@ impl Validator {
                 }
             }
         }
+        if let Some(fallbacks) = &r.fallbacks {
+            self.max_len(
+                FieldPath::key("fallbacks"),
+                fallbacks.len(),
+                MAX_ROUTING_MODELS,
+            );
+        }
         for (i, fallback) in r.fallbacks.iter().flatten().enumerate() {
             if fallback.model.trim().is_empty() {
                 let p = FieldPath::key("fallbacks").index(i).field("model");
@@ -526,7 +544,7 @@ impl Validator {
             self.range_u64(
                 FieldPath::key("timeout").field("call_timeout"),
                 Some(timeout.call_timeout),
-                1,
+                MIN_CALL_TIMEOUT_MS,
                 u64::MAX,
             );
         }
@@ -551,6 +569,7 @@ impl Validator {
                 format!("`{path}` must have at least one model"),
             );
         }
+        self.max_len(path.clone(), balancer.models.len(), MAX_ROUTING_MODELS);
         for (i, entry) in balancer.models.iter().enumerate() {
             let entry_path = path.index(i);
             if entry.model.trim().is_empty() {

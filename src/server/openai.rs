@@ -32,7 +32,6 @@ use crate::error::GatewayError;
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 429, description = "Rate limited upstream", body = ErrorEnvelope),
         (status = 502, description = "Upstream failed", body = ErrorEnvelope),
-        (status = 503, description = "No healthy upstream", body = ErrorEnvelope),
         (status = 504, description = "Upstream timeout", body = ErrorEnvelope),
     ),
     security((), ("bearer" = [])))]

@@ -1,13 +1,17 @@
 //! Routing through real HTTP mocks: exact attempt counts, fallbacks before and (never) after
-//! a stream's first byte, the cache for both response kinds, variables, and no leaked
-//! connections. Timing-sensitive cases (backoff, ejection, hedging) run on paused time in
+//! a stream's first byte, the cache for both response kinds, variables, no leaked
+//! connections, circuits that never fail fast alone, retry-after limits, model addressing and
+//! listing. Timing-sensitive cases (backoff, hedging, probe races) run on paused time in
 //! `src/routing/execute/tests.rs`.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use llmgate::config::Config;
+use llmgate::server::{self, AppState};
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -278,4 +282,213 @@ async fn client_disconnects_leak_no_upstream_connections() {
         "every upstream connection closed: {} of 5",
         upstream.closes.load(Ordering::SeqCst)
     );
+}
+
+/// The error envelope of a response, after checking its status.
+async fn error_of(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    body["error"].clone()
+}
+
+#[tokio::test]
+async fn a_lone_failing_target_keeps_answering_with_its_own_error_after_ejection() {
+    let (a, _b, app) =
+        two_providers("[server]\ncircuit_failures = 2\ncircuit_cooldown_ms = 60000\n").await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream broke"))
+        .expect(5)
+        .mount(&a)
+        .await;
+    for i in 0..5 {
+        let error = error_of(app.chat(ask("a/m", "hi")).await, 502).await;
+        assert_eq!(error["code"], "upstream_error", "request {i}");
+        assert!(error["message"].as_str().unwrap().contains("`a`"));
+    }
+}
+
+#[tokio::test]
+async fn an_ejected_target_with_a_healthy_fallback_is_skipped_then_probed_once() {
+    let config = "[server]\ncircuit_failures = 2\ncircuit_cooldown_ms = 1000\n[models.fast]\ntargets = [{ provider = \"a\", model = \"m\" }]\nfallbacks = [\"b/m\"]\n";
+    let (a, b, app) = two_providers(config).await;
+    // Two failures eject a; after the cool-down exactly one request probes it.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(3)
+        .mount(&a)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("from b")))
+        .mount(&b)
+        .await;
+    let attempts = |response: &reqwest::Response| {
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-llmgate-provider"], "b");
+        response.headers()["x-llmgate-attempts"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    for _ in 0..2 {
+        assert_eq!(attempts(&app.chat(ask("fast", "hi")).await), "2");
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            attempts(&app.chat(ask("fast", "hi")).await),
+            "1",
+            "a is skipped"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        attempts(&app.chat(ask("fast", "hi")).await),
+        "2",
+        "the probe"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            attempts(&app.chat(ask("fast", "hi")).await),
+            "1",
+            "ejected again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_clients_short_call_timeout_does_not_eject_the_target() {
+    let (a, _b, app) = two_providers("[server]\ncircuit_failures = 2\n").await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("slow"))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .expect(4)
+        .mount(&a)
+        .await;
+    let mut impatient = ask("a/m", "hi");
+    impatient["timeout"] = json!({"call_timeout": 100});
+    impatient["retry"] = json!({"count": 2});
+    let error = error_of(app.chat(impatient).await, 504).await;
+    assert_eq!(error["code"], "upstream_timeout");
+    // Three timeouts of the client's own making: a is not ejected, the next request gets it.
+    let response = app.chat(ask("a/m", "hi")).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_returned_at_once_with_the_upstreams_header() {
+    let config = "[models.fast]\ntargets = [{ provider = \"a\", model = \"m\" }]\nretry = { attempts = 3, backoff_ms = 1 }\n";
+    let (a, _b, app) = two_providers(config).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "60")
+                .set_body_json(json!({"error": {"message": "slow down"}})),
+        )
+        .expect(1)
+        .mount(&a)
+        .await;
+    let response = app.chat(ask("fast", "hi")).await;
+    assert_eq!(response.headers()["retry-after"], "60");
+    error_of(response, 429).await;
+}
+
+#[tokio::test]
+async fn an_unconfigured_provider_is_named_with_how_to_configure_it() {
+    let app = echo_app().await;
+    let error = error_of(app.chat(ask("openai/gpt-4o-mini", "hi")).await, 404).await;
+    assert_eq!(error["code"], "model_not_found");
+    assert_eq!(error["param"], "model");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "provider `openai` is not configured: set OPENAI_API_KEY or add [providers.openai]"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("openai/gpt-4o-mini"), "{message}");
+    for (kind, var) in [
+        ("nugen", "NUGEN_API_KEY"),
+        ("atoma", "ATOMA_API_KEY"),
+        ("orq", "ORQ_API_KEY"),
+    ] {
+        let error = error_of(app.chat(ask(&format!("{kind}/m"), "hi")).await, 404).await;
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("set {var} or add [providers.{kind}]")),
+            "{message}"
+        );
+    }
+    let mut body = ask("echo/m", "hi");
+    body["fallbacks"] = json!([{"model": "x/m"}]);
+    let error = error_of(app.chat(body).await, 404).await;
+    assert_eq!(error["code"], "model_not_found");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("provider `x` is not configured; add [providers.x]"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn routing_lists_are_bounded() {
+    let app = echo_app().await;
+    let many: Vec<Value> = (0..17)
+        .map(|i| json!({"model": format!("echo/m{i}")}))
+        .collect();
+    let mut body = ask("echo/m", "hi");
+    body["fallbacks"] = json!(many);
+    assert_eq!(
+        error_of(app.chat(body).await, 400).await["param"],
+        "fallbacks"
+    );
+    let mut body = ask("echo/m", "hi");
+    body["load_balancer"] = json!({"type": "weight_based", "models": many});
+    let error = error_of(app.chat(body).await, 400).await;
+    assert_eq!(error["param"], "load_balancer.models");
+    let mut body = ask("echo/m", "hi");
+    body["timeout"] = json!({"call_timeout": 1});
+    let error = error_of(app.chat(body).await, 400).await;
+    assert_eq!(error["param"], "timeout.call_timeout");
+}
+
+/// A gateway on an already-built config (the embedded default, here).
+async fn spawn_config(config: &Config) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    llmgate::providers::http::install_crypto_provider();
+    let state = AppState::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let _ = server::run(listener, state, std::future::pending::<()>()).await;
+    });
+    (addr, handle)
+}
+
+async fn listed(url: String) -> Vec<(String, String)> {
+    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let text = |key: &str| m[key].as_str().unwrap().to_owned();
+            (text("id"), text("owned_by"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn models_lists_echo_on_the_embedded_default_and_each_providers_models() {
+    let config = Config::embedded_default(&std::collections::BTreeMap::new());
+    let (addr, handle) = spawn_config(&config).await;
+    let ids = listed(format!("http://{addr}/v1/models")).await;
+    handle.abort();
+    assert_eq!(ids, [("echo/echo".to_owned(), "echo".to_owned())]);
+
+    let app = spawn_app("[providers.echo]\nkind = \"echo\"\nmodels = [\"big\", \"small\"]\n").await;
+    let ids = listed(app.url("/v1/models")).await;
+    let expected = [("echo/big", "echo"), ("echo/small", "echo")]
+        .map(|(id, owner)| (id.to_owned(), owner.to_owned()));
+    assert_eq!(ids, expected);
 }

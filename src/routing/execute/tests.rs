@@ -46,6 +46,22 @@ fn status(code: u16) -> Step {
     })
 }
 
+fn slow_status(delay_ms: u64, code: u16) -> Step {
+    Step {
+        delay: Duration::from_millis(delay_ms),
+        ..status(code)
+    }
+}
+
+fn limited(retry_after: &str) -> Step {
+    fail(ProviderError::Status {
+        status: 429,
+        message: "slow down".into(),
+        code: None,
+        retry_after: Some(retry_after.into()),
+    })
+}
+
 fn fail(error: ProviderError) -> Step {
     Step {
         delay: Duration::ZERO,
@@ -136,10 +152,23 @@ fn world(
     aliases: Vec<(&str, ModelConfig)>,
     server: ServerConfig,
 ) -> World {
+    world_timed(providers, aliases, server, Duration::from_secs(600))
+}
+
+/// A world whose providers have `timeout_ms` = `provider_timeout`.
+fn world_timed(
+    providers: Vec<(&'static str, Arc<Scripted>)>,
+    aliases: Vec<(&str, ModelConfig)>,
+    server: ServerConfig,
+    provider_timeout: Duration,
+) -> World {
     let handles = providers.iter().map(|(name, p)| ProviderHandle {
         name: (*name).to_owned(),
         adapter: p.clone(),
-        config: ProviderConfig::new(ProviderKind::OpenAi),
+        config: ProviderConfig {
+            timeout: provider_timeout,
+            ..ProviderConfig::new(ProviderKind::OpenAi)
+        },
     });
     let registry = Registry::from_handles(handles);
     let aliases: BTreeMap<String, ModelConfig> = aliases
@@ -185,11 +214,19 @@ async fn run(
     request: &ChatRequest,
     session: Option<&str>,
 ) -> (Result<(String, String), GatewayError>, u32) {
-    let plan = match world.router.plan(request, session) {
-        Ok(plan) => plan,
-        Err(error) => return (Err(error), 0),
-    };
-    let result = execute(&plan, &world.router.health, |candidate, _| {
+    match world.router.plan(request, session) {
+        Ok(plan) => run_plan(world, &plan, request).await,
+        Err(error) => (Err(error), 0),
+    }
+}
+
+/// Runs a plan made earlier.
+async fn run_plan(
+    world: &World,
+    plan: &Plan,
+    request: &ChatRequest,
+) -> (Result<(String, String), GatewayError>, u32) {
+    let result = execute(plan, &world.router.health, |candidate, _| {
         let cx = CallCx::default();
         async move {
             let prepared = Prepared::default();
@@ -396,27 +433,285 @@ async fn a_failing_target_is_ejected_then_probed_and_restored() {
     assert_eq!(a.calls().len(), 4);
 }
 
-#[tokio::test(start_paused = true)]
-async fn when_every_target_is_ejected_the_answer_is_503() {
-    let a = Scripted::new(vec![status(500)]);
-    let server = ServerConfig {
-        circuit_failures: 1,
+/// A server config whose circuits open after `failures` failures for `cooldown_secs`.
+fn circuit(failures: u32, cooldown_secs: u64) -> ServerConfig {
+    ServerConfig {
+        circuit_failures: failures,
+        circuit_cooldown: Duration::from_secs(cooldown_secs),
         ..ServerConfig::default()
-    };
+    }
+}
+
+fn is_ejected(w: &World, target: &str) -> bool {
+    matches!(
+        w.router.health.peek(target),
+        crate::routing::health::Availability::Ejected { .. }
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_ejected_target_still_gets_the_request() {
+    let a = Scripted::new(vec![status(500), status(500), ok("a is back")]);
     let w = world(
         vec![("a", a.clone())],
         vec![("fast", alias(&[("a", 1.0)], &[], 1))],
-        server,
+        circuit(1, 30),
     );
     let fast = request(json!({"model": "fast"}));
     assert_eq!(
         run(&w, &fast, None).await.0.unwrap_err().status().as_u16(),
         502
     );
+    assert!(is_ejected(&w, "a/m"));
+    // Ejected, and nothing else to send to: sent anyway, the upstream's own error comes back.
     let (result, attempts) = run(&w, &fast, None).await;
+    assert_eq!((result.unwrap_err().status().as_u16(), attempts), (502, 1));
+    // The blip is over: the next request gets the answer at once, and the target is restored.
+    assert_eq!(run(&w, &fast, None).await.0.unwrap().1, "a is back");
+    assert!(!is_ejected(&w, "a/m"));
+    assert_eq!(a.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_candidate_is_ejected_the_soonest_cooldown_end_goes_first() {
+    let (a, b) = (
+        Scripted::new(vec![ok("a")]),
+        Scripted::new(vec![status(500)]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 1))],
+        circuit(1, 30),
+    );
+    w.router.health.failure("b/m", None);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    w.router.health.failure("a/m", None);
+    let fast = request(json!({"model": "fast"}));
+    let plan = w.router.plan(&fast, None).unwrap();
+    let keys: Vec<&str> = plan.candidates.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!((keys, plan.all_ejected), (vec!["b/m", "a/m"], true));
+    // b (its cool-down ends first) fails again, and a, ejected too, is still tried.
+    let (result, attempts) = run_plan(&w, &plan, &fast).await;
+    assert_eq!((result.unwrap().1.as_str(), attempts), ("a", 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_ejected_after_planning_is_still_tried_when_it_is_the_only_one() {
+    let a = Scripted::new(vec![ok("a")]);
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 1))],
+        circuit(1, 30),
+    );
+    let fast = request(json!({"model": "fast"}));
+    let plan = w.router.plan(&fast, None).unwrap();
+    assert!(!plan.all_ejected);
+    // Another request ejects a between this one's planning and its first attempt.
+    w.router.health.failure("a/m", None);
+    let (result, attempts) = run_plan(&w, &plan, &fast).await;
+    assert_eq!((result.unwrap().1.as_str(), attempts), ("a", 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_attempt_cannot_let_a_second_probe_in() {
+    // a: r1's slow 400, r0's 500 (ejects a), r2's probe (slow, then fine).
+    let a = Scripted::new(vec![
+        slow_status(20_000, 400),
+        status(500),
+        slow_ok(30_000, "probe ok"),
+    ]);
+    let b = Scripted::new(vec![ok("b")]);
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 1))],
+        circuit(1, 10),
+    );
+    let fast = request(json!({"model": "fast"}));
+    let at = |secs: u64| {
+        let (w, fast) = (&w, &fast);
+        async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            run(w, fast, None).await.0
+        }
+    };
+    let r3 = async {
+        let answer = at(21).await;
+        (answer, a.calls().len())
+    };
+    // r1 (t=0) is on a when r0 (t=1) ejects it; r2 (t=12) probes; r1 ends at t=20, not
+    // holding the probe; r3 (t=21) must not probe a second time.
+    let (r1, r0, r2, (r3, a_calls)) = tokio::join!(at(0), at(1), at(12), r3);
+    assert_eq!(r1.unwrap_err().status().as_u16(), 400);
+    assert_eq!(r0.unwrap().0, "b");
+    assert_eq!(r3.unwrap().0, "b", "a is still being probed");
+    assert_eq!(a_calls, 3);
+    assert_eq!(r2.unwrap().1, "probe ok");
+    assert!(!is_ejected(&w, "a/m"), "the probe's success restores a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_lets_the_next_request_probe() {
+    let a = Scripted::new(vec![slow_ok(5_000, "slow"), ok("a")]);
+    let b = Scripted::new(vec![ok("b")]);
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 1))],
+        circuit(1, 10),
+    );
+    w.router.health.failure("a/m", None);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let fast = request(json!({"model": "fast"}));
+    let cancelled = tokio::time::timeout(Duration::from_secs(1), run(&w, &fast, None)).await;
+    assert!(cancelled.is_err(), "the client went away during the probe");
+    assert_eq!(run(&w, &fast, None).await.0.unwrap().1, "a");
+    assert_eq!(a.calls().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_requests_count_nothing_against_the_target() {
+    let a = Scripted::new(vec![slow_ok(5_000, "slow")]);
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 1))],
+        circuit(1, 30),
+    );
+    let fast = request(json!({"model": "fast"}));
+    for _ in 0..3 {
+        let cancelled = tokio::time::timeout(Duration::from_secs(1), run(&w, &fast, None)).await;
+        assert!(cancelled.is_err());
+    }
+    assert_eq!(a.calls().len(), 3);
+    assert!(!is_ejected(&w, "a/m"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clients_short_call_timeout_never_ejects_the_target() {
+    let a = Scripted::new(vec![slow_ok(1_000, "a")]);
+    let w = world_timed(
+        vec![("a", a.clone())],
+        vec![],
+        circuit(5, 30),
+        Duration::from_secs(10),
+    );
+    let impatient = request(json!({"model": "a/m", "retry": {"count": 5},
+        "timeout": {"call_timeout": 100}}));
+    let (result, attempts) = run(&w, &impatient, None).await;
+    assert_eq!((result.unwrap_err().status().as_u16(), attempts), (504, 6));
+    assert!(
+        !is_ejected(&w, "a/m"),
+        "six timeouts of the client's own making"
+    );
+    let (result, _) = run(&w, &request(json!({"model": "a/m"})), None).await;
+    assert_eq!(result.unwrap().1, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_call_timeout_shortens_but_never_lengthens_the_providers() {
+    let a = Scripted::new(vec![slow_ok(3_000, "a")]);
+    let w = world_timed(
+        vec![("a", a.clone())],
+        vec![],
+        circuit(1, 30),
+        Duration::from_secs(1),
+    );
+    let started = Instant::now();
+    let patient = request(json!({"model": "a/m", "timeout": {"call_timeout": 5000}}));
+    let (result, attempts) = run(&w, &patient, None).await;
+    assert_eq!((result.unwrap_err().status().as_u16(), attempts), (504, 1));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert!(
+        is_ejected(&w, "a/m"),
+        "the provider's own timeout counts against it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_longer_than_the_gateway_waits_is_returned_at_once() {
+    let a = Scripted::new(vec![limited("60"), ok("later")]);
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 3))],
+        ServerConfig::default(),
+    );
+    let started = Instant::now();
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
     let error = result.unwrap_err();
-    assert_eq!((error.status().as_u16(), attempts), (503, 0));
-    assert!(error.message().contains("a/m"), "{}", error.message());
+    assert_eq!((error.status().as_u16(), attempts), (429, 1));
+    assert_eq!(
+        error.retry_after(),
+        Some("60"),
+        "the client sees the upstream's wait"
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_up_to_the_limit_is_waited_out() {
+    let a = Scripted::new(vec![limited("8"), ok("later")]);
+    let server = ServerConfig {
+        max_retry_wait: Duration::from_secs(8),
+        ..ServerConfig::default()
+    };
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", alias(&[("a", 1.0)], &[], 3))],
+        server,
+    );
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!((result.unwrap().1.as_str(), attempts), ("later", 2));
+    assert!(gaps(&a.calls())[0] >= Duration::from_secs(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_total_timeout_is_returned_at_once() {
+    let a = Scripted::new(vec![limited("3"), ok("later")]);
+    let mut fast = alias(&[("a", 1.0)], &[], 3);
+    fast.timeout = Some(Duration::from_secs(2));
+    let w = world(
+        vec![("a", a.clone())],
+        vec![("fast", fast)],
+        ServerConfig::default(),
+    );
+    let started = Instant::now();
+    let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
+    assert_eq!((result.unwrap_err().status().as_u16(), attempts), (429, 1));
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn odd_retry_after_values_neither_panic_nor_stall() {
+    for huge in ["1e20", "inf", "-1", "NaN"] {
+        let a = Scripted::new(vec![limited(huge)]);
+        let b = Scripted::new(vec![ok("b")]);
+        let w = world(
+            vec![("a", a.clone()), ("b", b.clone())],
+            vec![("fast", alias(&[("a", 1.0)], &["b/m"], 2))],
+            ServerConfig::default(),
+        );
+        let started = Instant::now();
+        let (result, _) = run(&w, &request(json!({"model": "fast"})), None).await;
+        assert_eq!(result.unwrap().0, "b", "{huge}");
+        assert!(started.elapsed() <= Duration::from_millis(100), "{huge}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_target_is_planned_once_however_often_it_is_named() {
+    let (a, b) = (
+        Scripted::new(vec![status(500)]),
+        Scripted::new(vec![status(500)]),
+    );
+    let w = world(
+        vec![("a", a.clone()), ("b", b.clone())],
+        vec![],
+        ServerConfig::default(),
+    );
+    let body = json!({"model": "a/m",
+        "load_balancer": {"type": "weight_based", "models": [{"model": "a/m"}, {"model": "a/m"}]},
+        "fallbacks": [{"model": "a/m"}, {"model": "b/m"}, {"model": "a/m"}, {"model": "b/m"}]});
+    let (result, attempts) = run(&w, &request(body), None).await;
+    assert_eq!((result.unwrap_err().status().as_u16(), attempts), (502, 2));
+    assert_eq!((a.calls().len(), b.calls().len()), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -505,7 +800,7 @@ async fn sessions_stick_to_a_healthy_target_and_move_when_it_is_ejected() {
         );
     }
     // Eject p0: only p0's conversations move.
-    w.router.health.failure("p0/m");
+    w.router.health.failure("p0/m", None);
     for (session, target) in sessions.iter().zip(&before) {
         let now = first_of(session);
         if target == "p0/m" {

@@ -383,3 +383,27 @@ fn all_problems_are_collected() {
     let paths: Vec<String> = errors.iter().map(|e| e.path.to_string()).collect();
     assert_eq!(paths, ["temperature", "top_p", "n"]);
 }
+
+#[test]
+fn routing_lists_and_call_timeout_are_bounded() {
+    let models = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"model": format!("echo/m{i}")}))
+            .collect()
+    };
+    assert_eq!(first_error(with(json!({"fallbacks": models(16)}))), None);
+    let (path, message, _) = first_error(with(json!({"fallbacks": models(17)}))).unwrap();
+    assert_eq!(path, "fallbacks");
+    assert!(message.contains("at most 16"), "{message}");
+    let balanced = |n| json!({"load_balancer": {"type": "weight_based", "models": models(n)}});
+    assert_eq!(first_error(with(balanced(16))), None);
+    assert_eq!(param(with(balanced(17))), "load_balancer.models");
+    assert_eq!(
+        param(with(json!({"timeout": {"call_timeout": 99}}))),
+        "timeout.call_timeout"
+    );
+    assert_eq!(
+        first_error(with(json!({"timeout": {"call_timeout": 100}}))),
+        None
+    );
+}
