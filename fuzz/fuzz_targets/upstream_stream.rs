@@ -1,0 +1,47 @@
+//! An upstream event stream, cut into reads where the input says: decoded, read as OpenAI
+//! events, normalized for a client that asked for two choices, and re-encoded.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use libfuzzer_sys::fuzz_target;
+use llmgate::providers::http::{EventOutcome, openai_event};
+use llmgate::stream::data_event;
+use llmgate::stream::decode::SseDecoder;
+use llmgate::stream::normalize::ChunkNormalizer;
+
+/// A small cap, so the fuzzer reaches it.
+const MAX_EVENT_BYTES: usize = 4096;
+
+fuzz_target!(|input: &[u8]| {
+    // The first byte sets the read size, so line ends fall across reads.
+    let Some((&cut, body)) = input.split_first() else {
+        return;
+    };
+    let read = usize::from(cut).max(1);
+    let mut decoder = SseDecoder::with_limit(MAX_EVENT_BYTES);
+    let mut normalizer = ChunkNormalizer::new("client/model", true, 2);
+    let mut events = VecDeque::new();
+    for piece in body.chunks(read) {
+        if decoder.push(piece, &mut events).is_err() {
+            return;
+        }
+        assert!(decoder.buffered() <= MAX_EVENT_BYTES + read);
+        for event in events.drain(..) {
+            match openai_event(&event) {
+                EventOutcome::Chunk(chunk) => match normalizer.push(chunk) {
+                    Ok(Some(chunk)) => drop(data_event(&chunk)),
+                    Ok(None) => {}
+                    Err(_) => return,
+                },
+                EventOutcome::Skip => {}
+                EventOutcome::Done | EventOutcome::Fail(_) => return,
+            }
+        }
+    }
+    if decoder.finish(&mut events).is_ok()
+        && let Some(chunk) = normalizer.finish()
+    {
+        drop(data_event(&chunk));
+    }
+});
