@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Sleep;
 
 use crate::config::ConnectionLimits;
@@ -42,13 +41,17 @@ impl ConnectionSlots {
 }
 
 /// The future serving one accepted connection (run it on its own task), or `None` when the
-/// connection was refused at the limit. The connection's slot is held until it ends.
+/// connection was refused at the limit. The connection's slot is held until it ends. Once
+/// `closing` turns true, the connection finishes its in-flight request and closes.
+///
+/// hyper's connection state (with its read and write buffers) is only built once the client
+/// has sent something, so idle connections cost little more than their socket.
 pub fn serve(
     stream: TcpStream,
     app: Router,
     limits: &ConnectionLimits,
     slots: &ConnectionSlots,
-    watcher: Watcher,
+    mut closing: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = ()> + Send + use<>> {
     let Some(slot) = slots.take() else {
         refuse(&stream);
@@ -57,19 +60,39 @@ pub fn serve(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
-    let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .serve_connection(io, TowerToHyperService::new(app));
-    let connection = watcher.watch(connection);
+    let limits = limits.clone();
     Some(async move {
-        if let Err(error) = connection.await {
+        let first_bytes = tokio::time::timeout(limits.header_read_timeout, stream.readable());
+        tokio::select! {
+            ready = first_bytes => if !matches!(ready, Ok(Ok(()))) { return; },
+            () = closed(&mut closing) => return,
+        }
+        let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
+        // Boxed, so a connection still waiting for its first bytes does not carry its size.
+        let mut connection = Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .serve_connection(io, TowerToHyperService::new(app)),
+        );
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = closed(&mut closing) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
             tracing::debug!(%error, "client connection ended with an error");
         }
         drop(slot);
     })
+}
+
+/// Resolves once `closing` turns true (or its sender is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
 }
 
 /// Writes the 503 if the socket takes it right away, then closes.

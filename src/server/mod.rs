@@ -24,7 +24,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -131,7 +130,8 @@ pub async fn run(
     let limits = state.server.connections.clone();
     let slots = connection::ConnectionSlots::new(limits.max_connections);
     let router = app(state.clone());
-    let graceful = GracefulShutdown::new();
+    // Turns true when no new connection is taken: open ones finish what they serve and close.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     // Every connection's task; dropping the set ends the ones still running.
     let mut connections = tokio::task::JoinSet::new();
     let drain = {
@@ -148,8 +148,8 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let watcher = graceful.watcher();
-                    if let Some(serving) = connection::serve(stream, router.clone(), &limits, &slots, watcher) {
+                    let closing = closing_rx.clone();
+                    if let Some(serving) = connection::serve(stream, router.clone(), &limits, &slots, closing) {
                         connections.spawn(serving);
                     }
                 }
@@ -166,10 +166,9 @@ pub async fn run(
     drop(listener);
     let grace = state.server.shutdown_grace;
     tracing::info!(?grace, "no longer accepting connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = closing.send(true);
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
     }
     connections.shutdown().await;

@@ -19,6 +19,7 @@ mod hostile;
 mod routing;
 mod scripted;
 mod server;
+mod siege;
 mod stream;
 mod support;
 mod translate;
