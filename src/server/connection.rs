@@ -62,9 +62,11 @@ pub fn serve(
     }
     let limits = limits.clone();
     Some(async move {
-        let first_bytes = tokio::time::timeout(limits.header_read_timeout, stream.readable());
+        // `peek` waits for a real byte (`readable` can wake spuriously on a new socket).
+        let mut probe = [0u8; 1];
+        let first_bytes = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut probe));
         tokio::select! {
-            ready = first_bytes => if !matches!(ready, Ok(Ok(()))) { return; },
+            peeked = first_bytes => if !matches!(peeked, Ok(Ok(1..))) { return; },
             () = closed(&mut closing) => return,
         }
         let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
