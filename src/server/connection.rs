@@ -27,11 +27,11 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type:
 
 /// Open connections, bounded.
 #[derive(Clone)]
-pub struct ConnectionSlots(Arc<Semaphore>);
+pub(crate) struct ConnectionSlots(Arc<Semaphore>);
 
 impl ConnectionSlots {
     /// Room for `max` connections.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ConnectionSlots(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
     }
 
@@ -43,7 +43,7 @@ impl ConnectionSlots {
 
 /// The future serving one accepted connection (run it on its own task), or `None` when the
 /// connection was refused at the limit. The connection's slot is held until it ends.
-pub fn serve(
+pub(crate) fn serve(
     stream: TcpStream,
     app: Router,
     limits: &ConnectionLimits,
@@ -81,7 +81,7 @@ fn refuse(stream: &TcpStream) {
 /// A connection's I/O that fails a write the client has not taken for `limit` (its receive
 /// window stayed full), so hyper closes the connection and the response body, with its
 /// upstream request, is dropped.
-pub struct StallGuard<IO> {
+pub(crate) struct StallGuard<IO> {
     inner: IO,
     limit: Duration,
     /// Running while a write is pending.
@@ -90,7 +90,7 @@ pub struct StallGuard<IO> {
 
 impl<IO> StallGuard<IO> {
     /// Guards `inner`.
-    pub fn new(inner: IO, limit: Duration) -> Self {
+    pub(crate) fn new(inner: IO, limit: Duration) -> Self {
         StallGuard {
             inner,
             limit,
