@@ -420,7 +420,7 @@ const REDACTED: &str = "[redacted]";
 /// tokens ...) and long runs of key characters that mix letters and digits. Upstream error
 /// messages can quote credentials (OpenAI's "Incorrect API key provided: sk-proj-…"); they
 /// pass through here before any client or log line sees them.
-pub(crate) fn redact_secrets(text: &str) -> String {
+fn redact_secrets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut previous_was_bearer = false;
     for (is_word, piece) in split_words(text) {

@@ -180,7 +180,7 @@ pub(crate) enum ProviderKind {
 
 impl ProviderKind {
     /// The kinds that call a real upstream.
-    pub(crate) const REAL: [ProviderKind; 4] = [
+    const REAL: [ProviderKind; 4] = [
         ProviderKind::OpenAi,
         ProviderKind::Nugen,
         ProviderKind::Atoma,
@@ -207,7 +207,7 @@ impl ProviderKind {
     }
 
     /// The server URL the provider's API document gives.
-    pub(crate) fn default_base_url(self) -> &'static str {
+    fn default_base_url(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "https://api.openai.com/v1",
             ProviderKind::Atoma => "https://api.atoma.network",
@@ -218,7 +218,7 @@ impl ProviderKind {
     }
 
     /// The path the adapter appends to `base_url`.
-    pub(crate) fn operation_path(self) -> &'static str {
+    fn operation_path(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "/chat/completions",
             ProviderKind::Atoma => "/v1/chat/completions",

@@ -23,9 +23,9 @@ use crate::schema::{
 use crate::stream::normalize::{choice_count, completion_id, unix_now};
 
 /// The most words all choices of one answer hold together.
-pub(crate) const MAX_WORDS: usize = 1_000_000;
+const MAX_WORDS: usize = 1_000_000;
 /// The most bytes of content all choices of one answer hold together.
-pub(crate) const MAX_BYTES: usize = 16 * 1024 * 1024;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The echo provider.
 pub(crate) struct EchoProvider;

@@ -29,15 +29,15 @@ use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
 /// The longest upstream error message (or code) passed on to clients and logs.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// How large an upstream's answers may be.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// A whole JSON answer or error body.
-    pub(crate) body_bytes: usize,
+    body_bytes: usize,
     /// One event (or line) of an event stream.
-    pub(crate) event_bytes: usize,
+    event_bytes: usize,
 }
 
 impl Limits {
@@ -190,7 +190,7 @@ impl Upstream {
     }
 
     /// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
-    pub(crate) async fn read_json<T: DeserializeOwned>(
+    async fn read_json<T: DeserializeOwned>(
         &self,
         response: reqwest::Response,
     ) -> Result<T, ProviderError> {
@@ -348,7 +348,7 @@ fn cause_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// `text` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked with `…`.
-pub(crate) fn truncate_message(mut text: String) -> String {
+fn truncate_message(mut text: String) -> String {
     if text.len() > MAX_MESSAGE_BYTES {
         let mut cut = MAX_MESSAGE_BYTES;
         while !text.is_char_boundary(cut) {
@@ -384,7 +384,7 @@ pub fn error_from_body(status: u16, body: &[u8], retry_after: Option<String>) ->
 
 /// The message and code of an error body: OpenAI `{"error":{"message","code"}}`, `{"error":"..."}`,
 /// FastAPI `{"detail":"..."}` or `{"detail":[{"loc","msg"}]}`, or `{"message": ...}`.
-pub(crate) fn error_fields(value: &Value) -> (Option<String>, Option<String>) {
+fn error_fields(value: &Value) -> (Option<String>, Option<String>) {
     let error = value.get("error");
     let code = error
         .and_then(|e| e.get("code"))
@@ -443,7 +443,7 @@ fn unreadable(why: String, body: &[u8]) -> ProviderError {
 }
 
 /// The start of a body, for error messages.
-pub(crate) fn snippet(body: &[u8]) -> String {
+fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     match text.char_indices().nth(SNIPPET_CHARS) {
@@ -565,7 +565,7 @@ impl Upstream {
     /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
     /// finished is an error (a cut connection must not look like a complete answer); after
     /// an error the stream ends.
-    pub(crate) fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
+    fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
         let reader = ChunkReader {
             events: SseStream::new(response.bytes_stream().boxed(), self.limits.event_bytes),
             origin: self.origin.clone(),

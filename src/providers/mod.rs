@@ -12,7 +12,7 @@ pub mod http;
 pub mod nugen;
 pub mod openai;
 pub mod orq;
-pub(crate) mod translate;
+mod translate;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;

@@ -17,9 +17,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The most targets tracked at once.
-pub(crate) const MAX_TARGETS: usize = 10_000;
+const MAX_TARGETS: usize = 10_000;
 /// Longer target names (only clients make such) are not tracked: always available.
-pub(crate) const MAX_KEY_BYTES: usize = 512;
+const MAX_KEY_BYTES: usize = 512;
 /// The longest cool-down, whatever the config says.
 const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 

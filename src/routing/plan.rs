@@ -229,13 +229,13 @@ fn retry_policy(request: &ChatRequest, alias: Option<&RetryPolicy>) -> RetryPoli
 
 /// A target's score in the weighted race for a draw `u` in (0, 1): highest wins, and the
 /// chance to win is the target's share of the weights.
-pub(crate) fn race_score(u: f64, weight: f64) -> f64 {
+fn race_score(u: f64, weight: f64) -> f64 {
     u.clamp(f64::MIN_POSITIVE, 1.0).ln() / weight
 }
 
 /// A stable hash of a session and a target key mapped into (0, 1) (FNV-1a, so every replica
 /// of the gateway maps a conversation the same way).
-pub(crate) fn unit_hash(session: &str, key: &str) -> f64 {
+fn unit_hash(session: &str, key: &str) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in session.bytes().chain([0xff]).chain(key.bytes()) {
         hash ^= u64::from(byte);

@@ -85,7 +85,7 @@ pub(crate) fn retry_after(error: &ProviderError) -> Option<Duration> {
 
 /// A `retry-after` value in seconds (the HTTP-date form is not read). Negative and NaN are
 /// ignored; a value too large for a `Duration` (infinity included) is the longest wait.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+fn parse_retry_after(value: &str) -> Option<Duration> {
     let seconds = value.trim().parse::<f64>().ok()?;
     if seconds.is_nan() || seconds < 0.0 {
         return None;

@@ -405,7 +405,7 @@ pub(crate) enum InputAudioFormat {
 pub(crate) struct FileData {
     /// Name used when passing the file as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) filename: Option<String>,
+    filename: Option<String>,
     /// Base64-encoded file content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) file_data: Option<String>,
@@ -488,7 +488,7 @@ pub(crate) struct FunctionDef {
     pub(crate) parameters: Option<Value>,
     /// Strict schema adherence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) strict: Option<bool>,
+    strict: Option<bool>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
@@ -654,7 +654,7 @@ pub(crate) struct JsonSchemaFormat {
     pub(crate) schema: Option<Value>,
     /// Strict schema adherence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) strict: Option<bool>,
+    strict: Option<bool>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
@@ -698,7 +698,7 @@ pub(crate) enum Modality {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub(crate) struct AudioOutput {
     /// The voice.
-    pub(crate) voice: String,
+    voice: String,
     /// `wav`, `mp3`, `flac`, `opus` or `pcm16`.
     pub(crate) format: AudioFormat,
 }

@@ -81,7 +81,7 @@ fn refuse(stream: &TcpStream) {
 /// A connection's I/O that fails a write the client has not taken for `limit` (its receive
 /// window stayed full), so hyper closes the connection and the response body, with its
 /// upstream request, is dropped.
-pub(crate) struct StallGuard<IO> {
+struct StallGuard<IO> {
     inner: IO,
     limit: Duration,
     /// Running while a write is pending.

@@ -72,12 +72,12 @@ impl AppState {
     }
 
     /// Whether the gateway takes new traffic.
-    pub(crate) fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.0.ready.load(Ordering::Relaxed)
     }
 
     /// Marks the gateway as draining.
-    pub(crate) fn set_draining(&self) {
+    fn set_draining(&self) {
         self.0.ready.store(false, Ordering::Relaxed);
     }
 }
@@ -90,7 +90,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The gateway's routes and middleware.
-pub(crate) fn app(state: AppState) -> Router {
+fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route(

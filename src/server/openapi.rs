@@ -36,7 +36,7 @@ impl Modify for BearerAuth {
     ),
     modifiers(&BearerAuth),
 )]
-pub(crate) struct ApiDoc;
+struct ApiDoc;
 
 /// The document as pretty JSON with a trailing newline.
 pub fn document() -> String {

@@ -29,7 +29,7 @@ pub struct SseEvent {
 }
 
 /// The default limit of one event (or line), in bytes.
-pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// An incremental SSE parser: feed bytes, collect events.
 #[derive(Debug)]

@@ -38,9 +38,9 @@ use crate::schema::{ChatChunk, ChatResponse};
 use normalize::ChunkNormalizer;
 
 /// The last event of a successful stream.
-pub(crate) const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 /// The comment sent while the upstream is quiet.
-pub(crate) const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// `data: <chunk JSON>\n\n`.
 pub fn data_event(chunk: &ChatChunk) -> Bytes {
