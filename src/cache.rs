@@ -26,13 +26,13 @@ use crate::stream::normalize::{MAX_CHOICES, MAX_TOOL_CALLS};
 
 /// A stored answer and where it came from.
 #[derive(Debug, Clone)]
-pub struct Cached {
+pub(crate) struct Cached {
     /// The normalized answer.
-    pub response: ChatResponse,
+    pub(crate) response: ChatResponse,
     /// The provider that produced it.
-    pub provider: String,
+    pub(crate) provider: String,
     /// The upstream model that produced it.
-    pub upstream_model: String,
+    pub(crate) upstream_model: String,
 }
 
 /// An entry of the store: the answer, its weight and how long it lives.
@@ -53,7 +53,7 @@ impl Expiry<Vec<u8>, Entry> for PerEntryTtl {
 }
 
 /// A bounded in-memory cache of answers.
-pub struct ResponseCache {
+pub(crate) struct ResponseCache {
     store: moka::sync::Cache<Vec<u8>, Entry>,
     max_bytes: usize,
     /// The least weight of an entry, so at most `max_entries` fit.
@@ -62,7 +62,7 @@ pub struct ResponseCache {
 
 /// Whose answers a lookup may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope<'a> {
+pub(crate) enum Scope<'a> {
     /// The space shared by every caller that shares.
     Shared,
     /// One gateway key's own space, by key name.
@@ -71,7 +71,7 @@ pub enum Scope<'a> {
 
 /// The cache key of a request: scope, model, the policy that picks who answers, and the
 /// canonical body.
-pub fn key(request: &ChatRequest, scope: Scope) -> Vec<u8> {
+pub(crate) fn key(request: &ChatRequest, scope: Scope) -> Vec<u8> {
     let mut key = Vec::with_capacity(256);
     match scope {
         Scope::Shared => key.extend_from_slice(b"shared\n"),
@@ -95,7 +95,7 @@ pub fn key(request: &ChatRequest, scope: Scope) -> Vec<u8> {
 
 impl ResponseCache {
     /// A cache holding at most `max_entries` answers and `max_bytes` bytes.
-    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
         let min_weight = max_bytes
             .checked_div(max_entries)
             .unwrap_or(usize::MAX)
@@ -117,12 +117,12 @@ impl ResponseCache {
     }
 
     /// The answer stored under `key`, if it has not expired.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Cached>> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Cached>> {
         self.store.get(key).map(|entry| entry.cached)
     }
 
     /// Stores an answer for `ttl`; the least recently used entries make room.
-    pub fn insert(&self, key: Vec<u8>, cached: Cached, ttl: Duration) {
+    pub(crate) fn insert(&self, key: Vec<u8>, cached: Cached, ttl: Duration) {
         let size = key.len() + serde_json::to_vec(&cached.response).map_or(0, |v| v.len());
         if size > self.max_bytes || self.min_weight == usize::MAX {
             return;
@@ -135,28 +135,11 @@ impl ResponseCache {
         };
         self.store.insert(key, entry);
     }
-
-    /// How many answers are stored, once pending evictions have run.
-    pub fn len(&self) -> usize {
-        self.store.run_pending_tasks();
-        usize::try_from(self.store.entry_count()).unwrap_or(usize::MAX)
-    }
-
-    /// Whether nothing is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The bytes the stored answers weigh, once pending evictions have run.
-    pub fn weight(&self) -> u64 {
-        self.store.run_pending_tasks();
-        self.store.weighted_size()
-    }
 }
 
 /// Rebuilds a whole answer from the normalized chunks of a stream.
 #[derive(Debug, Default)]
-pub struct StreamRecorder {
+pub(crate) struct StreamRecorder {
     response: ChatResponse,
     /// A chunk had an index beyond the bounds (normalized chunks never do): store nothing.
     out_of_bounds: bool,
@@ -164,7 +147,7 @@ pub struct StreamRecorder {
 
 impl StreamRecorder {
     /// Adds a normalized chunk.
-    pub fn push(&mut self, chunk: &ChatChunk) {
+    pub(crate) fn push(&mut self, chunk: &ChatChunk) {
         let response = &mut self.response;
         if response.id.is_empty() {
             response.id.clone_from(&chunk.id);
@@ -198,14 +181,14 @@ impl StreamRecorder {
     }
 
     /// Keeps the upstream's usage (the normalizer withholds it from chunks).
-    pub fn usage(&mut self, usage: &Usage) {
+    pub(crate) fn usage(&mut self, usage: &Usage) {
         let mut usage = usage.clone();
         crate::stream::normalize::integer_counts(&mut usage);
         self.response.usage = Some(usage);
     }
 
     /// The whole answer, when every choice finished.
-    pub fn finish(self) -> Option<ChatResponse> {
+    pub(crate) fn finish(self) -> Option<ChatResponse> {
         let complete = !self.out_of_bounds
             && !self.response.choices.is_empty()
             && self
@@ -268,7 +251,7 @@ fn append_delta(choice: &mut Choice, chunk: &ChunkChoice) {
 
 /// A whole answer as the chunks of a stream: per choice one delta with everything, one with
 /// the finish reason, then the usage chunk (the normalizer keeps it only when asked).
-pub fn replay_chunks(response: &ChatResponse) -> Vec<ChatChunk> {
+pub(crate) fn replay_chunks(response: &ChatResponse) -> Vec<ChatChunk> {
     let chunk = |choices: Vec<ChunkChoice>| ChatChunk {
         id: response.id.clone(),
         object: "chat.completion.chunk".to_owned(),
@@ -331,6 +314,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    impl ResponseCache {
+        /// How many answers are stored, once pending evictions have run.
+        fn len(&self) -> usize {
+            self.store.run_pending_tasks();
+            usize::try_from(self.store.entry_count()).unwrap_or(usize::MAX)
+        }
+
+        /// The bytes the stored answers weigh, once pending evictions have run.
+        fn weight(&self) -> u64 {
+            self.store.run_pending_tasks();
+            self.store.weighted_size()
+        }
+    }
 
     fn answer(text: &str) -> Cached {
         let response: ChatResponse = serde_json::from_value(json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",

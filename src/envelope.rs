@@ -16,24 +16,24 @@ use crate::error::{FieldError, FieldErrorKind, GatewayError, PathSegment};
 
 /// `{"error": {...}}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// The error.
-    pub error: ErrorBody,
+    pub(crate) error: ErrorBody,
 }
 
 /// The body of an error envelope.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong; names the field for invalid requests.
-    pub message: String,
+    pub(crate) message: String,
     /// `invalid_request_error`, `authentication_error`, `permission_error`, `rate_limit_error` or `api_error`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The offending field's path, e.g. `messages[1].content`; always present, may be null.
     #[schema(required = true)]
-    pub param: Option<String>,
+    pub(crate) param: Option<String>,
     /// A machine-readable code, e.g. `model_not_found`.
-    pub code: String,
+    pub(crate) code: String,
 }
 
 impl From<&GatewayError> for ErrorEnvelope {
@@ -73,27 +73,27 @@ impl IntoResponse for GatewayError {
 
 /// Nugen's validation error: `{"detail":[{"loc":["body",...],"msg","type"}]}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NugenValidationError {
+pub(crate) struct NugenValidationError {
     /// One entry per problem.
-    pub detail: Vec<ValidationItem>,
+    pub(crate) detail: Vec<ValidationItem>,
 }
 
 /// One validation problem in Nugen's shape.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ValidationItem {
+pub(crate) struct ValidationItem {
     /// Where: `["body", "messages", 0, "role"]`.
-    pub loc: Vec<LocSegment>,
+    pub(crate) loc: Vec<LocSegment>,
     /// What is wrong.
-    pub msg: String,
+    pub(crate) msg: String,
     /// `missing`, `type_error`, `value_error` or `json_invalid`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
 }
 
 /// One step of a `loc`: an object key or an array index.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum LocSegment {
+pub(crate) enum LocSegment {
     /// An object key (`"body"` first).
     Key(String),
     /// An array index.
@@ -123,7 +123,7 @@ impl From<&FieldError> for ValidationItem {
 
 /// An error on the Nugen ingress path.
 #[derive(Debug)]
-pub struct NugenError(pub GatewayError);
+pub(crate) struct NugenError(pub(crate) GatewayError);
 
 impl From<GatewayError> for NugenError {
     fn from(error: GatewayError) -> Self {

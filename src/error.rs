@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 
 /// One step of a path into the request body: an object key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathSegment {
+pub(crate) enum PathSegment {
     /// An object key.
     Key(String),
     /// An array index.
@@ -17,30 +17,30 @@ pub enum PathSegment {
 
 /// Where in the request body a problem is, e.g. `messages[1].content`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldPath(pub Vec<PathSegment>);
+pub(crate) struct FieldPath(pub(crate) Vec<PathSegment>);
 
 impl FieldPath {
     /// A path of one key.
-    pub fn key(name: &str) -> Self {
+    pub(crate) fn key(name: &str) -> Self {
         FieldPath(vec![PathSegment::Key(name.to_owned())])
     }
 
     /// This path extended by a key.
-    pub fn field(&self, name: &str) -> Self {
+    pub(crate) fn field(&self, name: &str) -> Self {
         let mut segments = self.0.clone();
         segments.push(PathSegment::Key(name.to_owned()));
         FieldPath(segments)
     }
 
     /// This path extended by an index.
-    pub fn index(&self, index: usize) -> Self {
+    pub(crate) fn index(&self, index: usize) -> Self {
         let mut segments = self.0.clone();
         segments.push(PathSegment::Index(index));
         FieldPath(segments)
     }
 
     /// Whether the path names the whole body.
-    pub fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -61,7 +61,7 @@ impl fmt::Display for FieldPath {
 
 /// What kind of problem a field has; each dialect names it its own way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldErrorKind {
+pub(crate) enum FieldErrorKind {
     /// A required field is absent.
     Missing,
     /// The value has the wrong JSON type.
@@ -76,16 +76,16 @@ pub enum FieldErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// Where.
-    pub path: FieldPath,
+    pub(crate) path: FieldPath,
     /// What, in a sentence that names the field.
-    pub message: String,
+    pub(crate) message: String,
     /// The kind of problem.
-    pub kind: FieldErrorKind,
+    pub(crate) kind: FieldErrorKind,
 }
 
 impl FieldError {
     /// An invalid value at `path`.
-    pub fn invalid(path: FieldPath, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(path: FieldPath, message: impl Into<String>) -> Self {
         FieldError {
             path,
             message: message.into(),
@@ -94,7 +94,7 @@ impl FieldError {
     }
 
     /// A missing field at `path`.
-    pub fn missing(path: FieldPath) -> Self {
+    pub(crate) fn missing(path: FieldPath) -> Self {
         let message = format!("`{path}` is required");
         FieldError {
             path,
@@ -135,7 +135,7 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// Whether the error says the prompt did not fit the model's context window.
-    pub fn is_context_overflow(&self) -> bool {
+    pub(crate) fn is_context_overflow(&self) -> bool {
         let ProviderError::Status {
             status,
             message,
@@ -281,7 +281,7 @@ impl GatewayError {
     }
 
     /// The envelope's `type`, following OpenAI's names.
-    pub fn error_type(&self) -> &'static str {
+    pub(crate) fn error_type(&self) -> &'static str {
         match self.status().as_u16() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -292,7 +292,7 @@ impl GatewayError {
     }
 
     /// The envelope's `param`: the first offending field, if any.
-    pub fn param(&self) -> Option<String> {
+    pub(crate) fn param(&self) -> Option<String> {
         match self {
             GatewayError::InvalidRequest(errors) => errors
                 .first()
@@ -325,7 +325,7 @@ impl GatewayError {
     }
 
     /// The `retry-after` value to send, if any.
-    pub fn retry_after(&self) -> Option<&str> {
+    pub(crate) fn retry_after(&self) -> Option<&str> {
         match self {
             GatewayError::Upstream {
                 error: ProviderError::Status { retry_after, .. },
@@ -420,7 +420,7 @@ const REDACTED: &str = "[redacted]";
 /// tokens ...) and long runs of key characters that mix letters and digits. Upstream error
 /// messages can quote credentials (OpenAI's "Incorrect API key provided: sk-proj-…"); they
 /// pass through here before any client or log line sees them.
-pub fn redact_secrets(text: &str) -> String {
+fn redact_secrets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut previous_was_bearer = false;
     for (is_word, piece) in split_words(text) {

@@ -18,13 +18,13 @@
 //! - [`providers`]: the [`providers::Provider`] trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 
-pub mod cache;
+mod cache;
 pub mod cli;
 pub mod config;
-pub mod envelope;
+mod envelope;
 pub mod error;
 pub mod providers;
-pub mod routing;
+mod routing;
 pub mod schema;
 pub mod server;
 pub mod stream;

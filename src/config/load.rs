@@ -36,9 +36,9 @@ impl Env for BTreeMap<String, String> {
 #[error("{path}: {message}")]
 pub struct ConfigError {
     /// Dotted key path, e.g. `providers.openai.base_url`, or the file name for syntax errors.
-    pub path: String,
+    pub(crate) path: String,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {

@@ -21,11 +21,11 @@ pub struct Config {
     /// Listener and lifecycle settings.
     pub server: ServerConfig,
     /// Gateway keys; `None` means no key is required.
-    pub auth: Option<AuthConfig>,
+    pub(crate) auth: Option<AuthConfig>,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model aliases by name.
-    pub models: BTreeMap<String, ModelConfig>,
+    pub(crate) models: BTreeMap<String, ModelConfig>,
 }
 
 /// `[server]`.
@@ -34,53 +34,53 @@ pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Larger request bodies get 413.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// On SIGTERM, `/readyz` turns 503 but requests are still served this long.
-    pub drain_delay: Duration,
+    pub(crate) drain_delay: Duration,
     /// Then in-flight requests and streams get this long to finish.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// A stream sends a keep-alive comment after this long without an event.
-    pub stream_keepalive: Duration,
+    pub(crate) stream_keepalive: Duration,
     /// A stream whose first upstream chunk has not come by then is committed (`200` and
     /// keep-alive comments); until then a failure can still be retried. `None`: never commit
     /// before the first chunk.
-    pub stream_first_chunk_keepalive: Option<Duration>,
+    pub(crate) stream_first_chunk_keepalive: Option<Duration>,
     /// A stream whose upstream sends nothing for this long ends with an error event.
-    pub stream_idle_timeout: Duration,
+    pub(crate) stream_idle_timeout: Duration,
     /// Consecutive failures that eject a target (circuit breaker).
-    pub circuit_failures: u32,
+    pub(crate) circuit_failures: u32,
     /// How long an ejected target rests before one probe request may try it.
-    pub circuit_cooldown: Duration,
+    pub(crate) circuit_cooldown: Duration,
     /// An upstream's whole JSON answer or error body may be at most this large.
-    pub max_upstream_body_bytes: usize,
+    pub(crate) max_upstream_body_bytes: usize,
     /// One event (or line) of an upstream event stream may be at most this large.
-    pub max_upstream_event_bytes: usize,
+    pub(crate) max_upstream_event_bytes: usize,
     /// The longest wait on an upstream's `retry-after`: a longer one is not waited out, the
     /// 429 goes to the client at once.
-    pub max_retry_wait: Duration,
+    pub(crate) max_retry_wait: Duration,
     /// The response cache holds at most this many answers ...
-    pub cache_max_entries: usize,
+    pub(crate) cache_max_entries: usize,
     /// ... and at most this many bytes of them.
-    pub cache_max_bytes: usize,
+    pub(crate) cache_max_bytes: usize,
     /// What one client connection may take.
-    pub connections: ConnectionLimits,
+    pub(crate) connections: ConnectionLimits,
 }
 
 /// Timeouts and bounds of client connections.
 #[derive(Debug, Clone)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// A request's headers must arrive within this long; also how long an idle keep-alive
     /// connection stays open (set a load balancer's idle timeout below it).
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A request's body must arrive within this long of its headers (408 after).
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     /// A client that reads nothing of a response for this long is disconnected (its upstream
     /// request is cancelled).
-    pub write_stall_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
     /// Open client connections; more are answered 503 and closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Larger request heads get 431.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -119,28 +119,28 @@ impl Default for ServerConfig {
 
 /// `[auth]`.
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
+pub(crate) struct AuthConfig {
     /// The accepted keys.
-    pub keys: Vec<GatewayKey>,
+    pub(crate) keys: Vec<GatewayKey>,
 }
 
 /// One gateway key.
 #[derive(Debug, Clone)]
-pub struct GatewayKey {
+pub(crate) struct GatewayKey {
     /// A name for logs.
-    pub name: String,
+    pub(crate) name: String,
     /// The bearer token clients send.
-    pub key: Secret,
+    pub(crate) key: Secret,
     /// Model names this key may use; `*` matches everything, `prefix*` a prefix.
-    pub models: Vec<String>,
+    pub(crate) models: Vec<String>,
     /// Whether this key's cached answers are its own or shared with other sharing keys.
-    pub cache: CacheScope,
+    pub(crate) cache: CacheScope,
 }
 
 /// Who may be answered from a key's cached answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CacheScope {
+pub(crate) enum CacheScope {
     /// Only the key itself (the default: one tenant never sees another's answers, nor
     /// learns from a hit that someone else asked the same thing).
     #[default]
@@ -151,7 +151,7 @@ pub enum CacheScope {
 
 impl GatewayKey {
     /// Whether this key may use `model`.
-    pub fn allows(&self, model: &str) -> bool {
+    pub(crate) fn allows(&self, model: &str) -> bool {
         self.models
             .iter()
             .any(|pattern| match pattern.strip_suffix('*') {
@@ -164,7 +164,7 @@ impl GatewayKey {
 /// The kinds of upstream the gateway speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
+pub(crate) enum ProviderKind {
     /// OpenAI or any OpenAI-compatible server.
     #[serde(rename = "openai")]
     OpenAi,
@@ -180,7 +180,7 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// The kinds that call a real upstream.
-    pub const REAL: [ProviderKind; 4] = [
+    const REAL: [ProviderKind; 4] = [
         ProviderKind::OpenAi,
         ProviderKind::Nugen,
         ProviderKind::Atoma,
@@ -188,7 +188,7 @@ impl ProviderKind {
     ];
 
     /// The kind called `name`.
-    pub fn from_name(name: &str) -> Option<ProviderKind> {
+    pub(crate) fn from_name(name: &str) -> Option<ProviderKind> {
         Self::REAL
             .into_iter()
             .chain([ProviderKind::Echo])
@@ -196,7 +196,7 @@ impl ProviderKind {
     }
 
     /// The kind's name in the config.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Atoma => "atoma",
@@ -207,7 +207,7 @@ impl ProviderKind {
     }
 
     /// The server URL the provider's API document gives.
-    pub fn default_base_url(self) -> &'static str {
+    fn default_base_url(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "https://api.openai.com/v1",
             ProviderKind::Atoma => "https://api.atoma.network",
@@ -218,7 +218,7 @@ impl ProviderKind {
     }
 
     /// The path the adapter appends to `base_url`.
-    pub fn operation_path(self) -> &'static str {
+    fn operation_path(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "/chat/completions",
             ProviderKind::Atoma => "/v1/chat/completions",
@@ -229,7 +229,7 @@ impl ProviderKind {
     }
 
     /// The environment variable that enables this kind in the embedded default.
-    pub fn key_variable(self) -> Option<&'static str> {
+    pub(crate) fn key_variable(self) -> Option<&'static str> {
         match self {
             ProviderKind::OpenAi => Some("OPENAI_API_KEY"),
             ProviderKind::Atoma => Some("ATOMA_API_KEY"),
@@ -244,24 +244,24 @@ impl ProviderKind {
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     /// The dialect.
-    pub kind: ProviderKind,
+    pub(crate) kind: ProviderKind,
     /// Server URL without a trailing slash (empty for echo).
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// The provider's key, sent as a bearer token.
-    pub api_key: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
     /// Per upstream attempt (for a stream: until its last event).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Added to every upstream request.
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
     /// A field this provider cannot take is a 400 instead of a drop.
-    pub strict_params: bool,
+    pub(crate) strict_params: bool,
     /// Upstream models listed in `/v1/models` as `<provider>/<model>`.
-    pub models: Vec<String>,
+    pub(crate) models: Vec<String>,
 }
 
 impl ProviderConfig {
     /// A provider of `kind` on its documented server.
-    pub fn new(kind: ProviderKind) -> Self {
+    pub(crate) fn new(kind: ProviderKind) -> Self {
         ProviderConfig {
             kind,
             base_url: kind.default_base_url().to_owned(),
@@ -274,48 +274,48 @@ impl ProviderConfig {
     }
 
     /// The full URL of the chat operation.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("{}{}", self.base_url, self.kind.operation_path())
     }
 }
 
 /// `[models.<alias>]`.
 #[derive(Debug, Clone)]
-pub struct ModelConfig {
+pub(crate) struct ModelConfig {
     /// Weighted targets.
-    pub targets: Vec<Target>,
+    pub(crate) targets: Vec<Target>,
     /// `provider/model` names or aliases tried in order when every target failed.
-    pub fallbacks: Vec<String>,
+    pub(crate) fallbacks: Vec<String>,
     /// Retries of each target.
-    pub retry: RetryConfig,
+    pub(crate) retry: RetryConfig,
     /// The whole request: every attempt and fallback together.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Start a second attempt on the next target when the first has not answered by then.
-    pub hedge_after: Option<Duration>,
+    pub(crate) hedge_after: Option<Duration>,
     /// Cache successful answers this long (exact match).
-    pub cache_ttl: Option<Duration>,
+    pub(crate) cache_ttl: Option<Duration>,
 }
 
 /// One target of an alias.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// A configured provider's name.
-    pub provider: String,
+    pub(crate) provider: String,
     /// The upstream model name.
-    pub model: String,
+    pub(crate) model: String,
     /// Relative weight, > 0.
-    pub weight: f64,
+    pub(crate) weight: f64,
 }
 
 /// An alias's retry policy.
 #[derive(Debug, Clone)]
-pub struct RetryConfig {
+pub(crate) struct RetryConfig {
     /// Tries of one target including the first (1 = no retry).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Statuses worth another try.
-    pub on_status: Vec<u16>,
+    pub(crate) on_status: Vec<u16>,
     /// Base of the exponential backoff.
-    pub backoff: Duration,
+    pub(crate) backoff: Duration,
 }
 
 impl Default for RetryConfig {
@@ -330,16 +330,16 @@ impl Default for RetryConfig {
 
 /// A secret string whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The secret itself, for the one place that sends or compares it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

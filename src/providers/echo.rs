@@ -23,12 +23,12 @@ use crate::schema::{
 use crate::stream::normalize::{choice_count, completion_id, unix_now};
 
 /// The most words all choices of one answer hold together.
-pub const MAX_WORDS: usize = 1_000_000;
+const MAX_WORDS: usize = 1_000_000;
 /// The most bytes of content all choices of one answer hold together.
-pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The echo provider.
-pub struct EchoProvider;
+pub(crate) struct EchoProvider;
 
 /// The answer to a request: its content, whether it was cut, and how many choices repeat it.
 struct Answer {

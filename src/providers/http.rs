@@ -29,20 +29,20 @@ use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
 /// The longest upstream error message (or code) passed on to clients and logs.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// How large an upstream's answers may be.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A whole JSON answer or error body.
-    pub body_bytes: usize,
+    body_bytes: usize,
     /// One event (or line) of an event stream.
-    pub event_bytes: usize,
+    event_bytes: usize,
 }
 
 impl Limits {
     /// The limits `[server]` sets.
-    pub fn of(server: &ServerConfig) -> Self {
+    pub(crate) fn of(server: &ServerConfig) -> Self {
         Limits {
             body_bytes: server.max_upstream_body_bytes,
             event_bytes: server.max_upstream_event_bytes,
@@ -90,7 +90,7 @@ impl Origin {
 
 /// An upstream endpoint with its pooled client (which carries the fixed headers).
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: reqwest::Client,
     /// Parsed once: reqwest would parse a string URL on every request.
     endpoint: reqwest::Url,
@@ -101,7 +101,7 @@ pub struct Upstream {
 impl Upstream {
     /// A client for provider `name`'s endpoint (`config`), sending its key and extra headers on
     /// every request and reading answers within `limits`.
-    pub fn new(name: &str, config: &ProviderConfig, limits: Limits) -> anyhow::Result<Self> {
+    pub(crate) fn new(name: &str, config: &ProviderConfig, limits: Limits) -> anyhow::Result<Self> {
         install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -136,7 +136,7 @@ impl Upstream {
     }
 
     /// POSTs a prepared body; a non-2xx answer becomes [`ProviderError::Status`].
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         prepared: &Prepared,
         cx: &CallCx,
@@ -190,7 +190,7 @@ impl Upstream {
     }
 
     /// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
-    pub async fn read_json<T: DeserializeOwned>(
+    async fn read_json<T: DeserializeOwned>(
         &self,
         response: reqwest::Response,
     ) -> Result<T, ProviderError> {
@@ -246,7 +246,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// An HTTP provider: a dialect over a pooled upstream client.
-pub struct HttpProvider<D> {
+pub(crate) struct HttpProvider<D> {
     name: String,
     upstream: Upstream,
     dialect: D,
@@ -255,7 +255,7 @@ pub struct HttpProvider<D> {
 impl<D: Dialect> HttpProvider<D> {
     /// The provider `name` as configured by `config`, speaking `dialect`, reading answers
     /// within `limits`.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: &ProviderConfig,
         limits: Limits,
@@ -348,7 +348,7 @@ fn cause_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// `text` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked with `…`.
-pub fn truncate_message(mut text: String) -> String {
+fn truncate_message(mut text: String) -> String {
     if text.len() > MAX_MESSAGE_BYTES {
         let mut cut = MAX_MESSAGE_BYTES;
         while !text.is_char_boundary(cut) {
@@ -384,7 +384,7 @@ pub fn error_from_body(status: u16, body: &[u8], retry_after: Option<String>) ->
 
 /// The message and code of an error body: OpenAI `{"error":{"message","code"}}`, `{"error":"..."}`,
 /// FastAPI `{"detail":"..."}` or `{"detail":[{"loc","msg"}]}`, or `{"message": ...}`.
-pub fn error_fields(value: &Value) -> (Option<String>, Option<String>) {
+fn error_fields(value: &Value) -> (Option<String>, Option<String>) {
     let error = value.get("error");
     let code = error
         .and_then(|e| e.get("code"))
@@ -443,7 +443,7 @@ fn unreadable(why: String, body: &[u8]) -> ProviderError {
 }
 
 /// The start of a body, for error messages.
-pub fn snippet(body: &[u8]) -> String {
+fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     match text.char_indices().nth(SNIPPET_CHARS) {
@@ -565,7 +565,7 @@ impl Upstream {
     /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
     /// finished is an error (a cut connection must not look like a complete answer); after
     /// an error the stream ends.
-    pub fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
+    fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
         let reader = ChunkReader {
             events: SseStream::new(response.bytes_stream().boxed(), self.limits.event_bytes),
             origin: self.origin.clone(),

@@ -7,12 +7,12 @@
 //! (see [`crate::stream::normalize`]).
 
 pub mod atoma;
-pub mod echo;
+pub(crate) mod echo;
 pub mod http;
 pub mod nugen;
 pub mod openai;
 pub mod orq;
-pub mod translate;
+mod translate;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 /// The chunks of one upstream stream. Item errors are failures after the stream opened. A
 /// chunk without choices and usage is a sign of life (bytes arrived, no event yet): it sends
 /// nothing but keeps the stream from counting as idle.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
 
 /// What one call needs besides the request.
 #[derive(Debug, Clone, Default)]
@@ -47,26 +47,26 @@ pub struct CallCx {
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
     /// The JSON body (empty for the echo provider, which reads the request itself).
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// Headers this request adds (e.g. Nugen's `X-Session-ID`).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// Request fields the provider cannot take and that were left out, by path; named in
     /// `x-llmgate-dropped-params` (or a 400 when the provider has `strict_params`).
-    pub dropped: Vec<String>,
+    pub(crate) dropped: Vec<String>,
 }
 
 /// A request the provider cannot take in any form (a role, a content part kind ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
     /// The offending field's path, e.g. `messages[2].role`.
-    pub param: String,
+    pub(crate) param: String,
     /// A sentence naming the provider and the field.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// One upstream provider.
 #[async_trait]
-pub trait Provider: Send + Sync + 'static {
+pub(crate) trait Provider: Send + Sync + 'static {
     /// Translates `request` into this provider's dialect.
     fn prepare(&self, request: &ChatRequest, cx: &CallCx) -> Result<Prepared, Unsupported>;
 
@@ -90,24 +90,24 @@ pub trait Provider: Send + Sync + 'static {
 
 /// A configured provider: its adapter and the settings routing needs.
 #[derive(Clone)]
-pub struct ProviderHandle {
+pub(crate) struct ProviderHandle {
     /// The provider's name in the config (`[providers.<name>]`).
-    pub name: String,
+    pub(crate) name: String,
     /// The adapter.
-    pub adapter: Arc<dyn Provider>,
+    pub(crate) adapter: Arc<dyn Provider>,
     /// The configuration it was built from.
-    pub config: ProviderConfig,
+    pub(crate) config: ProviderConfig,
 }
 
 /// Every configured provider, by name.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     providers: BTreeMap<String, ProviderHandle>,
 }
 
 impl Registry {
     /// Builds an adapter for every configured provider, within the `[server]` limits.
-    pub fn build(
+    pub(crate) fn build(
         configs: &BTreeMap<String, ProviderConfig>,
         server: &ServerConfig,
     ) -> anyhow::Result<Self> {
@@ -142,19 +142,20 @@ impl Registry {
         Ok(Registry { providers })
     }
 
-    /// A registry of ready-made providers (custom adapters, test doubles).
-    pub fn from_handles(handles: impl IntoIterator<Item = ProviderHandle>) -> Self {
+    /// A registry of ready-made providers (test doubles).
+    #[cfg(test)]
+    pub(crate) fn from_handles(handles: impl IntoIterator<Item = ProviderHandle>) -> Self {
         let providers = handles.into_iter().map(|h| (h.name.clone(), h)).collect();
         Registry { providers }
     }
 
     /// The provider called `name`.
-    pub fn get(&self, name: &str) -> Option<&ProviderHandle> {
+    pub(crate) fn get(&self, name: &str) -> Option<&ProviderHandle> {
         self.providers.get(name)
     }
 
     /// Every provider, by name.
-    pub fn iter(&self) -> impl Iterator<Item = &ProviderHandle> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ProviderHandle> {
         self.providers.values()
     }
 }

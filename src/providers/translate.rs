@@ -16,7 +16,7 @@ use super::{Prepared, Unsupported};
 use crate::schema::{ChatRequest, MessageContent, PartType, Role};
 
 /// orq's own request fields that are not routing policy: forwarded to orq only.
-pub const ORQ_FIELDS: &[&str] = &[
+pub(crate) const ORQ_FIELDS: &[&str] = &[
     "orq",
     "guardrails",
     "knowledge_bases",
@@ -31,25 +31,26 @@ pub const ORQ_FIELDS: &[&str] = &[
 
 /// Routing policy as orq also accepts it inside its deprecated `orq` object; the gateway's,
 /// never forwarded.
-pub const ORQ_POLICY_FIELDS: &[&str] = &["retry", "fallbacks", "cache", "load_balancer", "timeout"];
+pub(crate) const ORQ_POLICY_FIELDS: &[&str] =
+    &["retry", "fallbacks", "cache", "load_balancer", "timeout"];
 
 /// What a dialect accepts in `messages`.
-pub struct MessageRules {
+pub(crate) struct MessageRules {
     /// Accepts the `developer` role; otherwise it becomes `system`.
-    pub developer: bool,
+    pub(crate) developer: bool,
     /// Accepts the `tool` role.
-    pub tool: bool,
+    pub(crate) tool: bool,
     /// Accepts the deprecated `function` role.
-    pub function: bool,
+    pub(crate) function: bool,
     /// Accepts `tool_calls` (and the deprecated `function_call`) on assistant messages.
-    pub assistant_tool_calls: bool,
+    pub(crate) assistant_tool_calls: bool,
     /// Content part kinds accepted in user messages (system, developer and tool take text).
-    pub user_parts: &'static [PartType],
+    pub(crate) user_parts: &'static [PartType],
     /// Accepts `refusal` parts in assistant content.
-    pub refusal_parts: bool,
+    pub(crate) refusal_parts: bool,
     /// Message fields besides `role` and `content` that are sent as they are; the other
     /// known ones are dropped.
-    pub fields: &'static [&'static str],
+    pub(crate) fields: &'static [&'static str],
 }
 
 /// Known message fields besides `role` and `content`.
@@ -63,20 +64,20 @@ const MESSAGE_FIELDS: &[&str] = &[
 ];
 
 /// A request on its way to one provider.
-pub struct Translation<'a> {
+pub(crate) struct Translation<'a> {
     provider: &'a str,
     request: &'a ChatRequest,
     /// The body being built.
-    pub body: Map<String, Value>,
+    pub(crate) body: Map<String, Value>,
     /// Fields left out, by path.
-    pub dropped: Vec<String>,
+    pub(crate) dropped: Vec<String>,
     /// Headers to send with it.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl<'a> Translation<'a> {
     /// Starts from the canonical body of `request` for `provider` (its configured name).
-    pub fn new(provider: &'a str, request: &'a ChatRequest) -> Self {
+    pub(crate) fn new(provider: &'a str, request: &'a ChatRequest) -> Self {
         let body = match serde_json::to_value(request) {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
@@ -91,7 +92,7 @@ impl<'a> Translation<'a> {
     }
 
     /// An error naming this provider and `param`.
-    pub fn unsupported(&self, param: impl Into<String>, what: &str) -> Unsupported {
+    pub(crate) fn unsupported(&self, param: impl Into<String>, what: &str) -> Unsupported {
         let param = param.into();
         Unsupported {
             message: format!(
@@ -103,14 +104,14 @@ impl<'a> Translation<'a> {
     }
 
     /// Removes `key`, recording it as dropped if it was there.
-    pub fn drop_field(&mut self, key: &str) {
+    pub(crate) fn drop_field(&mut self, key: &str) {
         if self.body.remove(key).is_some() {
             self.dropped.push(key.to_owned());
         }
     }
 
     /// Moves the value of `from` to `to` unless `to` is already set (then `from` is dropped).
-    pub fn rename(&mut self, from: &str, to: &str) {
+    pub(crate) fn rename(&mut self, from: &str, to: &str) {
         if let Some(value) = self.body.remove(from) {
             if self.body.contains_key(to) {
                 self.dropped.push(from.to_owned());
@@ -122,7 +123,7 @@ impl<'a> Translation<'a> {
 
     /// Drops every known field not in `accepted`, and orq's own fields unless `orq_fields`.
     /// Unknown fields stay.
-    pub fn keep_only(&mut self, accepted: &[&str], orq_fields: bool) {
+    pub(crate) fn keep_only(&mut self, accepted: &[&str], orq_fields: bool) {
         let keys: Vec<String> = self.body.keys().cloned().collect();
         for key in keys {
             let known = ChatRequest::FIELDS.contains(&key.as_str());
@@ -135,7 +136,7 @@ impl<'a> Translation<'a> {
 
     /// Applies `rules` to `messages`: renames `developer` where needed, drops message fields
     /// the dialect lacks, and rejects roles and content it cannot take.
-    pub fn messages(&mut self, rules: &MessageRules) -> Result<(), Unsupported> {
+    pub(crate) fn messages(&mut self, rules: &MessageRules) -> Result<(), Unsupported> {
         let request = self.request;
         for (i, message) in request.messages.iter().enumerate() {
             self.check_message(i, message, rules)?;
@@ -212,7 +213,7 @@ impl<'a> Translation<'a> {
     }
 
     /// Moves `reasoning_effort` into Nugen-style `reasoning.effort` (unless that is set).
-    pub fn effort_into_reasoning(&mut self) {
+    pub(crate) fn effort_into_reasoning(&mut self) {
         let Some(effort) = self.body.remove("reasoning_effort") else {
             return;
         };
@@ -230,7 +231,7 @@ impl<'a> Translation<'a> {
 
     /// Takes Nugen-style `reasoning.effort` out into `reasoning_effort` (unless that is set);
     /// the rest of `reasoning` stays for the caller to map or drop.
-    pub fn effort_from_reasoning(&mut self) {
+    pub(crate) fn effort_from_reasoning(&mut self) {
         let Some(effort) = self
             .body
             .get_mut("reasoning")
@@ -247,7 +248,7 @@ impl<'a> Translation<'a> {
     }
 
     /// Drops what is left of `reasoning`, naming each remaining key.
-    pub fn drop_rest_of_reasoning(&mut self) {
+    pub(crate) fn drop_rest_of_reasoning(&mut self) {
         if let Some(Value::Object(rest)) = self.body.remove("reasoning") {
             self.dropped
                 .extend(rest.keys().map(|k| format!("reasoning.{k}")));
@@ -255,7 +256,7 @@ impl<'a> Translation<'a> {
     }
 
     /// Adds a header (ignored when the value is not a valid header value).
-    pub fn header(&mut self, name: &'static str, value: &str) {
+    pub(crate) fn header(&mut self, name: &'static str, value: &str) {
         if let Ok(value) = HeaderValue::from_str(value) {
             self.headers.push((HeaderName::from_static(name), value));
         }
@@ -263,7 +264,7 @@ impl<'a> Translation<'a> {
 
     /// Sets the per-call fields and serializes the body. A stream always asks for usage (the
     /// gateway needs it; the normalizer drops it when the client did not ask).
-    pub fn finish(mut self, model: &str) -> Prepared {
+    pub(crate) fn finish(mut self, model: &str) -> Prepared {
         self.body.insert("model".to_owned(), json!(model));
         if self.request.is_stream() {
             self.body.insert("stream".to_owned(), json!(true));
@@ -288,24 +289,24 @@ impl<'a> Translation<'a> {
 
 /// Test support: what an upstream receives for a client body.
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use serde_json::Value;
 
     use super::super::http::Dialect;
     use super::super::{CallCx, Prepared, Unsupported};
 
     /// A translated request as the upstream sees it.
-    pub struct Sent {
+    pub(crate) struct Sent {
         /// The JSON body.
-        pub wire: Value,
+        pub(crate) wire: Value,
         /// The dropped fields, sorted.
-        pub dropped: Vec<String>,
+        pub(crate) dropped: Vec<String>,
         /// Everything `prepare` returned.
-        pub prepared: Prepared,
+        pub(crate) prepared: Prepared,
     }
 
     /// Translates `body` (whose `model` is `<provider>/<upstream model>`) with `dialect`.
-    pub fn send(
+    pub(crate) fn send(
         dialect: &dyn Dialect,
         body: Value,
         session: Option<&str>,

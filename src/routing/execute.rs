@@ -29,7 +29,7 @@ use crate::providers::Unsupported;
 
 /// Why one attempt failed.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// The upstream failed.
     Provider(ProviderError),
     /// The candidate cannot take the request (another candidate may).
@@ -43,21 +43,22 @@ impl From<ProviderError> for AttemptError {
 }
 
 /// The attempt that succeeded.
-pub struct Success<T> {
+pub(crate) struct Success<T> {
     /// What it produced.
-    pub value: T,
+    pub(crate) value: T,
     /// Where it went.
-    pub candidate: Candidate,
+    pub(crate) candidate: Candidate,
     /// Attempts started, this one and hedges included.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
 }
 
-/// The failure of a whole plan, with the attempts it took.
-pub struct Failure {
+/// The failure of a whole plan (with the attempts it took, for the tests).
+pub(crate) struct Failure {
     /// What the client is told.
-    pub error: GatewayError,
+    pub(crate) error: GatewayError,
     /// Attempts started.
-    pub attempts: u32,
+    #[cfg(test)]
+    pub(crate) attempts: u32,
 }
 
 /// A timer that never fires in practice.
@@ -173,7 +174,7 @@ impl Drop for ProbeGuard<'_> {
 }
 
 /// Runs `plan`, calling `call(candidate, attempt_timeout)` for each attempt.
-pub async fn execute<'a, T, F, Fut>(
+pub(crate) async fn execute<'a, T, F, Fut>(
     plan: &'a Plan,
     health: &'a Health,
     call: F,
@@ -228,6 +229,7 @@ where
     let Some(first) = schedule.first() else {
         return Err(Failure {
             error: GatewayError::Internal("a plan without candidates".to_owned()),
+            #[cfg(test)]
             attempts,
         });
     };
@@ -260,11 +262,15 @@ where
                         }
                         retry::decide(e, &plan.retry)
                     }
-                    AttemptError::Unsupported(_) => Next::NextTarget,
+                    AttemptError::Unsupported(_) => Next::Advance,
                 };
                 drop(outcome.probe);
                 if decision == Next::GiveUp {
-                    return Err(Failure { error: into_gateway_error(candidate, error), attempts });
+                    return Err(Failure {
+                        error: into_gateway_error(candidate, error),
+                        #[cfg(test)]
+                        attempts,
+                    });
                 }
                 if !running.is_empty() {
                     continue; // a hedge is still running; its outcome decides
@@ -275,7 +281,13 @@ where
                 };
                 match next {
                     Some(step) => running.push(launch(step, &mut attempts)),
-                    None => return Err(Failure { error: into_gateway_error(candidate, error), attempts }),
+                    None => {
+                        return Err(Failure {
+                            error: into_gateway_error(candidate, error),
+                            #[cfg(test)]
+                            attempts,
+                        });
+                    }
                 }
             }
             () = &mut hedge, if hedge_armed => {
@@ -293,6 +305,7 @@ where
                         provider: plan.candidates[index].provider.name.clone(),
                         error: ProviderError::Timeout(budget),
                     },
+                    #[cfg(test)]
                     attempts,
                 });
             }

@@ -17,15 +17,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The most targets tracked at once.
-pub const MAX_TARGETS: usize = 10_000;
+const MAX_TARGETS: usize = 10_000;
 /// Longer target names (only clients make such) are not tracked: always available.
-pub const MAX_KEY_BYTES: usize = 512;
+const MAX_KEY_BYTES: usize = 512;
 /// The longest cool-down, whatever the config says.
 const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 
 /// Whether a target may take a request now, without claiming it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Availability {
+pub(crate) enum Availability {
     /// Healthy.
     Available,
     /// Ejected, but its cool-down is over and nobody probes it: the next claim probes it.
@@ -39,7 +39,7 @@ pub enum Availability {
 
 /// The result of claiming a target for an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Healthy.
     Available,
     /// The caller is the one probe; its verdict or [`Health::release`] ends the claim.
@@ -50,7 +50,7 @@ pub enum Claim {
 
 /// Identifies one probe claim, so that only its holder can end it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeToken(u64);
+pub(crate) struct ProbeToken(u64);
 
 #[derive(Debug)]
 struct TargetState {
@@ -70,7 +70,7 @@ struct Targets {
 
 /// The health of every target that has failed since its last success.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     failures: u32,
     cooldown: Duration,
     capacity: usize,
@@ -79,7 +79,7 @@ pub struct Health {
 
 impl Health {
     /// Ejects after `failures` consecutive failures, for `cooldown`.
-    pub fn new(failures: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(failures: u32, cooldown: Duration) -> Self {
         Self::with_capacity(failures, cooldown, MAX_TARGETS)
     }
 
@@ -99,7 +99,7 @@ impl Health {
     }
 
     /// Whether `target` may be tried now, without claiming a probe.
-    pub fn peek(&self, target: &str) -> Availability {
+    pub(crate) fn peek(&self, target: &str) -> Availability {
         let now = Instant::now();
         self.with(|targets| match targets.map.get(target) {
             None => Availability::Available,
@@ -109,7 +109,7 @@ impl Health {
 
     /// Claims `target` for an attempt. `Probe` makes the caller the only probe until its
     /// verdict ([`Health::success`], [`Health::failure`]) or [`Health::release`].
-    pub fn claim(&self, target: &str) -> Claim {
+    pub(crate) fn claim(&self, target: &str) -> Claim {
         let now = Instant::now();
         self.with(|targets| {
             let Some(state) = targets.map.get_mut(target) else {
@@ -129,13 +129,13 @@ impl Health {
     }
 
     /// Records a success: the target is healthy (and forgotten).
-    pub fn success(&self, target: &str) {
+    pub(crate) fn success(&self, target: &str) {
         self.with(|targets| targets.map.remove(target));
     }
 
     /// Records a failure that is the target's own; `probe` is the attempt's claim, if it was
     /// the probe.
-    pub fn failure(&self, target: &str, probe: Option<ProbeToken>) {
+    pub(crate) fn failure(&self, target: &str, probe: Option<ProbeToken>) {
         if target.len() > MAX_KEY_BYTES {
             return;
         }
@@ -168,7 +168,7 @@ impl Health {
     /// Ends the probe claim `probe` without a verdict (the attempt was cancelled, or failed
     /// in a way that says nothing about the target). A claim that is no longer current (a
     /// verdict ended it, or another request probes now) is left alone.
-    pub fn release(&self, target: &str, probe: ProbeToken) {
+    pub(crate) fn release(&self, target: &str, probe: ProbeToken) {
         self.with(|targets| {
             if let Some(state) = targets.map.get_mut(target)
                 && state.probe == Some(probe)

@@ -7,11 +7,11 @@
 //! - [`execute`]: runs a plan: attempts, retries, fallbacks, timeouts, hedging.
 //! - [`variables`]: orq's `{{name}}` substitution, before routing.
 
-pub mod execute;
-pub mod health;
-pub mod plan;
-pub mod retry;
-pub mod variables;
+pub(crate) mod execute;
+pub(crate) mod health;
+pub(crate) mod plan;
+pub(crate) mod retry;
+pub(crate) mod variables;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,27 +22,27 @@ use health::Health;
 
 /// Resolves model names against the configured providers and aliases, and remembers the
 /// health of every target.
-pub struct Router {
+pub(crate) struct Router {
     registry: Registry,
     aliases: BTreeMap<String, ModelConfig>,
     /// `[server] max_retry_wait_ms`.
     max_retry_wait: Duration,
     /// Circuit breakers, by `provider/model`.
-    pub health: Health,
+    pub(crate) health: Health,
 }
 
 /// One entry of `/v1/models`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedModel {
+pub(crate) struct ListedModel {
     /// The name a client sends.
-    pub id: String,
+    pub(crate) id: String,
     /// `llmgate` for aliases, else the provider's name.
-    pub owned_by: String,
+    pub(crate) owned_by: String,
 }
 
 impl Router {
     /// A router over `registry` and the configured aliases.
-    pub fn new(
+    pub(crate) fn new(
         registry: Registry,
         aliases: BTreeMap<String, ModelConfig>,
         server: &ServerConfig,
@@ -57,7 +57,7 @@ impl Router {
 
     /// Every name a client can send: each alias, and `provider/model` for every model named
     /// in an alias target or fallback or in a provider's `models` list.
-    pub fn listed_models(&self) -> Vec<ListedModel> {
+    pub(crate) fn listed_models(&self) -> Vec<ListedModel> {
         let mut listed: Vec<ListedModel> = self
             .aliases
             .keys()

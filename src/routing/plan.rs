@@ -34,35 +34,35 @@ const ORQ_DEFAULT_WEIGHT: f64 = 0.5;
 
 /// One place a request can go.
 #[derive(Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// The provider.
-    pub provider: ProviderHandle,
+    pub(crate) provider: ProviderHandle,
     /// The model name to ask it for.
-    pub upstream_model: String,
+    pub(crate) upstream_model: String,
     /// `provider/model`, the circuit breaker's key.
-    pub key: String,
+    pub(crate) key: String,
 }
 
 /// Everything the executor needs for one request.
 #[derive(Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Where to try, in order.
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     /// How each candidate is retried.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// The client's per-attempt timeout (`timeout.call_timeout`): it shortens, never
     /// lengthens, each provider's `timeout_ms`.
-    pub attempt_timeout: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
     /// The whole request.
-    pub total_timeout: Option<Duration>,
+    pub(crate) total_timeout: Option<Duration>,
     /// The longest wait on an upstream's `retry-after` before a retry.
-    pub max_retry_wait: Duration,
+    pub(crate) max_retry_wait: Duration,
     /// Every candidate was ejected when planned: none is skipped.
-    pub all_ejected: bool,
+    pub(crate) all_ejected: bool,
     /// Start a hedge attempt on the next candidate after this long without an answer.
-    pub hedge_after: Option<Duration>,
+    pub(crate) hedge_after: Option<Duration>,
     /// Cache a successful answer this long.
-    pub cache_ttl: Option<Duration>,
+    pub(crate) cache_ttl: Option<Duration>,
 }
 
 struct Weighted {
@@ -72,7 +72,11 @@ struct Weighted {
 
 impl Router {
     /// The plan for `request` (its `model` and routing policy) in conversation `session`.
-    pub fn plan(&self, request: &ChatRequest, session: Option<&str>) -> Result<Plan, GatewayError> {
+    pub(crate) fn plan(
+        &self,
+        request: &ChatRequest,
+        session: Option<&str>,
+    ) -> Result<Plan, GatewayError> {
         let alias = self.aliases.get(&request.model);
         let targets = match &request.load_balancer {
             Some(balancer) => {
@@ -225,13 +229,13 @@ fn retry_policy(request: &ChatRequest, alias: Option<&RetryPolicy>) -> RetryPoli
 
 /// A target's score in the weighted race for a draw `u` in (0, 1): highest wins, and the
 /// chance to win is the target's share of the weights.
-pub fn race_score(u: f64, weight: f64) -> f64 {
+fn race_score(u: f64, weight: f64) -> f64 {
     u.clamp(f64::MIN_POSITIVE, 1.0).ln() / weight
 }
 
 /// A stable hash of a session and a target key mapped into (0, 1) (FNV-1a, so every replica
 /// of the gateway maps a conversation the same way).
-pub fn unit_hash(session: &str, key: &str) -> f64 {
+fn unit_hash(session: &str, key: &str) -> f64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in session.bytes().chain([0xff]).chain(key.bytes()) {
         hash ^= u64::from(byte);

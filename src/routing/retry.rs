@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-pub use crate::config::RetryConfig as RetryPolicy;
+pub(crate) use crate::config::RetryConfig as RetryPolicy;
 use crate::error::ProviderError;
 
 /// The longest single backoff, whatever the attempt number.
@@ -21,17 +21,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// What to do after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Try the same target again (if it has tries left), else the next target.
     Retry,
     /// Move on to the next target.
-    NextTarget,
+    Advance,
     /// Stop and answer with this error.
     GiveUp,
 }
 
 /// Whether a failure says the target is unhealthy (counts toward ejecting it).
-pub fn is_target_fault(error: &ProviderError) -> bool {
+pub(crate) fn is_target_fault(error: &ProviderError) -> bool {
     match error {
         ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
         ProviderError::Connect(_)
@@ -42,7 +42,7 @@ pub fn is_target_fault(error: &ProviderError) -> bool {
 }
 
 /// Decides what follows `error` under `policy`.
-pub fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
+pub(crate) fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
     match error {
         ProviderError::Connect(_)
         | ProviderError::Timeout(_)
@@ -51,8 +51,8 @@ pub fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
         ProviderError::Status { .. } if error.is_context_overflow() => Next::GiveUp,
         ProviderError::Status { status, .. } if policy.on_status.contains(status) => Next::Retry,
         ProviderError::Status { status, .. } => match *status {
-            401 | 403 | 404 | 429 => Next::NextTarget,
-            500..=599 => Next::NextTarget,
+            401 | 403 | 404 | 429 => Next::Advance,
+            500..=599 => Next::Advance,
             _ => Next::GiveUp,
         },
     }
@@ -60,7 +60,7 @@ pub fn decide(error: &ProviderError, policy: &RetryPolicy) -> Next {
 
 /// The pause before try number `try_number` (2 for the first retry) of a target, given a
 /// uniform draw `u` in `[0, 1)`, never shorter than the upstream's `retry_after`.
-pub fn backoff(
+pub(crate) fn backoff(
     policy: &RetryPolicy,
     try_number: u32,
     u: f64,
@@ -76,7 +76,7 @@ pub fn backoff(
 }
 
 /// The wait the upstream asked for with `retry-after`, if the error carries one.
-pub fn retry_after(error: &ProviderError) -> Option<Duration> {
+pub(crate) fn retry_after(error: &ProviderError) -> Option<Duration> {
     match error {
         ProviderError::Status { retry_after, .. } => parse_retry_after(retry_after.as_deref()?),
         _ => None,
@@ -85,7 +85,7 @@ pub fn retry_after(error: &ProviderError) -> Option<Duration> {
 
 /// A `retry-after` value in seconds (the HTTP-date form is not read). Negative and NaN are
 /// ignored; a value too large for a `Duration` (infinity included) is the longest wait.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+fn parse_retry_after(value: &str) -> Option<Duration> {
     let seconds = value.trim().parse::<f64>().ok()?;
     if seconds.is_nan() || seconds < 0.0 {
         return None;
@@ -116,14 +116,14 @@ mod tests {
         assert_eq!(decide(&ProviderError::Timeout(5), &policy), Next::Retry);
         assert_eq!(decide(&status(503), &policy), Next::Retry);
         assert_eq!(decide(&status(429), &policy), Next::Retry);
-        assert_eq!(decide(&status(501), &policy), Next::NextTarget);
-        assert_eq!(decide(&status(401), &policy), Next::NextTarget);
+        assert_eq!(decide(&status(501), &policy), Next::Advance);
+        assert_eq!(decide(&status(401), &policy), Next::Advance);
         assert_eq!(decide(&status(400), &policy), Next::GiveUp);
         let only_502 = RetryPolicy {
             on_status: vec![502],
             ..policy
         };
-        assert_eq!(decide(&status(429), &only_502), Next::NextTarget);
+        assert_eq!(decide(&status(429), &only_502), Next::Advance);
         let overflow = ProviderError::Status {
             status: 400,
             message: "maximum context length exceeded".into(),

@@ -17,7 +17,7 @@ use crate::schema::{ChatRequest, MessageContent};
 
 /// Substitutes the request's variables into its messages' text, which may total at most
 /// `max_bytes` afterwards.
-pub fn apply(request: &mut ChatRequest, max_bytes: usize) -> Result<(), GatewayError> {
+pub(crate) fn apply(request: &mut ChatRequest, max_bytes: usize) -> Result<(), GatewayError> {
     let Some(variables) = request.variables.take() else {
         return Ok(());
     };

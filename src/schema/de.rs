@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// A map key, borrowed from the input when it has no escapes.
-pub struct Key<'de>(pub Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -38,7 +38,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// A Unix timestamp in whole seconds that also accepts a float (Nugen sends `1704123600.0`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Timestamp(pub i64);
+pub(crate) struct Timestamp(pub(crate) i64);
 
 impl From<Timestamp> for i64 {
     fn from(t: Timestamp) -> i64 {
@@ -78,7 +78,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// A non-negative count (tokens, an index) that also accepts a float: orq's schema types
 /// them as `number`, so `12.0` must read as 12.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Count(pub u64);
+pub(crate) struct Count(pub(crate) u64);
 
 impl From<Count> for u64 {
     fn from(c: Count) -> u64 {
@@ -142,8 +142,11 @@ macro_rules! deserialize_with_extras {
     ) => {
         impl $ty {
             /// The JSON field names this type reads (every other key goes to `extra`).
-            #[allow(dead_code)]
-            pub const FIELDS: &'static [&'static str] = &[$($rname,)* $($oname,)*];
+            #[allow(
+                dead_code,
+                reason = "generated for every type; the parser's own tests read most lists"
+            )]
+            pub(crate) const FIELDS: &'static [&'static str] = &[$($rname,)* $($oname,)*];
         }
 
         impl<'de> serde::Deserialize<'de> for $ty {

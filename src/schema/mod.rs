@@ -8,9 +8,7 @@ mod request;
 mod response;
 mod validate;
 
-pub use de::Timestamp;
 pub use parse::{parse_and_validate, parse_request};
-pub use policy::*;
 pub use request::*;
 pub use response::*;
 pub use validate::validate;

@@ -13,7 +13,7 @@ use super::de::{deserialize_with_extras, string_or};
 use super::policy::{CachePolicy, FallbackModel, LoadBalancer, RetryPolicy, TimeoutPolicy};
 
 /// Unknown keys of a JSON object, kept verbatim.
-pub type Extra = Map<String, Value>;
+pub(crate) type Extra = Map<String, Value>;
 
 /// A chat completion request as clients send it to either ingress path.
 ///
@@ -29,133 +29,133 @@ pub struct ChatRequest {
     /// `<provider>/<model>` or an alias from the config.
     #[serde(skip_serializing_if = "not_forwarded")]
     #[schema(required = true)]
-    pub model: String,
+    pub(crate) model: String,
     /// The conversation so far; at least one message.
-    pub messages: Vec<Message>,
+    pub(crate) messages: Vec<Message>,
 
     /// Sampling temperature, 0 to 2.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
+    pub(crate) temperature: Option<f64>,
     /// Nucleus sampling mass, 0 to 1.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
+    pub(crate) top_p: Option<f64>,
     /// Top-k sampling (Nugen, orq).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<i64>,
+    pub(crate) top_k: Option<i64>,
     /// Number of choices, 1 to 128.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
+    pub(crate) n: Option<u32>,
     /// Deprecated upper bound on generated tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u64>,
+    pub(crate) max_tokens: Option<u64>,
     /// Upper bound on generated tokens, reasoning included.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<u64>,
+    pub(crate) max_completion_tokens: Option<u64>,
     /// -2 to 2.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f64>,
+    pub(crate) frequency_penalty: Option<f64>,
     /// -2 to 2.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f64>,
+    pub(crate) presence_penalty: Option<f64>,
     /// Token id (as a string) to a bias from -100 to 100.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub logit_bias: Option<Map<String, Value>>,
+    pub(crate) logit_bias: Option<Map<String, Value>>,
     /// Return log probabilities of the output tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<bool>,
+    pub(crate) logprobs: Option<bool>,
     /// 0 to 20 most likely tokens per position; needs `logprobs: true`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub top_logprobs: Option<u32>,
+    pub(crate) top_logprobs: Option<u32>,
     /// Best-effort deterministic sampling.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<i64>,
+    pub(crate) seed: Option<i64>,
     /// Up to 4 stop sequences.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
+    pub(crate) stop: Option<Stop>,
     /// Stream the answer as server-sent events.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
     /// Streaming options; only with `stream: true`.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub stream_options: Option<StreamOptions>,
+    pub(crate) stream_options: Option<StreamOptions>,
 
     /// Tools (functions) the model may call; at most 128.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Tool>>,
+    pub(crate) tools: Option<Vec<Tool>>,
     /// Which tool, if any, the model must call.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<ToolChoice>,
+    pub(crate) tool_choice: Option<ToolChoice>,
     /// Allow several tool calls in one turn.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parallel_tool_calls: Option<bool>,
+    pub(crate) parallel_tool_calls: Option<bool>,
     /// Deprecated: functions the model may call.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub functions: Option<Vec<FunctionDef>>,
+    pub(crate) functions: Option<Vec<FunctionDef>>,
     /// Deprecated: `none`, `auto` or `{"name": ...}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function_call: Option<FunctionCallChoice>,
+    pub(crate) function_call: Option<FunctionCallChoice>,
     /// Text, JSON object or JSON schema output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<ResponseFormat>,
+    pub(crate) response_format: Option<ResponseFormat>,
     /// Reasoning effort for reasoning models.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasoning_effort: Option<ReasoningEffort>,
+    pub(crate) reasoning_effort: Option<ReasoningEffort>,
     /// Output modalities: `text`, `audio`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub modalities: Option<Vec<Modality>>,
+    pub(crate) modalities: Option<Vec<Modality>>,
     /// Audio output parameters; required when `modalities` has `audio`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio: Option<AudioOutput>,
+    pub(crate) audio: Option<AudioOutput>,
     /// Predicted output content.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prediction: Option<Prediction>,
+    pub(crate) prediction: Option<Prediction>,
     /// Web search tool options.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub web_search_options: Option<Value>,
+    pub(crate) web_search_options: Option<Value>,
     /// Up to 16 string pairs; keys up to 64 characters, values up to 512.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Map<String, Value>>,
+    pub(crate) metadata: Option<Map<String, Value>>,
     /// Store the completion upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub store: Option<bool>,
+    pub(crate) store: Option<bool>,
     /// End-user identifier.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Upstream latency tier.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_tier: Option<String>,
+    pub(crate) service_tier: Option<String>,
 
     /// Nugen: size to which chat prompts are truncated.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_truncate_len: Option<u64>,
+    pub(crate) prompt_truncate_len: Option<u64>,
     /// Nugen: reasoning configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasoning: Option<ReasoningConfig>,
+    pub(crate) reasoning: Option<ReasoningConfig>,
 
     /// Routing policy (orq shape): retries of each target.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub retry: Option<RetryPolicy>,
+    pub(crate) retry: Option<RetryPolicy>,
     /// Routing policy (orq shape): models tried in order when the primary fails.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub fallbacks: Option<Vec<FallbackModel>>,
+    pub(crate) fallbacks: Option<Vec<FallbackModel>>,
     /// Routing policy (orq shape): per-attempt timeout.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub timeout: Option<TimeoutPolicy>,
+    pub(crate) timeout: Option<TimeoutPolicy>,
     /// Routing policy (orq shape): weighted choice among models.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub load_balancer: Option<LoadBalancer>,
+    pub(crate) load_balancer: Option<LoadBalancer>,
     /// Routing policy (orq shape): response cache.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub cache: Option<CachePolicy>,
+    pub(crate) cache: Option<CachePolicy>,
     /// Routing policy (orq shape): `{{name}}` substitutions in message text.
     #[serde(skip_serializing_if = "not_forwarded")]
-    pub variables: Option<Map<String, Value>>,
+    pub(crate) variables: Option<Map<String, Value>>,
 
     /// Unknown top-level fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ChatRequest, "a chat completion request object",
@@ -186,12 +186,12 @@ fn not_forwarded<T>(_: &T) -> bool {
 
 impl ChatRequest {
     /// Whether the client asked for a stream.
-    pub fn is_stream(&self) -> bool {
+    pub(crate) fn is_stream(&self) -> bool {
         self.stream == Some(true)
     }
 
     /// Whether a streamed answer must end with a usage chunk.
-    pub fn include_usage(&self) -> bool {
+    pub(crate) fn include_usage(&self) -> bool {
         self.stream_options
             .as_ref()
             .and_then(|o| o.include_usage)
@@ -199,7 +199,7 @@ impl ChatRequest {
     }
 
     /// The effective completion-token limit (`max_completion_tokens` wins over `max_tokens`).
-    pub fn token_limit(&self) -> Option<u64> {
+    pub(crate) fn token_limit(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
     }
 }
@@ -207,7 +207,7 @@ impl ChatRequest {
 /// The author of a message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     /// Instructions from the application (o1 and newer).
     Developer,
     /// Instructions from the application.
@@ -225,7 +225,7 @@ pub enum Role {
 
 impl Role {
     /// The role as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Developer => "developer",
             Role::System => "system",
@@ -239,35 +239,35 @@ impl Role {
 
 /// One message of the conversation. Which fields a role needs is checked by validation.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct Message {
+pub(crate) struct Message {
     /// The author.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Text or content parts; `null` allowed for assistant messages with tool calls.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<MessageContent>,
+    pub(crate) content: Option<MessageContent>,
     /// Participant name: letters, digits, `_` and `-`, at most 64 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Assistant: the tool calls it made.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCall>>,
+    pub(crate) tool_calls: Option<Vec<ToolCall>>,
     /// Tool: the call this message answers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
+    pub(crate) tool_call_id: Option<String>,
     /// Assistant: a refusal.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     /// Assistant (deprecated): the function call it made.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function_call: Option<FunctionCall>,
+    pub(crate) function_call: Option<FunctionCall>,
     /// Assistant: a previous audio response, by id.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub audio: Option<Value>,
+    pub(crate) audio: Option<Value>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(Message, "a message object",
@@ -281,7 +281,7 @@ deserialize_with_extras!(Message, "a message object",
 
 impl Message {
     /// The message's text: the string content, or its text parts joined by a space.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match &self.content {
             None => String::new(),
             Some(MessageContent::Text(text)) => text.clone(),
@@ -296,7 +296,7 @@ impl Message {
 /// Message content: a string or a list of typed parts.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum MessageContent {
+pub(crate) enum MessageContent {
     /// Plain text.
     Text(String),
     /// Typed parts (text, image_url, input_audio, file, refusal).
@@ -310,7 +310,7 @@ string_or!(MessageContent, "a string or an array of content parts",
 /// The kind of a content part.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum PartType {
+pub(crate) enum PartType {
     /// `text`
     #[default]
     Text,
@@ -326,29 +326,29 @@ pub enum PartType {
 
 /// One content part; the field named by `type` must be present (checked by validation).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ContentPart {
+pub(crate) struct ContentPart {
     /// The part's kind.
     #[serde(rename = "type")]
-    pub kind: PartType,
+    pub(crate) kind: PartType,
     /// `text` parts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// `image_url` parts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<ImageUrl>,
+    pub(crate) image_url: Option<ImageUrl>,
     /// `input_audio` parts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_audio: Option<InputAudio>,
+    pub(crate) input_audio: Option<InputAudio>,
     /// `file` parts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileData>,
+    pub(crate) file: Option<FileData>,
     /// `refusal` parts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     /// Unknown fields (e.g. `cache_control`), forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ContentPart, "a content part object",
@@ -361,18 +361,18 @@ deserialize_with_extras!(ContentPart, "a content part object",
 
 /// An image by URL or `data:` URL.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct ImageUrl {
+pub(crate) struct ImageUrl {
     /// The URL or base64 data URL.
-    pub url: String,
+    pub(crate) url: String,
     /// `auto`, `low` or `high`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<ImageDetail>,
+    pub(crate) detail: Option<ImageDetail>,
 }
 
 /// Image detail level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ImageDetail {
+pub(crate) enum ImageDetail {
     /// Let the model choose.
     Auto,
     /// Low fidelity.
@@ -383,17 +383,17 @@ pub enum ImageDetail {
 
 /// Base64 audio input.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct InputAudio {
+pub(crate) struct InputAudio {
     /// Base64-encoded audio.
-    pub data: String,
+    pub(crate) data: String,
     /// `wav` or `mp3`.
-    pub format: InputAudioFormat,
+    pub(crate) format: InputAudioFormat,
 }
 
 /// Input audio encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum InputAudioFormat {
+pub(crate) enum InputAudioFormat {
     /// WAV
     Wav,
     /// MP3
@@ -402,32 +402,32 @@ pub enum InputAudioFormat {
 
 /// A file input: inline data or an uploaded file's id.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
-pub struct FileData {
+pub(crate) struct FileData {
     /// Name used when passing the file as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
+    filename: Option<String>,
     /// Base64-encoded file content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_data: Option<String>,
+    pub(crate) file_data: Option<String>,
     /// Id of an uploaded file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_id: Option<String>,
+    pub(crate) file_id: Option<String>,
 }
 
 /// A tool call made by the assistant (request history and responses).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ToolCall {
+pub(crate) struct ToolCall {
     /// The call's id, echoed by the tool message answering it.
-    pub id: String,
+    pub(crate) id: String,
     /// Always `function`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// The function and its JSON arguments.
-    pub function: FunctionCall,
+    pub(crate) function: FunctionCall,
     /// Unknown fields (e.g. orq's `thought_signature`), forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 // `id` and `type` may be absent when read (validation and normalization deal with them), so
@@ -439,25 +439,25 @@ deserialize_with_extras!(ToolCall, "a tool call object",
 
 /// A function name with its arguments as a JSON string.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
-pub struct FunctionCall {
+pub(crate) struct FunctionCall {
     /// The function's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The arguments, as JSON text generated by the model.
-    pub arguments: String,
+    pub(crate) arguments: String,
 }
 
 /// A tool the model may call.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct Tool {
+pub(crate) struct Tool {
     /// Always `function`.
     #[serde(rename = "type")]
-    pub kind: ToolType,
+    pub(crate) kind: ToolType,
     /// The function's declaration.
-    pub function: FunctionDef,
+    pub(crate) function: FunctionDef,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(Tool, "a tool object",
@@ -468,7 +468,7 @@ deserialize_with_extras!(Tool, "a tool object",
 /// Tool kinds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ToolType {
+pub(crate) enum ToolType {
     /// A function tool.
     #[default]
     Function,
@@ -476,23 +476,23 @@ pub enum ToolType {
 
 /// A function declaration.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct FunctionDef {
+pub(crate) struct FunctionDef {
     /// Letters, digits, `_` and `-`, at most 64 characters.
-    pub name: String,
+    pub(crate) name: String,
     /// What the function does.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// JSON Schema of the arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Value>,
+    pub(crate) parameters: Option<Value>,
     /// Strict schema adherence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub strict: Option<bool>,
+    strict: Option<bool>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(FunctionDef, "a function object",
@@ -503,7 +503,7 @@ deserialize_with_extras!(FunctionDef, "a function object",
 /// `none`, `auto`, `required`, or a named function.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum ToolChoice {
+pub(crate) enum ToolChoice {
     /// A mode.
     Mode(ToolChoiceMode),
     /// Call this function.
@@ -522,7 +522,7 @@ string_or!(ToolChoice, "\"none\", \"auto\", \"required\" or a named tool object"
 /// Tool choice modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ToolChoiceMode {
+pub(crate) enum ToolChoiceMode {
     /// Never call a tool.
     None,
     /// The model decides.
@@ -533,25 +533,25 @@ pub enum ToolChoiceMode {
 
 /// `{"type": "function", "function": {"name": ...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
-pub struct NamedToolChoice {
+pub(crate) struct NamedToolChoice {
     /// Always `function`.
     #[serde(rename = "type")]
-    pub kind: ToolType,
+    pub(crate) kind: ToolType,
     /// The function to call.
-    pub function: FunctionName,
+    pub(crate) function: FunctionName,
 }
 
 /// A function named by a choice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-pub struct FunctionName {
+pub(crate) struct FunctionName {
     /// The function's name.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// Deprecated `function_call`: `none`, `auto` or `{"name": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum FunctionCallChoice {
+pub(crate) enum FunctionCallChoice {
     /// `none` or `auto`.
     Mode(FunctionCallMode),
     /// Call this function.
@@ -569,7 +569,7 @@ string_or!(FunctionCallChoice, "\"none\", \"auto\" or {\"name\": ...}",
 /// Function call modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum FunctionCallMode {
+pub(crate) enum FunctionCallMode {
     /// Never call a function.
     None,
     /// The model decides.
@@ -579,7 +579,7 @@ pub enum FunctionCallMode {
 /// Stop sequences: one string or up to four.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// One sequence.
     One(String),
     /// Several sequences.
@@ -592,14 +592,14 @@ string_or!(Stop, "a string or an array of strings",
 
 /// Streaming options.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct StreamOptions {
+pub(crate) struct StreamOptions {
     /// End the stream with a usage chunk.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub include_usage: Option<bool>,
+    pub(crate) include_usage: Option<bool>,
     /// Unknown options, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(StreamOptions, "a stream options object",
@@ -609,17 +609,17 @@ deserialize_with_extras!(StreamOptions, "a stream options object",
 
 /// The output format.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ResponseFormat {
+pub(crate) struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
-    pub kind: ResponseFormatType,
+    pub(crate) kind: ResponseFormatType,
     /// Required for `json_schema`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub json_schema: Option<JsonSchemaFormat>,
+    pub(crate) json_schema: Option<JsonSchemaFormat>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ResponseFormat, "a response format object",
@@ -630,7 +630,7 @@ deserialize_with_extras!(ResponseFormat, "a response format object",
 /// Response format kinds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ResponseFormatType {
+pub(crate) enum ResponseFormatType {
     /// Plain text.
     #[default]
     Text,
@@ -642,23 +642,23 @@ pub enum ResponseFormatType {
 
 /// Structured output configuration.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct JsonSchemaFormat {
+pub(crate) struct JsonSchemaFormat {
     /// Letters, digits, `_` and `-`, at most 64 characters.
-    pub name: String,
+    pub(crate) name: String,
     /// What the format is for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// The JSON Schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub schema: Option<Value>,
+    pub(crate) schema: Option<Value>,
     /// Strict schema adherence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub strict: Option<bool>,
+    strict: Option<bool>,
     /// Unknown fields, forwarded unchanged.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(JsonSchemaFormat, "a json_schema object",
@@ -669,7 +669,7 @@ deserialize_with_extras!(JsonSchemaFormat, "a json_schema object",
 /// Reasoning effort levels (OpenAI, orq and Nugen spellings together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ReasoningEffort {
+pub(crate) enum ReasoningEffort {
     /// No reasoning.
     None,
     /// Minimal.
@@ -687,7 +687,7 @@ pub enum ReasoningEffort {
 /// Output modalities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Modality {
+pub(crate) enum Modality {
     /// Text output.
     Text,
     /// Audio output.
@@ -696,17 +696,17 @@ pub enum Modality {
 
 /// Audio output parameters.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct AudioOutput {
+pub(crate) struct AudioOutput {
     /// The voice.
-    pub voice: String,
+    voice: String,
     /// `wav`, `mp3`, `flac`, `opus` or `pcm16`.
-    pub format: AudioFormat,
+    pub(crate) format: AudioFormat,
 }
 
 /// Audio output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum AudioFormat {
+pub(crate) enum AudioFormat {
     /// WAV
     Wav,
     /// MP3
@@ -721,35 +721,35 @@ pub enum AudioFormat {
 
 /// Predicted output.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct Prediction {
+pub(crate) struct Prediction {
     /// Always `content`.
     #[serde(rename = "type")]
-    pub kind: PredictionType,
+    pub(crate) kind: PredictionType,
     /// The predicted text or text parts.
-    pub content: MessageContent,
+    pub(crate) content: MessageContent,
 }
 
 /// Prediction kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum PredictionType {
+pub(crate) enum PredictionType {
     /// Static content.
     Content,
 }
 
 /// Nugen's reasoning configuration.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
-pub struct ReasoningConfig {
+pub(crate) struct ReasoningConfig {
     /// Effort level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effort: Option<ReasoningEffort>,
+    pub(crate) effort: Option<ReasoningEffort>,
     /// Token limit for reasoning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u64>,
+    pub(crate) max_tokens: Option<u64>,
     /// Exclude reasoning tokens from the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude: Option<bool>,
+    pub(crate) exclude: Option<bool>,
     /// Enable reasoning with defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
 }

@@ -16,22 +16,22 @@ use super::request::{Extra, FunctionCall, ToolCall};
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatResponse {
     /// Completion id.
-    pub id: String,
+    pub(crate) id: String,
     /// Always `chat.completion`.
-    pub object: String,
+    pub(crate) object: String,
     /// Unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
     /// The model name the client sent.
-    pub model: String,
+    pub(crate) model: String,
     /// One choice per `n`.
-    pub choices: Vec<Choice>,
+    pub(crate) choices: Vec<Choice>,
     /// Token usage.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub(crate) usage: Option<Usage>,
     /// Provider extras (`system_fingerprint`, `service_tier`, `confidence_score` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ChatResponse, "a chat completion object",
@@ -44,20 +44,20 @@ deserialize_with_extras!(ChatResponse, "a chat completion object",
 
 /// One choice of a completion.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct Choice {
+pub(crate) struct Choice {
     /// Position in `choices`.
-    pub index: u32,
+    pub(crate) index: u32,
     /// The assistant's message.
-    pub message: ResponseMessage,
+    pub(crate) message: ResponseMessage,
     /// `stop`, `length`, `tool_calls`, `content_filter` or `function_call`.
-    pub finish_reason: Option<String>,
+    pub(crate) finish_reason: Option<String>,
     /// Log probabilities, or `null`.
     #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<Value>,
+    pub(crate) logprobs: Option<Value>,
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(Choice, "a choice object",
@@ -70,23 +70,23 @@ deserialize_with_extras!(Choice, "a choice object",
 
 /// The assistant message of a choice.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ResponseMessage {
+pub(crate) struct ResponseMessage {
     /// Always `assistant`.
-    pub role: String,
+    pub(crate) role: String,
     /// The text, or `null` when the model only called tools.
-    pub content: Option<String>,
+    pub(crate) content: Option<String>,
     /// A refusal, or `null` (always present, as in OpenAI's shape).
-    pub refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     /// Tool calls.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCall>>,
+    pub(crate) tool_calls: Option<Vec<ToolCall>>,
     /// Deprecated function call.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function_call: Option<FunctionCall>,
+    pub(crate) function_call: Option<FunctionCall>,
     /// Provider extras (`annotations`, `audio`, `reasoning_content` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ResponseMessage, "a message object",
@@ -99,17 +99,17 @@ deserialize_with_extras!(ResponseMessage, "a message object",
 
 /// Token usage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Prompt tokens.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Generated tokens.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     /// Prompt plus generated.
-    pub total_tokens: u64,
+    pub(crate) total_tokens: u64,
     /// Provider details (`prompt_tokens_details`, `completion_tokens_details` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(Usage, "a usage object",
@@ -125,22 +125,22 @@ deserialize_with_extras!(Usage, "a usage object",
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatChunk {
     /// The same for every chunk of a stream.
-    pub id: String,
+    pub(crate) id: String,
     /// Always `chat.completion.chunk`.
-    pub object: String,
+    pub(crate) object: String,
     /// Unix seconds, the same for every chunk.
-    pub created: i64,
+    pub(crate) created: i64,
     /// The model name the client sent.
-    pub model: String,
+    pub(crate) model: String,
     /// Deltas; empty in the final usage chunk.
-    pub choices: Vec<ChunkChoice>,
+    pub(crate) choices: Vec<ChunkChoice>,
     /// Only in the final chunk, and only with `stream_options.include_usage`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub(crate) usage: Option<Usage>,
     /// Provider extras (`system_fingerprint` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ChatChunk, "a chat completion chunk object",
@@ -153,20 +153,20 @@ deserialize_with_extras!(ChatChunk, "a chat completion chunk object",
 
 /// One choice's delta within a chunk.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ChunkChoice {
+pub(crate) struct ChunkChoice {
     /// Position in `choices`.
-    pub index: u32,
+    pub(crate) index: u32,
     /// What this chunk adds.
-    pub delta: Delta,
+    pub(crate) delta: Delta,
     /// Set on the choice's last chunk.
-    pub finish_reason: Option<String>,
+    pub(crate) finish_reason: Option<String>,
     /// Log probabilities of this chunk's tokens, or `null` (always present, as in OpenAI's shape).
     #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<Value>,
+    pub(crate) logprobs: Option<Value>,
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ChunkChoice, "a chunk choice object",
@@ -179,26 +179,26 @@ deserialize_with_extras!(ChunkChoice, "a chunk choice object",
 
 /// A message delta.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct Delta {
+pub(crate) struct Delta {
     /// `assistant`, on the first delta of each choice.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// Text to append.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub(crate) content: Option<String>,
     /// Refusal text to append.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     /// Tool-call fragments.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    pub(crate) tool_calls: Option<Vec<ToolCallDelta>>,
     /// Deprecated function-call fragment.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function_call: Option<FunctionCallDelta>,
+    pub(crate) function_call: Option<FunctionCallDelta>,
     /// Provider extras (`reasoning_content` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(Delta, "a delta object",
@@ -209,36 +209,24 @@ deserialize_with_extras!(Delta, "a delta object",
     }
 );
 
-impl Delta {
-    /// Whether the delta carries nothing.
-    pub fn is_empty(&self) -> bool {
-        self.role.is_none()
-            && self.content.is_none()
-            && self.refusal.is_none()
-            && self.tool_calls.is_none()
-            && self.function_call.is_none()
-            && self.extra.is_empty()
-    }
-}
-
 /// A fragment of one tool call; `id`, `type` and `function.name` come on its first fragment.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ToolCallDelta {
+pub(crate) struct ToolCallDelta {
     /// Which call of the message this fragment belongs to (always set on output).
-    pub index: Option<u32>,
+    pub(crate) index: Option<u32>,
     /// The call id (first fragment).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// `function` (first fragment).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Name (first fragment) and a piece of the arguments.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub function: Option<FunctionCallDelta>,
+    pub(crate) function: Option<FunctionCallDelta>,
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub extra: Extra,
+    pub(crate) extra: Extra,
 }
 
 deserialize_with_extras!(ToolCallDelta, "a tool call delta object",
@@ -248,13 +236,13 @@ deserialize_with_extras!(ToolCallDelta, "a tool call delta object",
 
 /// A fragment of a function call.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
-pub struct FunctionCallDelta {
+pub(crate) struct FunctionCallDelta {
     /// The name (first fragment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// A piece of the JSON arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<String>,
+    pub(crate) arguments: Option<String>,
 }
 
 #[cfg(test)]
@@ -295,6 +283,5 @@ mod tests {
             "choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":null}]}"#;
         let c: ChatChunk = serde_json::from_str(chunk).unwrap();
         assert_eq!(c.choices[0].delta.extra["reasoning_content"], "hmm");
-        assert!(!c.choices[0].delta.is_empty());
     }
 }

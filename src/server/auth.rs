@@ -16,20 +16,20 @@ use crate::error::GatewayError;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller(Option<usize>);
+pub(crate) struct Caller(Option<usize>);
 
 impl Caller {
     /// A caller when no keys are configured.
-    pub const NONE: Caller = Caller(None);
+    pub(crate) const NONE: Caller = Caller(None);
 
     /// The caller's key, if keys are configured.
-    pub fn key<'a>(&self, state: &'a AppState) -> Option<&'a GatewayKey> {
+    pub(crate) fn key<'a>(&self, state: &'a AppState) -> Option<&'a GatewayKey> {
         let index = self.0?;
         state.auth.as_ref()?.keys.get(index)
     }
 
     /// Whose cached answers the caller may see.
-    pub fn cache_scope<'a>(&self, state: &'a AppState) -> cache::Scope<'a> {
+    pub(crate) fn cache_scope<'a>(&self, state: &'a AppState) -> cache::Scope<'a> {
         match self.key(state) {
             Some(key) if key.cache == CacheScope::Private => cache::Scope::Private(&key.name),
             _ => cache::Scope::Shared,
@@ -37,13 +37,13 @@ impl Caller {
     }
 
     /// Whether the caller may use `model`.
-    pub fn allows(&self, state: &AppState, model: &str) -> bool {
+    pub(crate) fn allows(&self, state: &AppState, model: &str) -> bool {
         self.key(state).is_none_or(|key| key.allows(model))
     }
 }
 
 /// Rejects requests without a valid key with 401 `invalid_api_key`.
-pub async fn require_key(
+pub(crate) async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,

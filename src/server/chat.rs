@@ -35,17 +35,17 @@ use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response
 use crate::stream::{OnComplete, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
-pub struct ChatCall {
+pub(crate) struct ChatCall {
     /// Gateway state.
-    pub state: AppState,
+    pub(crate) state: AppState,
     /// The authenticated caller.
-    pub caller: Caller,
+    pub(crate) caller: Caller,
     /// The client's `X-Session-ID`.
-    pub session_id: Option<String>,
+    pub(crate) session_id: Option<String>,
     /// The request id.
-    pub request_id: String,
+    pub(crate) request_id: String,
     /// When the gateway received the request.
-    pub start: Instant,
+    pub(crate) start: Instant,
 }
 
 impl FromRequestParts<AppState> for ChatCall {
@@ -80,7 +80,7 @@ impl FromRequestParts<AppState> for ChatCall {
 }
 
 /// Answers one chat completion request.
-pub async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
+pub(crate) async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
     let mut request = parse_and_validate(&body)?;
     check_allowed(&call, &request)?;
     variables::apply(&mut request, call.state.server.max_body_bytes)?;

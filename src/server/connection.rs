@@ -26,11 +26,11 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type:
 
 /// Open connections, bounded.
 #[derive(Clone)]
-pub struct ConnectionSlots(Arc<Semaphore>);
+pub(crate) struct ConnectionSlots(Arc<Semaphore>);
 
 impl ConnectionSlots {
     /// Room for `max` connections.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ConnectionSlots(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
     }
 
@@ -46,7 +46,7 @@ impl ConnectionSlots {
 ///
 /// hyper's connection state (with its read and write buffers) is only built once the client
 /// has sent something, so idle connections cost little more than their socket.
-pub fn serve(
+pub(crate) fn serve(
     stream: TcpStream,
     app: Router,
     limits: &ConnectionLimits,
@@ -106,7 +106,7 @@ fn refuse(stream: &TcpStream) {
 /// A connection's I/O that fails a write the client has not taken for `limit` (its receive
 /// window stayed full), so hyper closes the connection and the response body, with its
 /// upstream request, is dropped.
-pub struct StallGuard<IO> {
+struct StallGuard<IO> {
     inner: IO,
     limit: Duration,
     /// Running while a write is pending.
@@ -115,7 +115,7 @@ pub struct StallGuard<IO> {
 
 impl<IO> StallGuard<IO> {
     /// Guards `inner`.
-    pub fn new(inner: IO, limit: Duration) -> Self {
+    pub(crate) fn new(inner: IO, limit: Duration) -> Self {
         StallGuard {
             inner,
             limit,

@@ -10,7 +10,7 @@ use super::AppState;
 use crate::error::{FieldError, FieldErrorKind, GatewayError};
 
 /// The raw bytes of a JSON request body.
-pub struct JsonBody(pub Bytes);
+pub(crate) struct JsonBody(pub(crate) Bytes);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = GatewayError;

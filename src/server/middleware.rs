@@ -9,7 +9,7 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// Makes a random 128-bit hex request id when the client sent none.
 #[derive(Clone, Copy, Default)]
-pub struct MakeId;
+pub(crate) struct MakeId;
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
@@ -23,7 +23,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Drops a client `x-request-id` that is too long or has characters other than letters,
 /// digits and `-_.:`, so a new id is made: the id reaches logs, upstreams and the response.
-pub async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
+pub(crate) async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
     let valid = request
         .headers()
         .get(X_REQUEST_ID)
@@ -46,10 +46,10 @@ fn is_valid_request_id(id: &[u8]) -> bool {
 
 /// When the gateway received the request (for `x-llmgate-overhead-ms`).
 #[derive(Debug, Clone, Copy)]
-pub struct RequestStart(pub Instant);
+pub(crate) struct RequestStart(pub(crate) Instant);
 
 /// The request id as text, from the extension `SetRequestIdLayer` put there.
-pub fn request_id(request_id: Option<&RequestId>) -> String {
+pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
     request_id
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or_default()
@@ -58,7 +58,7 @@ pub fn request_id(request_id: Option<&RequestId>) -> String {
 
 /// Records the start time and logs one line per request (never headers or bodies, so keys
 /// and prompts stay out of logs).
-pub async fn access_log(mut request: Request, next: Next) -> Response {
+pub(crate) async fn access_log(mut request: Request, next: Next) -> Response {
     let start = Instant::now();
     request.extensions_mut().insert(RequestStart(start));
     let method = request.method().clone();

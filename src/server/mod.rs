@@ -40,17 +40,17 @@ pub struct AppState(Arc<Inner>);
 /// What [`AppState`] holds.
 pub struct Inner {
     /// Model name resolution and target health.
-    pub router: routing::Router,
+    pub(crate) router: routing::Router,
     /// The exact-match response cache.
-    pub cache: ResponseCache,
+    pub(crate) cache: ResponseCache,
     /// Gateway keys, if required.
-    pub auth: Option<AuthConfig>,
+    pub(crate) auth: Option<AuthConfig>,
     /// Server settings.
-    pub server: ServerConfig,
+    pub(crate) server: ServerConfig,
     /// False once shutdown has begun (`/readyz` turns 503).
     ready: AtomicBool,
     /// When the process started, for `/v1/models`.
-    pub started: i64,
+    pub(crate) started: i64,
 }
 
 impl AppState {
@@ -71,12 +71,12 @@ impl AppState {
     }
 
     /// Whether the gateway takes new traffic.
-    pub fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.0.ready.load(Ordering::Relaxed)
     }
 
     /// Marks the gateway as draining.
-    pub fn set_draining(&self) {
+    fn set_draining(&self) {
         self.0.ready.store(false, Ordering::Relaxed);
     }
 }
@@ -89,7 +89,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The gateway's routes and middleware.
-pub fn app(state: AppState) -> Router {
+fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route(

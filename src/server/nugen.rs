@@ -24,7 +24,7 @@ use crate::error::GatewayError;
         (status = "5XX", description = "Upstream errors", body = ErrorEnvelope),
     ),
     security((), ("bearer" = [])))]
-pub async fn chat_completions(
+pub(crate) async fn chat_completions(
     call: ChatCall,
     body: Result<JsonBody, GatewayError>,
 ) -> Result<Response, NugenError> {

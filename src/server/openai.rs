@@ -35,7 +35,7 @@ use crate::error::GatewayError;
         (status = 504, description = "Upstream timeout", body = ErrorEnvelope),
     ),
     security((), ("bearer" = [])))]
-pub async fn chat_completions(
+pub(crate) async fn chat_completions(
     call: ChatCall,
     body: Result<JsonBody, GatewayError>,
 ) -> Result<Response, GatewayError> {
@@ -44,24 +44,24 @@ pub async fn chat_completions(
 
 /// `GET /v1/models` answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModelList {
+pub(crate) struct ModelList {
     /// Always `list`.
-    pub object: &'static str,
+    pub(crate) object: &'static str,
     /// The models.
-    pub data: Vec<Model>,
+    pub(crate) data: Vec<Model>,
 }
 
 /// A model clients can send.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Model {
+pub(crate) struct Model {
     /// The name to send as `model`.
-    pub id: String,
+    pub(crate) id: String,
     /// Always `model`.
-    pub object: &'static str,
+    pub(crate) object: &'static str,
     /// Unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
     /// `llmgate` for aliases, else the provider's name.
-    pub owned_by: String,
+    pub(crate) owned_by: String,
 }
 
 /// `GET /v1/models`: the names the caller's key may send.
@@ -72,7 +72,7 @@ pub struct Model {
         (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
     ),
     security((), ("bearer" = [])))]
-pub async fn list_models(
+pub(crate) async fn list_models(
     State(state): State<AppState>,
     caller: axum::Extension<Caller>,
 ) -> Json<ModelList> {
@@ -106,11 +106,11 @@ fn shown_path(uri: &Uri) -> String {
 }
 
 /// Unknown paths: 404.
-pub async fn not_found(uri: Uri) -> GatewayError {
+pub(crate) async fn not_found(uri: Uri) -> GatewayError {
     GatewayError::NotFound(shown_path(&uri))
 }
 
 /// Known paths with the wrong method: 405.
-pub async fn method_not_allowed(uri: Uri) -> GatewayError {
+pub(crate) async fn method_not_allowed(uri: Uri) -> GatewayError {
     GatewayError::MethodNotAllowed(shown_path(&uri))
 }

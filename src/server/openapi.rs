@@ -36,7 +36,7 @@ impl Modify for BearerAuth {
     ),
     modifiers(&BearerAuth),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 /// The document as pretty JSON with a trailing newline.
 pub fn document() -> String {
@@ -48,6 +48,6 @@ pub fn document() -> String {
 }
 
 /// `GET /openapi.json`.
-pub async fn serve() -> impl IntoResponse {
+pub(crate) async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
 }

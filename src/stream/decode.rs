@@ -23,13 +23,13 @@ use futures_util::Stream;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
     /// The `event:` field, if any.
-    pub event: Option<String>,
+    pub(crate) event: Option<String>,
     /// The `data:` lines joined by `\n`.
-    pub data: String,
+    pub(crate) data: String,
 }
 
 /// The default limit of one event (or line), in bytes.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// An incremental SSE parser: feed bytes, collect events.
 #[derive(Debug)]
@@ -197,7 +197,7 @@ impl SseDecoder {
 
 /// Why an event stream ended badly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SseError<E> {
+pub(crate) enum SseError<E> {
     /// Reading the body failed.
     #[error("reading the event stream failed")]
     Read(E),
@@ -208,7 +208,7 @@ pub enum SseError<E> {
 
 /// What the event stream brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SseItem {
+pub(crate) enum SseItem {
     /// A complete event.
     Event(SseEvent),
     /// Bytes that completed no event (part of one, or a comment): the upstream is alive.
@@ -216,7 +216,7 @@ pub enum SseItem {
 }
 
 /// Turns a stream of body chunks into a stream of events.
-pub struct SseStream<S> {
+pub(crate) struct SseStream<S> {
     body: S,
     decoder: SseDecoder,
     ready: VecDeque<SseEvent>,
@@ -225,7 +225,7 @@ pub struct SseStream<S> {
 
 impl<S> SseStream<S> {
     /// Decodes `body`, whose events may be at most `max_event_bytes` long.
-    pub fn new(body: S, max_event_bytes: usize) -> Self {
+    pub(crate) fn new(body: S, max_event_bytes: usize) -> Self {
         SseStream {
             body,
             decoder: SseDecoder::with_limit(max_event_bytes),

@@ -38,9 +38,9 @@ use crate::schema::{ChatChunk, ChatResponse};
 use normalize::ChunkNormalizer;
 
 /// The last event of a successful stream.
-pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 /// The comment sent while the upstream is quiet.
-pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// `data: <chunk JSON>\n\n`.
 pub fn data_event(chunk: &ChatChunk) -> Bytes {
@@ -53,7 +53,7 @@ pub fn data_event(chunk: &ChatChunk) -> Bytes {
 }
 
 /// `data: {"error":{...}}\n\n`.
-pub fn error_event(error: &GatewayError) -> Bytes {
+pub(crate) fn error_event(error: &GatewayError) -> Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"data: ");
     // Serializing plain data into a Vec cannot fail.
@@ -64,20 +64,20 @@ pub fn error_event(error: &GatewayError) -> Bytes {
 
 /// Timing rules of one stream.
 #[derive(Debug, Clone, Copy)]
-pub struct StreamTiming {
+pub(crate) struct StreamTiming {
     /// Send a keep-alive comment after this long without a frame.
-    pub keepalive: Duration,
+    pub(crate) keepalive: Duration,
     /// End the stream when the upstream sends nothing for this long.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// End the stream at this instant (the attempt's total deadline).
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
     /// The attempt's timeout, for the error message.
-    pub attempt_timeout_ms: u64,
+    pub(crate) attempt_timeout_ms: u64,
 }
 
 /// How waiting for the first upstream chunk ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Opening {
+pub(crate) enum Opening {
     /// A first frame is queued: commit `200` and send the body.
     Ready,
     /// No chunk by the commit time: commit `200`; the body sends keep-alives meanwhile.
@@ -85,7 +85,7 @@ pub enum Opening {
 }
 
 /// The client's event stream for one upstream stream.
-pub struct SseBody {
+pub(crate) struct SseBody {
     upstream: Option<ChunkStream>,
     normalizer: ChunkNormalizer,
     provider: String,
@@ -98,11 +98,11 @@ pub struct SseBody {
 }
 
 /// What to do with the whole answer once a stream completed cleanly.
-pub type OnComplete = Box<dyn FnOnce(ChatResponse) + Send>;
+pub(crate) type OnComplete = Box<dyn FnOnce(ChatResponse) + Send>;
 
 impl SseBody {
     /// A body relaying `upstream` from provider `provider`.
-    pub fn new(
+    pub(crate) fn new(
         upstream: ChunkStream,
         normalizer: ChunkNormalizer,
         provider: &str,
@@ -127,7 +127,10 @@ impl SseBody {
     /// answered with a real status. With `commit_after`, gives up waiting after that long and
     /// lets the caller commit the response ([`Opening::StillWaiting`]); without, waits until
     /// the first chunk or an error.
-    pub async fn open(&mut self, commit_after: Option<Duration>) -> Result<Opening, ProviderError> {
+    pub(crate) async fn open(
+        &mut self,
+        commit_after: Option<Duration>,
+    ) -> Result<Opening, ProviderError> {
         let commit_at = commit_after.map(|wait| Instant::now() + wait);
         loop {
             let Some(upstream) = self.upstream.as_mut() else {
@@ -165,7 +168,7 @@ impl SseBody {
     }
 
     /// Hands every complete answer of this stream to `on_complete` (for the cache).
-    pub fn record(&mut self, on_complete: OnComplete) {
+    pub(crate) fn record(&mut self, on_complete: OnComplete) {
         self.recorder = Some((StreamRecorder::default(), on_complete));
     }
 

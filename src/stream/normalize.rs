@@ -16,12 +16,12 @@ use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 
 /// The most choices a request may ask for (validation caps `n` at 128).
-pub const MAX_CHOICES: u32 = 128;
+pub(crate) const MAX_CHOICES: u32 = 128;
 /// The most tool calls one choice may make; a higher upstream index is refused.
-pub const MAX_TOOL_CALLS: u32 = 128;
+pub(crate) const MAX_TOOL_CALLS: u32 = 128;
 
 /// How many choices `request` asks for (`n`, default 1).
-pub fn choice_count(request: &ChatRequest) -> u32 {
+pub(crate) fn choice_count(request: &ChatRequest) -> u32 {
     request.n.unwrap_or(1).max(1)
 }
 
@@ -38,7 +38,7 @@ fn tool_call_out_of_range(index: u32) -> ProviderError {
 }
 
 /// Seconds since the Unix epoch, now.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -46,13 +46,13 @@ pub fn unix_now() -> i64 {
 }
 
 /// A fresh completion id in OpenAI's style.
-pub fn completion_id() -> String {
+pub(crate) fn completion_id() -> String {
     format!("chatcmpl-{:032x}", fastrand::u128(..))
 }
 
 /// Writes whole-number token counts in usage details as integers (orq types them `number`
 /// and sends `0.0`; OpenAI's shape, and typed clients, want integers).
-pub fn integer_counts(usage: &mut Usage) {
+pub(crate) fn integer_counts(usage: &mut Usage) {
     for details in usage.extra.values_mut() {
         let Some(details) = details.as_object_mut() else {
             continue;

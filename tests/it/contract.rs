@@ -16,31 +16,31 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::support::*;
 
 /// One provider kind under test.
-pub struct Kind {
+pub(crate) struct Kind {
     /// The config `kind` and fixture folder.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The path the adapter must POST to, relative to the mock's base URL.
-    pub operation: &'static str,
+    pub(crate) operation: &'static str,
     /// What `base_url` adds before the operation path.
-    pub base_path: &'static str,
+    pub(crate) base_path: &'static str,
 }
 
-pub const OPENAI: Kind = Kind {
+pub(crate) const OPENAI: Kind = Kind {
     name: "openai",
     operation: "/v1/chat/completions",
     base_path: "/v1",
 };
-pub const NUGEN: Kind = Kind {
+pub(crate) const NUGEN: Kind = Kind {
     name: "nugen",
     operation: "/api/v3/inference/chat/completions",
     base_path: "",
 };
-pub const ATOMA: Kind = Kind {
+pub(crate) const ATOMA: Kind = Kind {
     name: "atoma",
     operation: "/v1/chat/completions",
     base_path: "",
 };
-pub const ORQ: Kind = Kind {
+pub(crate) const ORQ: Kind = Kind {
     name: "orq",
     operation: "/v2/router/chat/completions",
     base_path: "",
@@ -122,7 +122,7 @@ fn assert_normalized_stream(text: &str, model: &str) -> Vec<Value> {
     chunks
 }
 
-pub async fn ok(kind: &Kind) {
+pub(crate) async fn ok(kind: &Kind) {
     let body = fixture(kind, "completion.json");
     let expected: Value = serde_json::from_str(&body).unwrap();
     let (upstream, app) = gateway(
@@ -162,7 +162,7 @@ pub async fn ok(kind: &Kind) {
     assert_eq!(received.headers["authorization"], "Bearer sk-upstream");
 }
 
-pub async fn stream(kind: &Kind) {
+pub(crate) async fn stream(kind: &Kind) {
     let body = fixture(kind, "stream.sse");
     let (upstream, app) = gateway(kind, sse_response(body.clone())).await;
     let text = app
@@ -186,7 +186,7 @@ pub async fn stream(kind: &Kind) {
     );
 }
 
-pub async fn stream_with_usage(kind: &Kind) {
+pub(crate) async fn stream_with_usage(kind: &Kind) {
     let body = fixture(kind, "stream.sse");
     let upstream_usage = sse_chunks(&body)
         .into_iter()
@@ -218,7 +218,7 @@ pub async fn stream_with_usage(kind: &Kind) {
     assert_eq!(streamed_text(&text), streamed_text(&body));
 }
 
-pub async fn streamed_tool_call(kind: &Kind) {
+pub(crate) async fn streamed_tool_call(kind: &Kind) {
     let (_upstream, app) = gateway(kind, sse_response(fixture(kind, "stream_tool_call.sse"))).await;
     let mut body = ask_stream("up/m", "weather in Boston?", false);
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
@@ -253,7 +253,7 @@ pub async fn streamed_tool_call(kind: &Kind) {
     assert_eq!(finish.as_deref(), Some("tool_calls"));
 }
 
-pub async fn rate_limited(kind: &Kind) {
+pub(crate) async fn rate_limited(kind: &Kind) {
     let response = ResponseTemplate::new(429)
         .insert_header("retry-after", "12")
         .set_body_raw(fixture(kind, "error_429.json"), "application/json");
@@ -272,7 +272,7 @@ pub async fn rate_limited(kind: &Kind) {
     }
 }
 
-pub async fn server_error(kind: &Kind) {
+pub(crate) async fn server_error(kind: &Kind) {
     let (_upstream, app) = gateway(
         kind,
         ResponseTemplate::new(503).set_body_string("upstream overloaded"),
@@ -290,7 +290,7 @@ pub async fn server_error(kind: &Kind) {
     }
 }
 
-pub async fn malformed_chunk(kind: &Kind) {
+pub(crate) async fn malformed_chunk(kind: &Kind) {
     let first = fixture(kind, "stream.sse")
         .split("\n\n")
         .next()
@@ -315,7 +315,7 @@ pub async fn malformed_chunk(kind: &Kind) {
     assert!(!text.contains("[DONE]"));
 }
 
-pub async fn error_as_first_event(kind: &Kind) {
+pub(crate) async fn error_as_first_event(kind: &Kind) {
     let (_upstream, app) =
         gateway(kind, sse_response(fixture(kind, "error_first_event.sse"))).await;
     let answer = app.chat(ask_stream("up/m", "hi", false)).await;
@@ -335,7 +335,7 @@ pub async fn error_as_first_event(kind: &Kind) {
     );
 }
 
-pub async fn client_disconnect(kind: &Kind) {
+pub(crate) async fn client_disconnect(kind: &Kind) {
     let first = fixture(kind, "stream.sse")
         .split("\n\n")
         .next()

@@ -13,7 +13,10 @@ const MAX_CONNECTIONS: usize = 4;
 /// Starts an upstream that answers each request (up to [`MAX_CONNECTIONS`]) with `200`,
 /// `content_type` and a chunked body of the `script`'s pieces, each sent after its delay, then
 /// ends the body. Returns its base URL (`http://127.0.0.1:<port>/v1`).
-pub async fn scripted_upstream(content_type: &str, script: Vec<(Duration, String)>) -> String {
+pub(crate) async fn scripted_upstream(
+    content_type: &str,
+    script: Vec<(Duration, String)>,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     let head = format!(
@@ -45,6 +48,6 @@ pub async fn scripted_upstream(content_type: &str, script: Vec<(Duration, String
 }
 
 /// `data: <json>\n\n`.
-pub fn event(json: &serde_json::Value) -> String {
+pub(crate) fn event(json: &serde_json::Value) -> String {
     format!("data: {json}\n\n")
 }

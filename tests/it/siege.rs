@@ -304,6 +304,10 @@ async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
     let served = bystander.await.unwrap();
     assert!(served > 0);
     peak = peak.max(rss_kb(gateway.child.id()));
+    eprintln!(
+        "siege: {} idle connections, {served} bystander answers, gateway RSS peak {peak} kB",
+        idle.len()
+    );
     assert!(peak < RSS_LIMIT_KB, "gateway RSS peaked at {peak} kB");
     drop(idle);
 }

@@ -15,24 +15,24 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A running gateway.
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    pub handle: Option<JoinHandle<std::io::Result<()>>>,
+    pub(crate) handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// POSTs a JSON body to the OpenAI chat path.
-    pub async fn chat(&self, body: Value) -> reqwest::Response {
+    pub(crate) async fn chat(&self, body: Value) -> reqwest::Response {
         self.post("/v1/chat/completions", body).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .json(&body)
@@ -42,7 +42,7 @@ impl TestApp {
     }
 
     /// Starts the graceful shutdown.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -58,7 +58,7 @@ impl Drop for TestApp {
 }
 
 /// The secrets config files in tests may reference.
-pub fn test_env() -> BTreeMap<String, String> {
+pub(crate) fn test_env() -> BTreeMap<String, String> {
     [
         ("UPSTREAM_KEY", "sk-upstream"),
         ("GATEWAY_KEY", "sk-gateway"),
@@ -69,7 +69,7 @@ pub fn test_env() -> BTreeMap<String, String> {
 }
 
 /// Starts a gateway on `config` (TOML) at `127.0.0.1:0`.
-pub async fn spawn_app(config: &str) -> TestApp {
+pub(crate) async fn spawn_app(config: &str) -> TestApp {
     llmgate::providers::http::install_crypto_provider();
     let config = from_toml_str(config, &test_env()).expect("valid test config");
     let state = AppState::new(&config).expect("adapters build");
@@ -88,19 +88,19 @@ pub async fn spawn_app(config: &str) -> TestApp {
 }
 
 /// A gateway with only the echo provider.
-pub async fn echo_app() -> TestApp {
+pub(crate) async fn echo_app() -> TestApp {
     spawn_app("[providers.echo]\nkind = \"echo\"\n").await
 }
 
 /// A config with the echo provider and an `openai`-kind provider `up` at `base_url`.
-pub fn openai_config(base_url: &str, extra: &str) -> String {
+pub(crate) fn openai_config(base_url: &str, extra: &str) -> String {
     format!(
         "[providers.echo]\nkind = \"echo\"\n\n[providers.up]\nkind = \"openai\"\nbase_url = \"{base_url}\"\napi_key = \"${{UPSTREAM_KEY}}\"\n{extra}"
     )
 }
 
 /// A gateway whose provider `up` (kind openai) is a mock answering every POST with `response`.
-pub async fn app_with_upstream(
+pub(crate) async fn app_with_upstream(
     response: wiremock::ResponseTemplate,
 ) -> (wiremock::MockServer, TestApp) {
     let upstream = wiremock::MockServer::start().await;
@@ -113,17 +113,17 @@ pub async fn app_with_upstream(
 }
 
 /// An event-stream response with `body`.
-pub fn sse_response(body: String) -> wiremock::ResponseTemplate {
+pub(crate) fn sse_response(body: String) -> wiremock::ResponseTemplate {
     wiremock::ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
 }
 
 /// A user message request for `model`.
-pub fn ask(model: &str, text: &str) -> Value {
+pub(crate) fn ask(model: &str, text: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
 /// Like [`ask`] with `stream: true` (and `include_usage` when asked).
-pub fn ask_stream(model: &str, text: &str, include_usage: bool) -> Value {
+pub(crate) fn ask_stream(model: &str, text: &str, include_usage: bool) -> Value {
     let mut body = ask(model, text);
     body["stream"] = Value::Bool(true);
     if include_usage {
@@ -133,7 +133,7 @@ pub fn ask_stream(model: &str, text: &str, include_usage: bool) -> Value {
 }
 
 /// The events of an SSE body: `data` payloads as text, comments as `:<text>`.
-pub fn sse_events(body: &str) -> Vec<String> {
+pub(crate) fn sse_events(body: &str) -> Vec<String> {
     assert!(
         body.is_empty() || body.ends_with("\n\n"),
         "every event must end with a blank line: {body:?}"
@@ -148,7 +148,7 @@ pub fn sse_events(body: &str) -> Vec<String> {
 }
 
 /// The JSON chunks of an SSE body (everything but `[DONE]` and comments).
-pub fn sse_chunks(body: &str) -> Vec<Value> {
+pub(crate) fn sse_chunks(body: &str) -> Vec<Value> {
     sse_events(body)
         .iter()
         .filter(|e| e.as_str() != "[DONE]" && !e.starts_with(':'))
@@ -159,16 +159,16 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
 /// A raw loopback upstream that answers one request with SSE headers and `first` event(s),
 /// then keeps the connection open (sending nothing) until the peer closes it; `closed` turns
 /// true when it notices a close, and `connections` / `closes` count them.
-pub struct HangingUpstream {
-    pub base_url: String,
-    pub closed: Arc<AtomicBool>,
+pub(crate) struct HangingUpstream {
+    pub(crate) base_url: String,
+    pub(crate) closed: Arc<AtomicBool>,
     /// Connections accepted.
-    pub connections: Arc<AtomicUsize>,
+    pub(crate) connections: Arc<AtomicUsize>,
     /// Connections the peer closed.
-    pub closes: Arc<AtomicUsize>,
+    pub(crate) closes: Arc<AtomicUsize>,
 }
 
-pub async fn hanging_upstream(
+pub(crate) async fn hanging_upstream(
     first: String,
     then_every: Option<(Duration, String)>,
 ) -> HangingUpstream {
@@ -230,7 +230,7 @@ fn chunked(data: &str) -> String {
 }
 
 /// Reads one HTTP/1.1 request (headers and a Content-Length body).
-pub async fn read_request(socket: &mut tokio::net::TcpStream) {
+pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -256,7 +256,7 @@ pub async fn read_request(socket: &mut tokio::net::TcpStream) {
 }
 
 /// Polls `check` every 10 ms for up to `limit`.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if check() {
