@@ -1,6 +1,6 @@
 //! Errors at request time: [`GatewayError`] is what a client is told, [`ProviderError`] is
 //! what went wrong upstream. The status of every error is decided in one `match`
-//! ([`GatewayError::status`]); [`crate::envelope`] writes it in each dialect's shape.
+//! ([`GatewayError::status`]); `crate::envelope` writes it in each dialect's shape.
 
 use std::fmt;
 

@@ -8,14 +8,14 @@
 //! - [`config`]: TOML with `${VAR}` secrets -> validated [`config::Config`]; the embedded default.
 //! - [`error`]: [`error::GatewayError`] (what clients see, status decided in one place) and
 //!   [`error::ProviderError`] (what went wrong upstream).
-//! - [`envelope`]: errors on the wire: the OpenAI envelope and Nugen's 422 shape.
+//! - `envelope`: errors on the wire: the OpenAI envelope and Nugen's 422 shape.
 //! - [`schema`]: canonical request, response and chunk types; parsing and validation.
 //! - [`server`]: axum routes, the two ingress dialects (`/v1`, `/api/v3`), keys, health,
 //!   OpenAPI, graceful shutdown.
-//! - [`routing`]: model name and routing policy -> an ordered plan of attempts; retries,
+//! - `routing`: model name and routing policy -> an ordered plan of attempts; retries,
 //!   fallbacks, timeouts, circuit breaking, hedging, variables.
-//! - [`cache`]: the exact-match response cache.
-//! - [`providers`]: the [`providers::Provider`] trait and one adapter per provider kind.
+//! - `cache`: the exact-match response cache.
+//! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 
 mod cache;

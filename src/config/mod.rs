@@ -1,6 +1,6 @@
 //! Configuration: the validated [`Config`] the gateway runs on.
 //!
-//! A TOML file goes through [`load`] (syntax, `${VAR}` secrets, unknown keys and types, each
+//! A TOML file goes through `load` (syntax, `${VAR}` secrets, unknown keys and types, each
 //! error naming its path) into the checked types here. Without a file the gateway runs on
 //! [`Config::embedded_default`]. Command-line flags and `LLMGATE_*` variables are applied on
 //! top by the binary (flag > environment > file > default).

@@ -5,7 +5,7 @@
 //!
 //! Everything an upstream sends is bounded: a JSON answer or error body by
 //! `max_upstream_body_bytes`, one stream event by `max_upstream_event_bytes` (both 502, or an
-//! error event mid-stream), and an error message passed on by [`MAX_MESSAGE_BYTES`]. A
+//! error event mid-stream), and an error message passed on by `MAX_MESSAGE_BYTES`. A
 //! transport failure tells the client only what kind it was: reqwest's text names the
 //! upstream URL (an internal host, perhaps with credentials), so that goes to the log alone,
 //! without userinfo or query.

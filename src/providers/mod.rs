@@ -1,4 +1,4 @@
-//! Upstream adapters: the [`Provider`] trait and one module per provider kind.
+//! Upstream adapters: the `Provider` trait and one module per provider kind.
 //!
 //! An adapter translates the canonical request into its provider's dialect and the provider's
 //! answers back into canonical responses and chunks. Adapters never import each other; the

@@ -22,7 +22,7 @@ pub(crate) type Extra = Map<String, Value>;
 /// policy, which the gateway consumes and never forwards: those are marked `not_forwarded`
 /// (not `skip_serializing`, which would also hide them from the OpenAPI document).
 ///
-/// The field names the parser knows are [`ChatRequest::FIELDS`], generated with the parser;
+/// The field names the parser knows are `ChatRequest::FIELDS`, generated with the parser;
 /// a test keeps them equal to this struct's fields.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatRequest {

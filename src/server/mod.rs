@@ -3,7 +3,7 @@
 //! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
 //! `x-request-id` (the client's or a new one) ->
 //! access log and request start time -> propagate `x-request-id` to the response -> routes.
-//! The chat and model routes also pass the gateway-key check ([`auth`]); health, readiness and
+//! The chat and model routes also pass the gateway-key check (`auth`); health, readiness and
 //! the OpenAPI document do not.
 
 mod auth;

@@ -1,7 +1,7 @@
 //! Streaming: decoding upstream event streams ([`decode`]), normalizing chunks
-//! ([`normalize`]) and writing the client's event stream ([`SseBody`]).
+//! ([`normalize`]) and writing the client's event stream (`SseBody`).
 //!
-//! Before anything is sent, [`SseBody::open`] waits for the first upstream chunk, so a failure
+//! Before anything is sent, `SseBody::open` waits for the first upstream chunk, so a failure
 //! up to then is still the attempt's (retried, or answered with a real status). Only when the
 //! first chunk takes longer than `stream_first_chunk_keepalive_secs` (a reasoning model
 //! thinking) is the response committed early: `200` and keep-alive comments go out, and a later

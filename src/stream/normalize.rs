@@ -7,7 +7,7 @@
 //! split off here, like any other provider's.
 //!
 //! Indexes come from the upstream, so they are checked before anything is indexed by them: a
-//! choice index must be below the request's `n`, a tool-call index below [`MAX_TOOL_CALLS`].
+//! choice index must be below the request's `n`, a tool-call index below `MAX_TOOL_CALLS`.
 //! Anything else is a [`ProviderError::Decode`] (502, or an error event mid-stream).
 
 use std::time::{SystemTime, UNIX_EPOCH};
