@@ -2,6 +2,7 @@
 //! `serde_path_to_error`) -> checked [`Config`]. Every error names the key it is about.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -50,17 +51,33 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// Reads and checks a config file, taking `${VAR}` values from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_hashed(path).map(|(config, _)| config)
+}
+
+/// Like [`load_file`], also giving the SHA-256 (lowercase hex) of the file's bytes, so that
+/// `/admin/status` tells which version of the file runs.
+pub fn load_file_hashed(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         err(
             path.display().to_string(),
             format!("cannot read the file: {e}"),
         )
     })?;
-    from_toml_str(&text, &ProcessEnv).map_err(|mut e| {
+    let config = from_toml_str(&text, &ProcessEnv).map_err(|mut e| {
         if e.path.is_empty() {
             e.path = path.display().to_string();
         }
         e
+    })?;
+    Ok((config, sha256_hex(text.as_bytes())))
+}
+
+/// SHA-256 of `bytes` in lowercase hex (ring: already built for rustls).
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
     })
 }
 
@@ -168,7 +185,10 @@ struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
+    #[serde(default)]
     keys: Vec<RawKey>,
+    #[serde(default)]
+    admin_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,14 +478,25 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 impl RawAuth {
     fn check(self) -> Result<AuthConfig, ConfigError> {
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.admin_keys.is_empty() {
             return Err(err(
                 "auth.keys",
-                "must list at least one key (remove `[auth]` to disable keys)",
+                "must list at least one key or admin key (remove `[auth]` to disable keys)",
             ));
         }
         let mut names = BTreeSet::new();
         let mut secrets = BTreeSet::new();
+        let mut admin_keys = Vec::new();
+        for (i, key) in self.admin_keys.into_iter().enumerate() {
+            let path = format!("auth.admin_keys[{i}]");
+            if key.is_empty() {
+                return Err(err(path, "must not be empty"));
+            }
+            if !secrets.insert(key.clone()) {
+                return Err(err(path, "the same key is listed twice"));
+            }
+            admin_keys.push(Secret::new(key));
+        }
         let mut keys = Vec::new();
         for (i, raw) in self.keys.into_iter().enumerate() {
             let path = format!("auth.keys[{i}]");
@@ -479,7 +510,10 @@ impl RawAuth {
                 ));
             }
             if !secrets.insert(raw.key.clone()) {
-                return Err(err(format!("{path}.key"), "the same key is listed twice"));
+                return Err(err(
+                    format!("{path}.key"),
+                    "the same key is listed twice (or is also an admin key)",
+                ));
             }
             keys.push(GatewayKey {
                 name: raw.name,
@@ -488,7 +522,7 @@ impl RawAuth {
                 cache: raw.cache,
             });
         }
-        Ok(AuthConfig { keys })
+        Ok(AuthConfig { keys, admin_keys })
     }
 }
 

@@ -240,3 +240,25 @@ fn the_embedded_default_lists_echo() {
     let config = Config::embedded_default(&env(&[]));
     assert_eq!(config.providers["echo"].models, ["echo"]);
 }
+
+#[test]
+fn an_auth_section_may_hold_only_admin_keys() {
+    let config = parse("[auth]\nadmin_keys = [\"sk-admin\"]\n").unwrap();
+    let auth = config.auth.as_ref().unwrap();
+    assert!(auth.keys.is_empty());
+    assert_eq!(auth.admin_keys[0].expose(), "sk-admin");
+    assert!(
+        !format!("{config:?}").contains("sk-admin"),
+        "admin keys are secrets"
+    );
+    assert_eq!(error("[auth]\n").path, "auth.keys");
+    assert_eq!(
+        error("[auth]\nadmin_keys = [\"\"]\n").path,
+        "auth.admin_keys[0]"
+    );
+    assert_eq!(
+        error("[auth]\nadmin_keys = [\"k\"]\nkeys = [{ name = \"a\", key = \"k\" }]\n").path,
+        "auth.keys[0].key",
+        "a gateway key cannot also be an admin key"
+    );
+}
