@@ -23,6 +23,7 @@ fn the_example_config_parses() {
     let env = env(&[
         ("LLMGATE_KEY_TEAM_A", "sk-team-a"),
         ("LLMGATE_KEY_DEMO", "sk-demo"),
+        ("LLMGATE_ADMIN_KEY", "sk-admin"),
         ("OPENAI_API_KEY", "sk-openai"),
         ("NUGEN_API_KEY", "sk-nugen"),
         ("ATOMA_API_KEY", "sk-atoma"),
