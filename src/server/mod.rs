@@ -3,8 +3,9 @@
 //! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
 //! `x-request-id` (the client's or a new one) ->
 //! access log and request start time -> propagate `x-request-id` to the response -> routes.
-//! The chat and model routes also pass the gateway-key check (`auth`); health, readiness and
-//! the OpenAPI document do not.
+//! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
+//! admin-key check; health, readiness and the OpenAPI document need no key. The reloadable
+//! config sits behind an `ArcSwap` (`live`, `reload`).
 
 mod admin;
 mod auth;
@@ -127,10 +128,21 @@ fn app(state: AppState) -> Router {
             auth::require_key,
         ));
     let admin = Router::new()
-        .route("/admin/keys", get(admin::keys))
-        .route("/admin/status", get(admin::status))
-        .route("/admin/reload", post(admin::reload))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route(
+            "/admin/keys",
+            get(admin::keys).fallback(openai::method_not_allowed),
+        )
+        .route(
+            "/admin/status",
+            get(admin::status).fallback(openai::method_not_allowed),
+        )
+        .route(
+            "/admin/reload",
+            post(admin::reload).fallback(openai::method_not_allowed),
+        )
+        // `layer` and the routes' own 405 fallback: a wrong method passes the admin check
+        // (404 without admin keys) too.
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_key,
         ));

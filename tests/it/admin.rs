@@ -104,6 +104,8 @@ async fn admin_keys_only_open_the_admin_api() {
         assert_eq!(get(&app, path, Some("sk-nobody")).await.status(), 403);
         assert_eq!(get(&app, path, Some(ADMIN)).await.status(), 200, "{path}");
     }
+    assert_eq!(get(&app, "/admin/reload", None).await.status(), 401);
+    assert_eq!(get(&app, "/admin/reload", Some(ADMIN)).await.status(), 405);
     let refused = chat_as(&app, Some(ADMIN), ask("echo/echo", "hi")).await;
     assert_eq!(refused.status(), 401, "an admin key is not for completions");
     assert_eq!(
@@ -114,9 +116,14 @@ async fn admin_keys_only_open_the_admin_api() {
     );
 
     let no_admin = spawn_app("[providers.echo]\nkind = \"echo\"\n").await;
-    for path in ["/admin/keys", "/admin/status"] {
-        assert_eq!(get(&no_admin, path, Some(ADMIN)).await.status(), 404);
+    for path in ["/admin/keys", "/admin/status", "/admin/reload"] {
+        assert_eq!(
+            get(&no_admin, path, Some(ADMIN)).await.status(),
+            404,
+            "{path}"
+        );
     }
+    assert_eq!(reload(&no_admin).await.status(), 404);
 
     // Only admin keys: completions need no key, but refuse the admin key.
     let admin_only = spawn_app(&format!(
