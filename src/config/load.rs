@@ -84,32 +84,61 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Parses and checks a config document.
 pub fn from_toml_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+    let mut expanded = Vec::new();
     for (key, value) in table.iter_mut() {
-        interpolate(value, key, env)?;
+        interpolate(value, key, env, &mut expanded)?;
     }
-    let raw: RawConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+    let checked = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
             let path = e.path().to_string();
             err(
                 if path == "." { String::new() } else { path },
                 e.into_inner().to_string(),
             )
-        })?;
-    raw.check()
+        })
+        .and_then(|raw: RawConfig| raw.check());
+    checked.map_err(|mut e| {
+        e.message = hide_expanded(&e.message, &expanded);
+        e
+    })
 }
 
-/// Replaces `${NAME}` in every string value; an unset variable is an error naming it.
-fn interpolate(value: &mut toml::Value, path: &str, env: &dyn Env) -> Result<(), ConfigError> {
+/// `message` without any value that came from `${VAR}` (those are often secrets, and an
+/// error quotes a value of the wrong type): each quoted one becomes `***`.
+fn hide_expanded(message: &str, expanded: &[String]) -> String {
+    let mut message = message.to_owned();
+    for value in expanded.iter().filter(|v| !v.is_empty()) {
+        for (open, close) in [('"', '"'), ('`', '`')] {
+            message = message.replace(
+                &format!("{open}{value}{close}"),
+                &format!("{open}***{close}"),
+            );
+        }
+    }
+    message
+}
+
+/// Replaces `${NAME}` in every string value, keeping the expanded values in `expanded`; an
+/// unset variable is an error naming it.
+fn interpolate(
+    value: &mut toml::Value,
+    path: &str,
+    env: &dyn Env,
+    expanded: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) if s.contains("${") => *s = expand(s, path, env)?,
+        toml::Value::String(s) if s.contains("${") => {
+            *s = expand(s, path, env)?;
+            expanded.push(s.clone());
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{path}[{i}]"), env)?;
+                interpolate(item, &format!("{path}[{i}]"), env, expanded)?;
             }
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                interpolate(item, &format!("{path}.{key}"), env)?;
+                interpolate(item, &format!("{path}.{key}"), env, expanded)?;
             }
         }
         _ => {}

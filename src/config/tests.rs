@@ -263,3 +263,12 @@ fn an_auth_section_may_hold_only_admin_keys() {
         "a gateway key cannot also be an admin key"
     );
 }
+
+#[test]
+fn errors_never_quote_a_value_from_the_environment() {
+    let message = error("[server]\nlisten = \"${KEY}\"\n").message;
+    assert!(!message.contains("sk-123"), "{message}");
+    let message = error("[providers.o]\nkind = \"openai\"\ntimeout_ms = \"${KEY}\"\n").message;
+    assert!(!message.contains("sk-123"), "{message}");
+    assert!(message.contains("***"), "{message}");
+}
