@@ -231,6 +231,12 @@ pub enum GatewayError {
     /// A bug or an unexpected state; the detail is logged, not sent.
     #[error("internal error")]
     Internal(String),
+    /// `/admin/*` called with a key that is not an admin key.
+    #[error("this API key may not use the admin API")]
+    AdminKeyRequired,
+    /// `/admin/reload` could not apply the config (the running one stays).
+    #[error("reload refused, the running config stays: {0}")]
+    ReloadFailed(String),
 }
 
 impl GatewayError {
@@ -251,6 +257,8 @@ impl GatewayError {
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::AdminKeyRequired => StatusCode::FORBIDDEN,
+            GatewayError::ReloadFailed(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -276,6 +284,8 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::Internal(_) => "internal_error",
+            GatewayError::AdminKeyRequired => "admin_key_required",
+            GatewayError::ReloadFailed(_) => "reload_failed",
         };
         code.to_owned()
     }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use llmgate::cli::{CheckArgs, Cli, Command, ServeArgs};
-use llmgate::config::{self, Config, ProcessEnv};
-use llmgate::server::{self, AppState};
+use llmgate::config;
+use llmgate::server::{self, AppState, ConfigSource};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: allocation was a fifth of the gateway's CPU under load
@@ -36,38 +36,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the config with the precedence flag > environment > file > default.
-fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => config::load_file(path)?,
-        None => Config::embedded_default(&ProcessEnv),
-    };
-    if let Some(listen) = &args.listen {
-        config.server.listen = config::parse_listen(listen)
-            .map_err(|m| anyhow::anyhow!("--listen / LLMGATE_LISTEN: {m}"))?;
-    }
-    Ok(config)
+/// Where the config comes from, with the precedence flag > environment > file > default.
+fn config_source(args: &ServeArgs) -> anyhow::Result<ConfigSource> {
+    let listen = args
+        .listen
+        .as_deref()
+        .map(config::parse_listen)
+        .transpose()
+        .map_err(|m| anyhow::anyhow!("--listen / LLMGATE_LISTEN: {m}"))?;
+    Ok(ConfigSource {
+        path: args.config.clone(),
+        listen,
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = load_config(&args)?;
+    let source = config_source(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let state = AppState::new(&config)?;
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
+        let state = AppState::load(source)?;
+        let listen = state.listen();
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let source = args
             .config
             .as_ref()
             .map_or("embedded default".to_owned(), |p| p.display().to_string());
-        tracing::info!(listen = %listener.local_addr()?, config = %source,
-            providers = ?config.providers.keys().collect::<Vec<_>>(), "llmgate listening");
-        server::run(listener, state, shutdown_signal()).await?;
+        tracing::info!(listen = %listener.local_addr()?, config = %source, "llmgate listening");
+        tokio::select! {
+            served = server::run(listener, state.clone(), shutdown_signal()) => served?,
+            never = reload_on_sighup(state) => match never {},
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -80,6 +84,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     println!("config OK: {}", args.config.display());
     print!("{}", config.describe());
     Ok(())
+}
+
+/// Reloads the config on every SIGHUP (the reload logs its outcome); never ends.
+async fn reload_on_sighup(state: AppState) -> std::convert::Infallible {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = state.reload().await;
+                }
+            }
+            Err(_) => tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
+    std::future::pending().await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

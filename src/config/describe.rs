@@ -13,7 +13,13 @@ impl Config {
             None => out.push_str("auth: none (no gateway key required)\n"),
             Some(auth) => {
                 let names: Vec<&str> = auth.keys.iter().map(|k| k.name.as_str()).collect();
-                let _ = writeln!(out, "auth: {} key(s): {}", names.len(), names.join(", "));
+                let _ = writeln!(
+                    out,
+                    "auth: {} key(s): {}; {} admin key(s)",
+                    names.len(),
+                    names.join(", "),
+                    auth.admin_keys.len()
+                );
             }
         }
         out.push_str("providers:\n");

@@ -2,6 +2,7 @@
 //! `serde_path_to_error`) -> checked [`Config`]. Every error names the key it is about.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -50,49 +51,94 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// Reads and checks a config file, taking `${VAR}` values from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_hashed(path).map(|(config, _)| config)
+}
+
+/// Like [`load_file`], also giving the SHA-256 (lowercase hex) of the file's bytes, so that
+/// `/admin/status` tells which version of the file runs.
+pub fn load_file_hashed(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         err(
             path.display().to_string(),
             format!("cannot read the file: {e}"),
         )
     })?;
-    from_toml_str(&text, &ProcessEnv).map_err(|mut e| {
+    let config = from_toml_str(&text, &ProcessEnv).map_err(|mut e| {
         if e.path.is_empty() {
             e.path = path.display().to_string();
         }
         e
+    })?;
+    Ok((config, sha256_hex(text.as_bytes())))
+}
+
+/// SHA-256 of `bytes` in lowercase hex (ring: already built for rustls).
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
     })
 }
 
 /// Parses and checks a config document.
 pub fn from_toml_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+    let mut expanded = Vec::new();
     for (key, value) in table.iter_mut() {
-        interpolate(value, key, env)?;
+        interpolate(value, key, env, &mut expanded)?;
     }
-    let raw: RawConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+    let checked = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
             let path = e.path().to_string();
             err(
                 if path == "." { String::new() } else { path },
                 e.into_inner().to_string(),
             )
-        })?;
-    raw.check()
+        })
+        .and_then(|raw: RawConfig| raw.check());
+    checked.map_err(|mut e| {
+        e.message = hide_expanded(&e.message, &expanded);
+        e
+    })
 }
 
-/// Replaces `${NAME}` in every string value; an unset variable is an error naming it.
-fn interpolate(value: &mut toml::Value, path: &str, env: &dyn Env) -> Result<(), ConfigError> {
+/// `message` without any value that came from `${VAR}` (those are often secrets, and an
+/// error quotes a value of the wrong type): each quoted one becomes `***`.
+fn hide_expanded(message: &str, expanded: &[String]) -> String {
+    let mut message = message.to_owned();
+    for value in expanded.iter().filter(|v| !v.is_empty()) {
+        for (open, close) in [('"', '"'), ('`', '`')] {
+            message = message.replace(
+                &format!("{open}{value}{close}"),
+                &format!("{open}***{close}"),
+            );
+        }
+    }
+    message
+}
+
+/// Replaces `${NAME}` in every string value, keeping the expanded values in `expanded`; an
+/// unset variable is an error naming it.
+fn interpolate(
+    value: &mut toml::Value,
+    path: &str,
+    env: &dyn Env,
+    expanded: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) if s.contains("${") => *s = expand(s, path, env)?,
+        toml::Value::String(s) if s.contains("${") => {
+            *s = expand(s, path, env)?;
+            expanded.push(s.clone());
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{path}[{i}]"), env)?;
+                interpolate(item, &format!("{path}[{i}]"), env, expanded)?;
             }
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                interpolate(item, &format!("{path}.{key}"), env)?;
+                interpolate(item, &format!("{path}.{key}"), env, expanded)?;
             }
         }
         _ => {}
@@ -168,7 +214,10 @@ struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
+    #[serde(default)]
     keys: Vec<RawKey>,
+    #[serde(default)]
+    admin_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,14 +507,25 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 impl RawAuth {
     fn check(self) -> Result<AuthConfig, ConfigError> {
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.admin_keys.is_empty() {
             return Err(err(
                 "auth.keys",
-                "must list at least one key (remove `[auth]` to disable keys)",
+                "must list at least one key or admin key (remove `[auth]` to disable keys)",
             ));
         }
         let mut names = BTreeSet::new();
         let mut secrets = BTreeSet::new();
+        let mut admin_keys = Vec::new();
+        for (i, key) in self.admin_keys.into_iter().enumerate() {
+            let path = format!("auth.admin_keys[{i}]");
+            if key.is_empty() {
+                return Err(err(path, "must not be empty"));
+            }
+            if !secrets.insert(key.clone()) {
+                return Err(err(path, "the same key is listed twice"));
+            }
+            admin_keys.push(Secret::new(key));
+        }
         let mut keys = Vec::new();
         for (i, raw) in self.keys.into_iter().enumerate() {
             let path = format!("auth.keys[{i}]");
@@ -479,7 +539,10 @@ impl RawAuth {
                 ));
             }
             if !secrets.insert(raw.key.clone()) {
-                return Err(err(format!("{path}.key"), "the same key is listed twice"));
+                return Err(err(
+                    format!("{path}.key"),
+                    "the same key is listed twice (or is also an admin key)",
+                ));
             }
             keys.push(GatewayKey {
                 name: raw.name,
@@ -488,7 +551,7 @@ impl RawAuth {
                 cache: raw.cache,
             });
         }
-        Ok(AuthConfig { keys })
+        Ok(AuthConfig { keys, admin_keys })
     }
 }
 

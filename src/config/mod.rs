@@ -13,7 +13,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use load::{ConfigError, Env, ProcessEnv, from_toml_str, load_file, parse_listen};
+pub use load::{
+    ConfigError, Env, ProcessEnv, from_toml_str, load_file, load_file_hashed, parse_listen,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -67,7 +69,7 @@ pub struct ServerConfig {
 }
 
 /// Timeouts and bounds of client connections.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnectionLimits {
     /// A request's headers must arrive within this long; also how long an idle keep-alive
     /// connection stays open (set a load balancer's idle timeout below it).
@@ -120,8 +122,10 @@ impl Default for ServerConfig {
 /// `[auth]`.
 #[derive(Debug, Clone)]
 pub(crate) struct AuthConfig {
-    /// The accepted keys.
+    /// The accepted gateway keys; empty: completions need no key.
     pub(crate) keys: Vec<GatewayKey>,
+    /// Keys for `/admin/*` (only there); empty: no admin API.
+    pub(crate) admin_keys: Vec<Secret>,
 }
 
 /// One gateway key.
@@ -241,7 +245,7 @@ impl ProviderKind {
 }
 
 /// `[providers.<name>]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     /// The dialect.
     pub(crate) kind: ProviderKind,

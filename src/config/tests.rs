@@ -23,6 +23,7 @@ fn the_example_config_parses() {
     let env = env(&[
         ("LLMGATE_KEY_TEAM_A", "sk-team-a"),
         ("LLMGATE_KEY_DEMO", "sk-demo"),
+        ("LLMGATE_ADMIN_KEY", "sk-admin"),
         ("OPENAI_API_KEY", "sk-openai"),
         ("NUGEN_API_KEY", "sk-nugen"),
         ("ATOMA_API_KEY", "sk-atoma"),
@@ -239,4 +240,35 @@ fn routing_server_keys_and_provider_model_lists_are_read_and_checked() {
 fn the_embedded_default_lists_echo() {
     let config = Config::embedded_default(&env(&[]));
     assert_eq!(config.providers["echo"].models, ["echo"]);
+}
+
+#[test]
+fn an_auth_section_may_hold_only_admin_keys() {
+    let config = parse("[auth]\nadmin_keys = [\"sk-admin\"]\n").unwrap();
+    let auth = config.auth.as_ref().unwrap();
+    assert!(auth.keys.is_empty());
+    assert_eq!(auth.admin_keys[0].expose(), "sk-admin");
+    assert!(
+        !format!("{config:?}").contains("sk-admin"),
+        "admin keys are secrets"
+    );
+    assert_eq!(error("[auth]\n").path, "auth.keys");
+    assert_eq!(
+        error("[auth]\nadmin_keys = [\"\"]\n").path,
+        "auth.admin_keys[0]"
+    );
+    assert_eq!(
+        error("[auth]\nadmin_keys = [\"k\"]\nkeys = [{ name = \"a\", key = \"k\" }]\n").path,
+        "auth.keys[0].key",
+        "a gateway key cannot also be an admin key"
+    );
+}
+
+#[test]
+fn errors_never_quote_a_value_from_the_environment() {
+    let message = error("[server]\nlisten = \"${KEY}\"\n").message;
+    assert!(!message.contains("sk-123"), "{message}");
+    let message = error("[providers.o]\nkind = \"openai\"\ntimeout_ms = \"${KEY}\"\n").message;
+    assert!(!message.contains("sk-123"), "{message}");
+    assert!(message.contains("***"), "{message}");
 }

@@ -32,7 +32,7 @@ const SNIPPET_CHARS: usize = 200;
 const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// How large an upstream's answers may be.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// A whole JSON answer or error body.
     body_bytes: usize,

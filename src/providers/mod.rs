@@ -88,6 +88,30 @@ pub(crate) trait Provider: Send + Sync + 'static {
     ) -> Result<ChunkStream, ProviderError>;
 }
 
+/// A new adapter for the provider `name`.
+fn adapter(
+    name: &str,
+    config: &ProviderConfig,
+    limits: http::Limits,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(match config.kind {
+        ProviderKind::Echo => Arc::new(echo::EchoProvider),
+        ProviderKind::OpenAi => Arc::new(http::HttpProvider::new(
+            name,
+            config,
+            limits,
+            openai::OpenAi,
+        )?),
+        ProviderKind::Nugen => {
+            Arc::new(http::HttpProvider::new(name, config, limits, nugen::Nugen)?)
+        }
+        ProviderKind::Atoma => {
+            Arc::new(http::HttpProvider::new(name, config, limits, atoma::Atoma)?)
+        }
+        ProviderKind::Orq => Arc::new(http::HttpProvider::new(name, config, limits, orq::Orq)?),
+    })
+}
+
 /// A configured provider: its adapter and the settings routing needs.
 #[derive(Clone)]
 pub(crate) struct ProviderHandle {
@@ -107,30 +131,32 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Builds an adapter for every configured provider, within the `[server]` limits.
+    #[cfg(test)]
     pub(crate) fn build(
         configs: &BTreeMap<String, ProviderConfig>,
         server: &ServerConfig,
     ) -> anyhow::Result<Self> {
+        Self::build_reusing(configs, server, None)
+    }
+
+    /// Like [`Registry::build`], reusing the adapters of `previous` (and so their connection
+    /// pools) whose provider and limits are unchanged.
+    pub(crate) fn build_reusing(
+        configs: &BTreeMap<String, ProviderConfig>,
+        server: &ServerConfig,
+        previous: Option<(&Registry, &ServerConfig)>,
+    ) -> anyhow::Result<Self> {
         let limits = http::Limits::of(server);
         let mut providers = BTreeMap::new();
         for (name, config) in configs {
-            let adapter: Arc<dyn Provider> = match config.kind {
-                ProviderKind::Echo => Arc::new(echo::EchoProvider),
-                ProviderKind::OpenAi => Arc::new(http::HttpProvider::new(
-                    name,
-                    config,
-                    limits,
-                    openai::OpenAi,
-                )?),
-                ProviderKind::Nugen => {
-                    Arc::new(http::HttpProvider::new(name, config, limits, nugen::Nugen)?)
-                }
-                ProviderKind::Atoma => {
-                    Arc::new(http::HttpProvider::new(name, config, limits, atoma::Atoma)?)
-                }
-                ProviderKind::Orq => {
-                    Arc::new(http::HttpProvider::new(name, config, limits, orq::Orq)?)
-                }
+            let reusable = previous.and_then(|(registry, old_server)| {
+                let old = registry.get(name)?;
+                (old.config == *config && http::Limits::of(old_server) == limits)
+                    .then(|| old.adapter.clone())
+            });
+            let adapter = match reusable {
+                Some(adapter) => adapter,
+                None => adapter(name, config, limits)?,
             };
             let handle = ProviderHandle {
                 name: name.clone(),

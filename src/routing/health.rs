@@ -11,7 +11,7 @@
 //! than [`MAX_KEY_BYTES`] are never tracked.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -74,7 +74,21 @@ pub(crate) struct Health {
     failures: u32,
     cooldown: Duration,
     capacity: usize,
-    targets: Mutex<Targets>,
+    /// Shared with the `Health` of the configs before and after a reload.
+    targets: Arc<Mutex<Targets>>,
+}
+
+/// What `/admin/status` shows of one tracked target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetHealth {
+    /// `provider/model`.
+    pub(crate) target: String,
+    /// Whether requests skip it now (cool-down running, or another request probes it).
+    pub(crate) ejected: bool,
+    /// Failures since its last success.
+    pub(crate) consecutive_failures: u32,
+    /// The end of its latest cool-down, if it was ejected.
+    pub(crate) cooldown_until: Option<Instant>,
 }
 
 impl Health {
@@ -88,8 +102,45 @@ impl Health {
             failures: failures.max(1),
             cooldown: cooldown.min(MAX_COOLDOWN),
             capacity: capacity.max(1),
-            targets: Mutex::new(Targets::default()),
+            targets: Arc::default(),
         }
+    }
+
+    /// The health for a reloaded config: the new thresholds over the same target states
+    /// (requests still running on the old config keep updating them), without the targets
+    /// `keep` refuses (their provider was removed or changed).
+    pub(crate) fn reconfigured(
+        &self,
+        failures: u32,
+        cooldown: Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> Health {
+        self.with(|targets| targets.map.retain(|target, _| keep(target)));
+        Health {
+            failures: failures.max(1),
+            cooldown: cooldown.min(MAX_COOLDOWN),
+            capacity: self.capacity,
+            targets: self.targets.clone(),
+        }
+    }
+
+    /// Every tracked target (at most [`MAX_TARGETS`]), by name.
+    pub(crate) fn snapshot(&self) -> Vec<TargetHealth> {
+        let now = Instant::now();
+        let mut list: Vec<TargetHealth> = self.with(|targets| {
+            targets
+                .map
+                .iter()
+                .map(|(target, state)| TargetHealth {
+                    target: target.clone(),
+                    ejected: matches!(availability(state, now), Availability::Ejected { .. }),
+                    consecutive_failures: state.consecutive_failures,
+                    cooldown_until: state.ejected_until,
+                })
+                .collect()
+        });
+        list.sort_by(|a, b| a.target.cmp(&b.target));
+        list
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Targets) -> R) -> R {
@@ -306,6 +357,31 @@ mod tests {
         );
         health.failure(&format!("up/{}", "x".repeat(MAX_KEY_BYTES)), None);
         assert!(health.tracked() <= 1_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconfigured_health_shares_the_kept_targets() {
+        let old = Health::new(1, Duration::from_secs(30));
+        old.failure("kept/m", None);
+        old.failure("gone/m", None);
+        let new = old.reconfigured(2, Duration::from_secs(60), |t| t.starts_with("kept/"));
+        let tracked: Vec<(String, bool)> = new
+            .snapshot()
+            .into_iter()
+            .map(|t| (t.target, t.ejected))
+            .collect();
+        assert_eq!(tracked, [("kept/m".to_owned(), true)]);
+        old.success("kept/m");
+        assert!(
+            new.snapshot().is_empty(),
+            "the old config's verdicts still count"
+        );
+        new.failure("x/m", None);
+        assert_eq!(
+            new.peek("x/m"),
+            Availability::Available,
+            "the new threshold"
+        );
     }
 
     #[test]

@@ -55,6 +55,37 @@ impl Router {
         }
     }
 
+    /// A router for a reloaded config: circuit state carries over from `previous` for the
+    /// targets of providers that are still configured the same way.
+    pub(crate) fn reloaded(
+        registry: Registry,
+        aliases: BTreeMap<String, ModelConfig>,
+        server: &ServerConfig,
+        previous: &Router,
+    ) -> Self {
+        let unchanged = |target: &str| {
+            let provider = target.split_once('/').map_or(target, |(p, _)| p);
+            match (registry.get(provider), previous.registry.get(provider)) {
+                (Some(new), Some(old)) => new.config == old.config,
+                _ => false,
+            }
+        };
+        let health = previous.health.reconfigured(
+            server.circuit_failures,
+            server.circuit_cooldown,
+            unchanged,
+        );
+        Router {
+            health,
+            ..Router::new(registry, aliases, server)
+        }
+    }
+
+    /// The registry of configured providers.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Every name a client can send: each alias, and `provider/model` for every model named
     /// in an alias target or fallback or in a provider's `models` list.
     pub(crate) fn listed_models(&self) -> Vec<ListedModel> {

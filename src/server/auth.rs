@@ -1,7 +1,9 @@
-//! Gateway keys: `Authorization: Bearer <key>` checked in constant time against every
-//! configured key. The key itself is never logged and never forwarded (adapters send the
+//! Gateway and admin keys: `Authorization: Bearer <key>` checked in constant time against
+//! every configured key. The key itself is never logged and never forwarded (adapters send the
 //! provider's configured key). Which models a key may use is checked by the chat handler,
 //! once the model is known.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -10,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::live::Live;
+use super::usage;
 use crate::cache;
-use crate::config::{CacheScope, GatewayKey};
+use crate::config::{CacheScope, GatewayKey, Secret};
 use crate::error::GatewayError;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
@@ -23,47 +27,87 @@ impl Caller {
     pub(crate) const NONE: Caller = Caller(None);
 
     /// The caller's key, if keys are configured.
-    pub(crate) fn key<'a>(&self, state: &'a AppState) -> Option<&'a GatewayKey> {
+    pub(crate) fn key<'a>(&self, live: &'a Live) -> Option<&'a GatewayKey> {
         let index = self.0?;
-        state.auth.as_ref()?.keys.get(index)
+        live.auth.as_ref()?.keys.get(index)
     }
 
     /// Whose cached answers the caller may see.
-    pub(crate) fn cache_scope<'a>(&self, state: &'a AppState) -> cache::Scope<'a> {
-        match self.key(state) {
+    pub(crate) fn cache_scope<'a>(&self, live: &'a Live) -> cache::Scope<'a> {
+        match self.key(live) {
             Some(key) if key.cache == CacheScope::Private => cache::Scope::Private(&key.name),
             _ => cache::Scope::Shared,
         }
     }
 
     /// Whether the caller may use `model`.
-    pub(crate) fn allows(&self, state: &AppState, model: &str) -> bool {
-        self.key(state).is_none_or(|key| key.allows(model))
+    pub(crate) fn allows(&self, live: &Live, model: &str) -> bool {
+        self.key(live).is_none_or(|key| key.allows(model))
     }
 }
 
-/// Rejects requests without a valid key with 401 `invalid_api_key`.
+/// Rejects requests without a valid gateway key with 401 `invalid_api_key` (an admin key is
+/// not one, even when no gateway key is required). Puts the [`Caller`] and the config the
+/// request runs on (`Arc<Live>`) in the request's extensions, and counts the request in its
+/// key's usage until the response ends.
 pub(crate) async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = match &state.auth {
-        None => Caller(None),
-        Some(auth) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(bearer_token);
-            match presented.and_then(|token| matching_key(&auth.keys, token)) {
-                Some(index) => Caller(Some(index)),
-                None => return GatewayError::InvalidApiKey.into_response(),
-            }
+    let live = state.live();
+    let presented = presented_token(&request);
+    if presented.is_some_and(|token| matches_any(live.admin_keys(), token)) {
+        return GatewayError::InvalidApiKey.into_response();
+    }
+    let caller = if live.requires_key() {
+        let keys = live.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
+        match presented.and_then(|token| matching_key(keys, token)) {
+            Some(index) => Caller(Some(index)),
+            None => return GatewayError::InvalidApiKey.into_response(),
         }
+    } else {
+        Caller(None)
     };
+    let in_flight = caller
+        .0
+        .and_then(|i| live.usage.get(i))
+        .map(|(_, u)| u.start());
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    request.extensions_mut().insert(live);
+    let response = next.run(request).await;
+    match in_flight {
+        Some(guard) => usage::hold_until_end(response, guard),
+        None => response,
+    }
+}
+
+/// `/admin/*`: 404 without admin keys, 401 without a key, 403 with a key that is not an
+/// admin key.
+pub(crate) async fn require_admin_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let live: Arc<Live> = state.live();
+    if live.admin_keys().is_empty() {
+        return GatewayError::NotFound(request.uri().path().to_owned()).into_response();
+    }
+    match presented_token(&request) {
+        None => GatewayError::InvalidApiKey.into_response(),
+        Some(token) if matches_any(live.admin_keys(), token) => next.run(request).await,
+        Some(_) => GatewayError::AdminKeyRequired.into_response(),
+    }
+}
+
+/// The bearer token of the `Authorization` header, if any.
+fn presented_token(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .filter(|token| !token.is_empty())
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -83,10 +127,16 @@ fn matching_key(keys: &[GatewayKey], token: &str) -> Option<usize> {
     found
 }
 
+/// Whether `token` is one of `keys`, every one compared in constant time.
+fn matches_any(keys: &[Secret], token: &str) -> bool {
+    keys.iter().fold(false, |found, key| {
+        found | bool::from(key.expose().as_bytes().ct_eq(token.as_bytes()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     #[test]
     fn tokens_match_exactly() {
@@ -110,6 +160,10 @@ mod tests {
         assert_eq!(bearer_token("Bearer sk-a"), Some("sk-a"));
         assert_eq!(bearer_token("bearer  sk-a "), Some("sk-a"));
         assert_eq!(bearer_token("Basic abc"), None);
+        let admin = [Secret::new("sk-admin")];
+        assert!(matches_any(&admin, "sk-admin"));
+        assert!(!matches_any(&admin, "sk-admi"));
+        assert!(!matches_any(&[], "sk-admin"));
         assert!(keys[1].allows("echo/x"));
         assert!(!keys[1].allows("openai/x"));
     }

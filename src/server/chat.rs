@@ -23,6 +23,7 @@ use tower_http::request_id::RequestId;
 
 use super::AppState;
 use super::auth::Caller;
+use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
 use crate::error::GatewayError;
@@ -36,8 +37,8 @@ use crate::stream::{OnComplete, SseBody, StreamTiming};
 
 /// Everything about one chat call besides its body.
 pub(crate) struct ChatCall {
-    /// Gateway state.
-    pub(crate) state: AppState,
+    /// The config the request runs on to its end, whatever reloads happen meanwhile.
+    pub(crate) state: Arc<Live>,
     /// The authenticated caller.
     pub(crate) caller: Caller,
     /// The client's `X-Session-ID`.
@@ -65,7 +66,12 @@ impl FromRequestParts<AppState> for ChatCall {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(ChatCall {
-            state: state.clone(),
+            // The auth layer puts the config it checked the key against there.
+            state: parts
+                .extensions
+                .get::<Arc<Live>>()
+                .cloned()
+                .unwrap_or_else(|| state.live()),
             // The auth layer always inserts a caller on chat routes.
             caller: parts
                 .extensions

@@ -29,8 +29,8 @@ impl FromRequest<AppState> for JsonBody {
                 ));
             }
         }
-        let limit = state.server.max_body_bytes;
-        let deadline = state.server.connections.body_read_timeout;
+        let server = &state.live().server;
+        let (limit, deadline) = (server.max_body_bytes, server.connections.body_read_timeout);
         let read = tokio::time::timeout(deadline, Bytes::from_request(request, state)).await;
         let Ok(read) = read else {
             return Err(GatewayError::RequestTimeout(deadline.as_secs()));

@@ -3,71 +3,104 @@
 //! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
 //! `x-request-id` (the client's or a new one) ->
 //! access log and request start time -> propagate `x-request-id` to the response -> routes.
-//! The chat and model routes also pass the gateway-key check (`auth`); health, readiness and
-//! the OpenAPI document do not.
+//! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
+//! admin-key check; health, readiness and the OpenAPI document need no key. The reloadable
+//! config sits behind an `ArcSwap` (`live`, `reload`).
 
+mod admin;
 mod auth;
 mod chat;
 mod connection;
 mod extract;
 mod health;
+mod live;
 mod middleware;
 mod nugen;
 mod openai;
 pub mod openapi;
+mod reload;
+mod time;
+mod usage;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::cache::ResponseCache;
-use crate::config::{AuthConfig, Config, ServerConfig};
-use crate::providers::Registry;
-use crate::routing;
+use crate::config::Config;
 use crate::stream::normalize::unix_now;
+pub use live::ConfigSource;
+use live::{Live, Loaded};
+pub use reload::Reloaded;
 
 /// Shared state of the running gateway.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState(Arc<Shared>);
 
 /// What [`AppState`] holds.
-pub struct Inner {
-    /// Model name resolution and target health.
-    pub(crate) router: routing::Router,
-    /// The exact-match response cache.
-    pub(crate) cache: ResponseCache,
-    /// Gateway keys, if required.
-    pub(crate) auth: Option<AuthConfig>,
-    /// Server settings.
-    pub(crate) server: ServerConfig,
+struct Shared {
+    /// The current config; swapped whole by a reload, read without a lock.
+    live: ArcSwap<Live>,
+    /// Where the config comes from, for reloads.
+    source: ConfigSource,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     /// False once shutdown has begun (`/readyz` turns 503).
     ready: AtomicBool,
     /// When the process started, for `/v1/models`.
-    pub(crate) started: i64,
+    started: i64,
 }
 
 impl AppState {
-    /// State for `config`, building every provider adapter.
+    /// State for `config` (not from a file: it cannot be reloaded), building every provider
+    /// adapter.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let registry = Registry::build(&config.providers, &config.server)?;
-        Ok(AppState(Arc::new(Inner {
-            router: routing::Router::new(registry, config.models.clone(), &config.server),
-            cache: ResponseCache::new(
-                config.server.cache_max_entries,
-                config.server.cache_max_bytes,
-            ),
-            auth: config.auth.clone(),
-            server: config.server.clone(),
+        let loaded = Loaded {
+            at: unix_now(),
+            hash: None,
+            path: None,
+        };
+        Self::with(config, loaded, ConfigSource::default())
+    }
+
+    /// State for the config `source` names, which reloads re-read.
+    pub fn load(source: ConfigSource) -> anyhow::Result<Self> {
+        let (config, loaded) = live::read(&source)?;
+        Self::with(&config, loaded, source)
+    }
+
+    fn with(config: &Config, loaded: Loaded, source: ConfigSource) -> anyhow::Result<Self> {
+        let live = Live::build(config, loaded, None)?;
+        Ok(AppState(Arc::new(Shared {
+            live: ArcSwap::from_pointee(live),
+            source,
+            reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(true),
             started: unix_now(),
         })))
+    }
+
+    /// The current config: a request keeps this one to its end.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.0.live.load_full()
+    }
+
+    /// The address the config says to listen on.
+    pub fn listen(&self) -> SocketAddr {
+        self.0.live.load().server.listen
+    }
+
+    /// When the process started (unix seconds).
+    pub(crate) fn started(&self) -> i64 {
+        self.0.started
     }
 
     /// Whether the gateway takes new traffic.
@@ -78,13 +111,6 @@ impl AppState {
     /// Marks the gateway as draining.
     fn set_draining(&self) {
         self.0.ready.store(false, Ordering::Relaxed);
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
     }
 }
 
@@ -101,16 +127,36 @@ fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    let admin = Router::new()
+        .route(
+            "/admin/keys",
+            get(admin::keys).fallback(openai::method_not_allowed),
+        )
+        .route(
+            "/admin/status",
+            get(admin::status).fallback(openai::method_not_allowed),
+        )
+        .route(
+            "/admin/reload",
+            post(admin::reload).fallback(openai::method_not_allowed),
+        )
+        // `layer` and the routes' own 405 fallback: a wrong method passes the admin check
+        // (404 without admin keys) too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_key,
+        ));
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve));
     Router::new()
         .merge(api)
+        .merge(admin)
         .merge(public)
         .fallback(openai::not_found)
         .method_not_allowed_fallback(openai::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.server.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.live().server.max_body_bytes))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
@@ -127,7 +173,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.server.connections.clone();
+    let limits = state.live().server.connections.clone();
     let slots = connection::ConnectionSlots::new(limits.max_connections);
     let router = app(state.clone());
     // Turns true when no new connection is taken: open ones finish what they serve and close.
@@ -139,8 +185,9 @@ pub async fn run(
         async move {
             shutdown.await;
             state.set_draining();
-            tracing::info!(drain_delay = ?state.server.drain_delay, "shutdown requested; draining");
-            tokio::time::sleep(state.server.drain_delay).await;
+            let drain_delay = state.live().server.drain_delay;
+            tracing::info!(?drain_delay, "shutdown requested; draining");
+            tokio::time::sleep(drain_delay).await;
         }
     };
     tokio::pin!(drain);
@@ -164,7 +211,7 @@ pub async fn run(
         }
     }
     drop(listener);
-    let grace = state.server.shutdown_grace;
+    let grace = state.live().server.shutdown_grace;
     tracing::info!(?grace, "no longer accepting connections");
     let _ = closing.send(true);
     let finished = async { while connections.join_next().await.is_some() {} };

@@ -1,5 +1,7 @@
 //! The OpenAI dialect: `/v1` handlers, and the 404 and 405 answers for unknown routes.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
@@ -11,6 +13,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::chat::{ChatCall, complete};
 use super::extract::JsonBody;
+use super::live::Live;
 use crate::envelope::ErrorEnvelope;
 use crate::error::GatewayError;
 
@@ -75,16 +78,17 @@ pub(crate) struct Model {
 pub(crate) async fn list_models(
     State(state): State<AppState>,
     caller: axum::Extension<Caller>,
+    live: axum::Extension<Arc<Live>>,
 ) -> Json<ModelList> {
-    let data = state
+    let data = live
         .router
         .listed_models()
         .into_iter()
-        .filter(|m| caller.allows(&state, &m.id))
+        .filter(|m| caller.allows(&live, &m.id))
         .map(|m| Model {
             id: m.id,
             object: "model",
-            created: state.started,
+            created: state.started(),
             owned_by: m.owned_by,
         })
         .collect();

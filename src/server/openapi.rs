@@ -33,6 +33,9 @@ impl Modify for BearerAuth {
         super::openai::list_models,
         super::health::healthz,
         super::health::readyz,
+        super::admin::keys,
+        super::admin::status,
+        super::admin::reload,
     ),
     modifiers(&BearerAuth),
 )]

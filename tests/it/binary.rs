@@ -30,6 +30,7 @@ fn check_prints_providers_and_routes() {
         ])
         .env("LLMGATE_KEY_TEAM_A", "a")
         .env("LLMGATE_KEY_DEMO", "b")
+        .env("LLMGATE_ADMIN_KEY", "g")
         .env("OPENAI_API_KEY", "c")
         .env("NUGEN_API_KEY", "d")
         .env("ATOMA_API_KEY", "e")

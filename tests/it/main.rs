@@ -9,6 +9,7 @@
     reason = "a panic in a test helper is a failed test"
 )]
 
+mod admin;
 mod binary;
 mod cache;
 mod chat;

@@ -72,7 +72,21 @@ pub(crate) fn test_env() -> BTreeMap<String, String> {
 pub(crate) async fn spawn_app(config: &str) -> TestApp {
     llmgate::providers::http::install_crypto_provider();
     let config = from_toml_str(config, &test_env()).expect("valid test config");
-    let state = AppState::new(&config).expect("adapters build");
+    spawn_state(AppState::new(&config).expect("adapters build")).await
+}
+
+/// Starts a gateway on the config file `path` (which `/admin/reload` re-reads).
+pub(crate) async fn spawn_app_from_file(path: &std::path::Path) -> TestApp {
+    llmgate::providers::http::install_crypto_provider();
+    let source = server::ConfigSource {
+        path: Some(path.to_owned()),
+        listen: None,
+    };
+    spawn_state(AppState::load(source).expect("valid config file")).await
+}
+
+/// Serves `state` at `127.0.0.1:0`.
+async fn spawn_state(state: AppState) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

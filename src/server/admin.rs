@@ -1,0 +1,205 @@
+//! The admin API (`/admin/*`, admin keys only; see `auth::require_admin_key`): keys and
+//! their usage, target health and the running config, and reload.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::live::Live;
+use super::reload::Reloaded;
+use super::time::{rfc3339, unix_of};
+use super::usage::UsageView;
+use crate::envelope::ErrorEnvelope;
+use crate::error::GatewayError;
+use crate::routing::health::TargetHealth;
+
+/// `GET /admin/keys` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    /// Every gateway key, in config order (empty when none is configured).
+    pub(crate) keys: Vec<KeyView>,
+}
+
+/// One gateway key: its name, never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyView {
+    /// The key's name.
+    pub(crate) name: String,
+    /// Model names the key may use (`*` everything, `prefix*` a prefix).
+    pub(crate) models: Vec<String>,
+    /// The key's limits (none can be configured yet: every one is null, unlimited).
+    pub(crate) limits: KeyLimits,
+    /// Its usage now.
+    pub(crate) usage: UsageView,
+}
+
+/// A key's limits; null means unlimited.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub(crate) struct KeyLimits {
+    /// Requests per minute.
+    pub(crate) rpm: Option<u64>,
+    /// Tokens per minute.
+    pub(crate) tpm: Option<u64>,
+    /// Requests in flight at once.
+    pub(crate) max_concurrent: Option<u64>,
+    /// Spend allowed per budget window (USD).
+    pub(crate) budget_usd: Option<f64>,
+    /// `day`, `month` or `total`.
+    pub(crate) budget_window: Option<String>,
+}
+
+/// `GET /admin/status` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// Every configured `provider/model` target and every other one the circuit breaker
+    /// tracks, by name.
+    pub(crate) targets: Vec<TargetStatus>,
+    /// Where rate-limit and cache state lives.
+    pub(crate) state_backend: StateBackend,
+    /// The running config.
+    pub(crate) config: ConfigStatus,
+}
+
+/// One target's circuit.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TargetStatus {
+    /// `provider/model`.
+    pub(crate) target: String,
+    /// Whether requests skip it now (while another candidate is healthy).
+    pub(crate) ejected: bool,
+    /// Failures since its last success.
+    pub(crate) consecutive_failures: u32,
+    /// The end of its latest cool-down (RFC 3339), if it was ejected.
+    pub(crate) cooldown_until: Option<String>,
+}
+
+/// The state backend.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StateBackend {
+    /// `memory` (the only one so far).
+    pub(crate) backend: &'static str,
+    /// Whether it answers.
+    pub(crate) up: bool,
+}
+
+/// The running config.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConfigStatus {
+    /// The config file; null for the embedded default.
+    pub(crate) path: Option<String>,
+    /// When it was loaded (RFC 3339).
+    pub(crate) loaded_at: String,
+    /// SHA-256 (hex) of the file's bytes; null for the embedded default.
+    pub(crate) hash: Option<String>,
+}
+
+/// `GET /admin/keys`: every gateway key's models, limits and usage.
+#[utoipa::path(get, path = "/admin/keys", tag = "admin", operation_id = "adminKeys",
+    responses(
+        (status = 200, description = "Gateway keys (names only) and their usage", body = KeyList),
+        (status = 401, description = "No key", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = ErrorEnvelope),
+        (status = 404, description = "No admin keys are configured", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn keys(State(state): State<AppState>) -> Json<KeyList> {
+    Json(key_list(&state.live()))
+}
+
+fn key_list(live: &Live) -> KeyList {
+    let keys = live.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
+    let keys = keys
+        .iter()
+        .zip(&live.usage)
+        .map(|(key, (_, usage))| KeyView {
+            name: key.name.clone(),
+            models: key.models.clone(),
+            limits: KeyLimits::default(),
+            usage: usage.view(),
+        })
+        .collect();
+    KeyList { keys }
+}
+
+/// `GET /admin/status`: target health, the state backend and the running config.
+#[utoipa::path(get, path = "/admin/status", tag = "admin", operation_id = "adminStatus",
+    responses(
+        (status = 200, description = "Target health, state backend, running config", body = Status),
+        (status = 401, description = "No key", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = ErrorEnvelope),
+        (status = 404, description = "No admin keys are configured", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
+    let live = state.live();
+    let loaded = &live.loaded;
+    Json(Status {
+        targets: targets(&live),
+        state_backend: StateBackend {
+            backend: "memory",
+            up: true,
+        },
+        config: ConfigStatus {
+            path: loaded.path.as_ref().map(|p| p.display().to_string()),
+            loaded_at: rfc3339(loaded.at),
+            hash: loaded.hash.clone(),
+        },
+    })
+}
+
+/// The tracked targets, plus the configured ones the breaker does not track (healthy).
+fn targets(live: &Live) -> Vec<TargetStatus> {
+    let tracked = live.router.health.snapshot();
+    let known: BTreeSet<&str> = tracked.iter().map(|t| t.target.as_str()).collect();
+    let healthy: BTreeSet<String> = live
+        .router
+        .listed_models()
+        .into_iter()
+        .filter(|m| m.owned_by != "llmgate" && !known.contains(m.id.as_str()))
+        .map(|m| m.id)
+        .collect();
+    let mut list: Vec<TargetStatus> = tracked
+        .into_iter()
+        .map(
+            |TargetHealth {
+                 target,
+                 ejected,
+                 consecutive_failures,
+                 cooldown_until,
+             }| {
+                TargetStatus {
+                    target,
+                    ejected,
+                    consecutive_failures,
+                    cooldown_until: cooldown_until.map(|until| rfc3339(unix_of(until))),
+                }
+            },
+        )
+        .chain(healthy.into_iter().map(|target| TargetStatus {
+            target,
+            ejected: false,
+            consecutive_failures: 0,
+            cooldown_until: None,
+        }))
+        .collect();
+    list.sort_by(|a, b| a.target.cmp(&b.target));
+    list
+}
+
+/// `POST /admin/reload`: re-reads the config file; an invalid one changes nothing.
+#[utoipa::path(post, path = "/admin/reload", tag = "admin", operation_id = "adminReload",
+    responses(
+        (status = 200, description = "The new config runs", body = Reloaded),
+        (status = 400, description = "Refused (invalid file, or no file: the embedded default); the running config stays", body = ErrorEnvelope),
+        (status = 401, description = "No key", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = ErrorEnvelope),
+        (status = 404, description = "No admin keys are configured", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn reload(State(state): State<AppState>) -> Result<Json<Reloaded>, GatewayError> {
+    state.reload().await.map(Json)
+}
