@@ -139,6 +139,24 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+}
+
+impl RawTelemetry {
+    fn check(self) -> Result<TelemetryConfig, ConfigError> {
+        let otlp_endpoint = self
+            .otlp_endpoint
+            .map(|url| check_base_url("telemetry.otlp_endpoint", &url))
+            .transpose()?;
+        Ok(TelemetryConfig { otlp_endpoint })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -265,6 +283,7 @@ fn positive_secs(
 impl RawConfig {
     fn check(self) -> Result<Config, ConfigError> {
         let server = self.server.check()?;
+        let telemetry = self.telemetry.check()?;
         let auth = self.auth.map(RawAuth::check).transpose()?;
         let mut providers = BTreeMap::new();
         for (name, raw) in self.providers {
@@ -298,6 +317,7 @@ impl RawConfig {
             auth,
             providers,
             models,
+            telemetry,
         })
     }
 }

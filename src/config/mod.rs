@@ -26,6 +26,15 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model aliases by name.
     pub(crate) models: BTreeMap<String, ModelConfig>,
+    /// `[telemetry]`: where traces go.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (`/v1/traces` is appended); `None`: spans are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[server]`.
@@ -378,6 +387,7 @@ impl Config {
             auth: None,
             providers,
             models: BTreeMap::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
