@@ -151,10 +151,21 @@ struct RawTelemetry {
 
 impl RawTelemetry {
     fn check(self) -> Result<TelemetryConfig, ConfigError> {
+        let path = "telemetry.otlp_endpoint";
         let otlp_endpoint = self
             .otlp_endpoint
-            .map(|url| check_base_url("telemetry.otlp_endpoint", &url))
+            .map(|url| check_base_url(path, &url))
             .transpose()?;
+        // The endpoint is logged when export fails; credentials go in OTEL_EXPORTER_OTLP_HEADERS.
+        if let Some(url) = &otlp_endpoint
+            && reqwest::Url::parse(url)
+                .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            return Err(err(
+                path,
+                "must not contain credentials (set OTEL_EXPORTER_OTLP_HEADERS instead)",
+            ));
+        }
         Ok(TelemetryConfig { otlp_endpoint })
     }
 }
