@@ -260,3 +260,48 @@ pub(crate) fn trace_headers() -> HeaderMap {
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
     headers
 }
+
+/// Spans collected in memory, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use super::*;
+
+    /// The finished spans, in the order they ended.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Collected(Arc<Mutex<Vec<SpanData>>>);
+
+    impl Collected {
+        pub(crate) fn spans(&self) -> Vec<SpanData> {
+            self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl SpanExporter for Collected {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if let Ok(mut spans) = self.0.lock() {
+                spans.extend(batch);
+            }
+            Ok(())
+        }
+    }
+
+    /// Sends this thread's spans to the returned collection while the guard lives.
+    pub(crate) fn capture() -> (tracing::subscriber::DefaultGuard, Collected) {
+        let collected = Collected::default();
+        let telemetry = Telemetry {
+            provider: SdkTracerProvider::builder()
+                .with_sampler(Sampler::AlwaysOn)
+                .with_simple_exporter(collected.clone())
+                .build(),
+        };
+        let guard = tracing_subscriber::registry()
+            .with(telemetry.layer())
+            .set_default();
+        (guard, collected)
+    }
+}
