@@ -89,9 +89,12 @@ impl FromRequestParts<AppState> for ChatCall {
     }
 }
 
-/// Answers one chat completion request, in its trace span (which a stream's body keeps open
-/// until the stream ends).
-pub(crate) async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
+/// Answers one chat completion request (or its body's rejection), in its trace span (which a
+/// stream's body keeps open until the stream ends).
+pub(crate) async fn complete(
+    call: ChatCall,
+    body: Result<Bytes, GatewayError>,
+) -> Result<Response, GatewayError> {
     let span = call.span.clone();
     let answer = answer(call, body).instrument(span.clone()).await;
     let status = match &answer {
@@ -102,8 +105,11 @@ pub(crate) async fn complete(call: ChatCall, body: Bytes) -> Result<Response, Ga
     answer
 }
 
-async fn answer(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
-    let mut request = parse_and_validate(&body)?;
+async fn answer(
+    call: ChatCall,
+    body: Result<Bytes, GatewayError>,
+) -> Result<Response, GatewayError> {
+    let mut request = parse_and_validate(&body?)?;
     call.span
         .record("gen_ai.request.model", request.model.as_str());
     check_allowed(&call, &request)?;

@@ -214,10 +214,26 @@ async fn a_retried_request_exports_one_request_span_and_two_sibling_attempts() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-llmgate-attempts"], "2");
+    // A rejected body is a request span too, with its status.
+    let rejected = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 415);
     let log = gateway.stop().await;
 
-    let spans = exported_spans(&collector).await;
-    assert_eq!(spans.len(), 3, "{spans:#?}\n{log}");
+    let mut spans = exported_spans(&collector).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}\n{log}");
+    let rejected = spans
+        .iter()
+        .position(|s| hex(&s.trace_id) != TRACE_ID)
+        .unwrap();
+    let rejected = spans.remove(rejected);
+    assert_eq!(rejected.name, "POST /v1/chat/completions");
+    assert_eq!(int(&rejected, "http.response.status_code"), 415);
     let request = spans
         .iter()
         .find(|s| s.name == "POST /v1/chat/completions")
