@@ -77,7 +77,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     });
-    // After the runtime: flushing blocks until the last spans are sent.
+    // Dropping the runtime drops what still runs, which ends its spans; then the flush sends
+    // them (blocking, so outside the runtime).
+    drop(runtime);
     telemetry.shutdown();
     served
 }
