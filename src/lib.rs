@@ -17,6 +17,8 @@
 //! - `cache`: the exact-match response cache.
 //! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
+//! - [`telemetry`]: OpenTelemetry spans per request and upstream attempt, OTLP export,
+//!   `traceparent` in and out.
 
 mod cache;
 pub mod cli;
@@ -28,3 +30,4 @@ mod routing;
 pub mod schema;
 pub mod server;
 pub mod stream;
+pub mod telemetry;

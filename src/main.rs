@@ -9,7 +9,10 @@ use clap::Parser;
 use llmgate::cli::{CheckArgs, Cli, Command, ServeArgs};
 use llmgate::config;
 use llmgate::server::{self, AppState, ConfigSource};
-use tracing_subscriber::EnvFilter;
+use llmgate::telemetry::{self, Telemetry};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// mimalloc instead of glibc's malloc: allocation was a fifth of the gateway's CPU under load
 /// (perf, `benches/load`), and mimalloc's thread-local free lists serve these small,
@@ -51,14 +54,17 @@ fn config_source(args: &ServeArgs) -> anyhow::Result<ConfigSource> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing();
     let source = config_source(&args)?;
+    let state = AppState::load(source)?;
+    // Before the runtime: the exporter's blocking HTTP client makes its own.
+    let telemetry =
+        Telemetry::new(state.otlp_endpoint().as_deref()).context("setting up trace export")?;
+    init_tracing(&telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let state = AppState::load(source)?;
+    let served = runtime.block_on(async {
         let listen = state.listen();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -74,7 +80,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Dropping the runtime drops what still runs, which ends its spans; then the flush sends
+    // them (blocking, so outside the runtime).
+    drop(runtime);
+    telemetry.shutdown();
+    served
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
@@ -128,20 +139,27 @@ async fn shutdown_signal() {
     }
 }
 
-/// `RUST_LOG` or `LLMGATE_LOG` set the filter (default `info`); `LLMGATE_LOG_FORMAT=json`
-/// switches to JSON lines.
-fn init_tracing() {
+/// `RUST_LOG` or `LLMGATE_LOG` set the log filter (default `info`); `LLMGATE_LOG_FORMAT=json`
+/// switches to JSON lines. Trace spans go to the OpenTelemetry layer whatever the log filter.
+fn init_tracing(telemetry: &Telemetry) {
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LLMGATE_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let mut filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Ok(spans_off) = format!("{}=off", telemetry::TARGET).parse() {
+        filter = filter.add_directive(spans_off);
+    }
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("LLMGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
+    let logs = if std::env::var("LLMGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+    {
+        logs.json().with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        logs.with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(telemetry.layer())
+        .init();
 }

@@ -22,6 +22,14 @@ impl Config {
                 );
             }
         }
+        match &self.telemetry.otlp_endpoint {
+            Some(url) => {
+                let _ = writeln!(out, "traces: exported to {url}/v1/traces (OTLP/HTTP)");
+            }
+            None => {
+                out.push_str("traces: not exported (upstream requests still get traceparent)\n")
+            }
+        }
         out.push_str("providers:\n");
         for (name, p) in &self.providers {
             if p.kind == super::ProviderKind::Echo {

@@ -185,6 +185,35 @@ struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+}
+
+impl RawTelemetry {
+    fn check(self) -> Result<TelemetryConfig, ConfigError> {
+        let path = "telemetry.otlp_endpoint";
+        let otlp_endpoint = self
+            .otlp_endpoint
+            .map(|url| check_base_url(path, &url))
+            .transpose()?;
+        // The endpoint is logged when export fails; credentials go in OTEL_EXPORTER_OTLP_HEADERS.
+        if let Some(url) = &otlp_endpoint
+            && reqwest::Url::parse(url)
+                .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            return Err(err(
+                path,
+                "must not contain credentials (set OTEL_EXPORTER_OTLP_HEADERS instead)",
+            ));
+        }
+        Ok(TelemetryConfig { otlp_endpoint })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -314,6 +343,7 @@ fn positive_secs(
 impl RawConfig {
     fn check(self) -> Result<Config, ConfigError> {
         let server = self.server.check()?;
+        let telemetry = self.telemetry.check()?;
         let auth = self.auth.map(RawAuth::check).transpose()?;
         let mut providers = BTreeMap::new();
         for (name, raw) in self.providers {
@@ -347,6 +377,7 @@ impl RawConfig {
             auth,
             providers,
             models,
+            telemetry,
         })
     }
 }

@@ -28,6 +28,15 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model aliases by name.
     pub(crate) models: BTreeMap<String, ModelConfig>,
+    /// `[telemetry]`: where traces go.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (`/v1/traces` is appended); `None`: spans are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[server]`.
@@ -382,6 +391,7 @@ impl Config {
             auth: None,
             providers,
             models: BTreeMap::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

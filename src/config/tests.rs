@@ -52,6 +52,10 @@ fn the_example_config_parses() {
         std::time::Duration::from_secs(5)
     );
     assert_eq!(config.providers["openai"].models, ["gpt-4o-mini", "gpt-4o"]);
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
     let auth = config.auth.as_ref().unwrap();
     assert!(auth.keys[1].allows("echo/anything"));
     assert!(!auth.keys[1].allows("openai/gpt-4o"));
@@ -271,4 +275,32 @@ fn errors_never_quote_a_value_from_the_environment() {
     let message = error("[providers.o]\nkind = \"openai\"\ntimeout_ms = \"${KEY}\"\n").message;
     assert!(!message.contains("sk-123"), "{message}");
     assert!(message.contains("***"), "{message}");
+}
+
+#[test]
+fn the_otlp_endpoint_is_an_http_url_without_credentials() {
+    assert_eq!(parse("").unwrap().telemetry.otlp_endpoint, None);
+    let config = parse("[telemetry]\notlp_endpoint = \"https://otel.example:4318/\"\n").unwrap();
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("https://otel.example:4318")
+    );
+    assert!(
+        config
+            .describe()
+            .contains("https://otel.example:4318/v1/traces")
+    );
+    for bad in [
+        "localhost:4318",
+        "grpc://x:4317",
+        "http://user:pw@x:4318",
+        "http://x/?a=b",
+    ] {
+        let e = error(&format!("[telemetry]\notlp_endpoint = \"{bad}\"\n"));
+        assert_eq!(e.path, "telemetry.otlp_endpoint", "{bad}: {e}");
+    }
+    assert_eq!(
+        error("[telemetry]\nendpoint = \"http://x\"\n").path,
+        "telemetry.endpoint"
+    );
 }

@@ -25,6 +25,7 @@ use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
+use crate::telemetry;
 
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
@@ -151,10 +152,13 @@ impl Upstream {
         for (name, value) in &prepared.headers {
             request = request.header(name, value);
         }
+        // `traceparent` of the attempt span this call runs in.
+        request = request.headers(telemetry::trace_headers());
         let response = request
             .send()
             .await
             .map_err(|e| self.origin.transport_error(e))?;
+        telemetry::record_http_status(&tracing::Span::current(), response.status().as_u16());
         if response.status().is_success() {
             Ok(response)
         } else {

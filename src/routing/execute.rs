@@ -20,12 +20,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::health::{Claim, Health, ProbeToken};
 use super::plan::{Candidate, Plan};
 use super::retry::{self, Next};
 use crate::error::{GatewayError, ProviderError};
 use crate::providers::Unsupported;
+use crate::telemetry;
 
 /// Why one attempt failed.
 #[derive(Debug)]
@@ -34,6 +36,16 @@ pub(crate) enum AttemptError {
     Provider(ProviderError),
     /// The candidate cannot take the request (another candidate may).
     Unsupported(Unsupported),
+}
+
+impl AttemptError {
+    /// The upstream's failure, if it was one.
+    fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            AttemptError::Provider(error) => Some(error),
+            AttemptError::Unsupported(_) => None,
+        }
+    }
 }
 
 impl From<ProviderError> for AttemptError {
@@ -195,8 +207,13 @@ where
     };
     let mut running: FuturesUnordered<AttemptFuture<'a, T>> = FuturesUnordered::new();
     let mut attempts = 0u32;
+    // Attempt spans are children of the request span (current while the plan runs), so
+    // retries, fallbacks and hedges are siblings.
+    let request_span = tracing::Span::current();
     let launch = |step: Step, attempts: &mut u32| -> AttemptFuture<'a, T> {
         *attempts += 1;
+        let number = *attempts;
+        let request_span = request_span.clone();
         let candidate = &plan.candidates[step.index];
         let provider_timeout = candidate.provider.config.timeout;
         let timeout = plan
@@ -212,12 +229,20 @@ where
             if !step.pause.is_zero() {
                 tokio::time::sleep(step.pause).await;
             }
-            let result = match tokio::time::timeout(timeout, attempt).await {
+            // Made after the backoff pause, so the span is the attempt's own time.
+            let span = telemetry::attempt_span(&request_span, candidate, number);
+            let result = match tokio::time::timeout(timeout, attempt)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(AttemptError::Provider(ProviderError::Timeout(
                     u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 ))),
             };
+            if let Err(error) = &result {
+                telemetry::attempt_failed(&span, error.provider_error());
+            }
             Outcome {
                 index: step.index,
                 probe,

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tower_http::request_id::RequestId;
+use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::auth::Caller;
@@ -34,6 +35,7 @@ use crate::routing::variables;
 use crate::schema::{ChatRequest, ChatResponse, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response};
 use crate::stream::{OnComplete, SseBody, StreamTiming};
+use crate::telemetry;
 
 /// Everything about one chat call besides its body.
 pub(crate) struct ChatCall {
@@ -47,6 +49,8 @@ pub(crate) struct ChatCall {
     pub(crate) request_id: String,
     /// When the gateway received the request.
     pub(crate) start: Instant,
+    /// The request's trace span.
+    pub(crate) span: Span,
 }
 
 impl FromRequestParts<AppState> for ChatCall {
@@ -65,6 +69,11 @@ impl FromRequestParts<AppState> for ChatCall {
             .get("x-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("/v1/chat/completions", MatchedPath::as_str);
+        let span = telemetry::request_span(route, &parts.headers);
         Ok(ChatCall {
             // The auth layer puts the config it checked the key against there.
             state: parts
@@ -81,13 +90,34 @@ impl FromRequestParts<AppState> for ChatCall {
             session_id,
             request_id: request_id(parts.extensions.get::<RequestId>()),
             start,
+            span,
         })
     }
 }
 
-/// Answers one chat completion request.
-pub(crate) async fn complete(call: ChatCall, body: Bytes) -> Result<Response, GatewayError> {
-    let mut request = parse_and_validate(&body)?;
+/// Answers one chat completion request (or its body's rejection), in its trace span (which a
+/// stream's body keeps open until the stream ends).
+pub(crate) async fn complete(
+    call: ChatCall,
+    body: Result<Bytes, GatewayError>,
+) -> Result<Response, GatewayError> {
+    let span = call.span.clone();
+    let answer = answer(call, body).instrument(span.clone()).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    telemetry::record_status(&span, status.as_u16());
+    answer
+}
+
+async fn answer(
+    call: ChatCall,
+    body: Result<Bytes, GatewayError>,
+) -> Result<Response, GatewayError> {
+    let mut request = parse_and_validate(&body?)?;
+    call.span
+        .record("gen_ai.request.model", request.model.as_str());
     check_allowed(&call, &request)?;
     variables::apply(&mut request, call.state.server.max_body_bytes)?;
     let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
@@ -225,17 +255,21 @@ async fn whole(
                 .adapter
                 .chat(request, &prepared, &cx)
                 .await?;
+            let upstream_model = response.model.clone();
+            trace_answer(&Span::current(), &upstream_model, response.usage.as_ref());
             // Inside the attempt: an unusable answer is retried like any failure.
             normalize_response(&mut response, &request.model, choice_count(request))?;
-            Ok((response, prepared.dropped))
+            Ok((response, prepared.dropped, upstream_model))
         }
     })
     .await;
     let Success {
-        value: (response, dropped),
+        value: (response, dropped, upstream_model),
         candidate,
         attempts,
     } = result.map_err(|f| f.error)?;
+    telemetry::record_answered(&call.span, &candidate, attempts);
+    trace_answer(&call.span, &upstream_model, response.usage.as_ref());
     let upstream_time = routing_start.elapsed();
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some((key, ttl)) = cache
@@ -281,6 +315,8 @@ async fn stream(
                 choice_count(request),
             );
             let mut body = SseBody::new(upstream, normalizer, &candidate.provider.name, timing);
+            // The attempt and request spans end with the stream; usage is recorded on arrival.
+            body.trace(vec![Span::current(), call.span.clone()]);
             if let Some((key, ttl)) = cache {
                 // Recording starts before the first chunk, which `open` consumes.
                 body.record(store_in_cache(call, candidate, key.clone(), *ttl));
@@ -295,9 +331,18 @@ async fn stream(
         candidate,
         attempts,
     } = result.map_err(|f| f.error)?;
+    telemetry::record_answered(&call.span, &candidate, attempts);
     let upstream_time = routing_start.elapsed();
     let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(sse_answer(call, body, &answered))
+}
+
+/// Records the model that answered and its token counts on `span`.
+fn trace_answer(span: &Span, upstream_model: &str, usage: Option<&crate::schema::Usage>) {
+    telemetry::record_response_model(span, upstream_model);
+    if let Some(usage) = usage {
+        telemetry::record_usage(span, usage);
+    }
 }
 
 /// Whether an answer is worth caching: it has choices and every one finished.

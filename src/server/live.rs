@@ -46,6 +46,8 @@ pub(crate) struct Live {
     pub(crate) auth: Option<AuthConfig>,
     /// Server settings.
     pub(crate) server: ServerConfig,
+    /// Where spans are exported (fixed at start: the exporter is built once).
+    pub(crate) telemetry: config::TelemetryConfig,
     /// Request counters of each gateway key, in the order of `auth.keys`.
     pub(crate) usage: Vec<(String, Arc<KeyUsage>)>,
     /// Which config this is.
@@ -81,6 +83,7 @@ impl Live {
             ),
             auth: config.auth.clone(),
             server: config.server.clone(),
+            telemetry: config.telemetry.clone(),
             usage,
             loaded,
         })

@@ -98,6 +98,11 @@ impl AppState {
         self.0.live.load().server.listen
     }
 
+    /// Where spans are exported, if anywhere (fixed at start).
+    pub fn otlp_endpoint(&self) -> Option<String> {
+        self.0.live.load().telemetry.otlp_endpoint.clone()
+    }
+
     /// When the process started (unix seconds).
     pub(crate) fn started(&self) -> i64 {
         self.0.started

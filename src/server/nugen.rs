@@ -28,5 +28,5 @@ pub(crate) async fn chat_completions(
     call: ChatCall,
     body: Result<JsonBody, GatewayError>,
 ) -> Result<Response, NugenError> {
-    Ok(complete(call, body?.0).await?)
+    Ok(complete(call, body.map(|b| b.0)).await?)
 }

@@ -42,7 +42,7 @@ pub(crate) async fn chat_completions(
     call: ChatCall,
     body: Result<JsonBody, GatewayError>,
 ) -> Result<Response, GatewayError> {
-    complete(call, body?.0).await
+    complete(call, body.map(|b| b.0)).await
 }
 
 /// `GET /v1/models` answer.

@@ -109,6 +109,10 @@ fn keep_listener_settings(config: &mut Config, current: &Live) -> Vec<String> {
         );
         new.connections = running.connections.clone();
     }
+    if config.telemetry.otlp_endpoint != current.telemetry.otlp_endpoint {
+        changed.push("telemetry.otlp_endpoint".to_owned());
+        config.telemetry = current.telemetry.clone();
+    }
     changed
 }
 

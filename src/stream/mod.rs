@@ -35,6 +35,7 @@ use crate::envelope::ErrorEnvelope;
 use crate::error::{GatewayError, ProviderError};
 use crate::providers::ChunkStream;
 use crate::schema::{ChatChunk, ChatResponse};
+use crate::telemetry;
 use normalize::ChunkNormalizer;
 
 /// The last event of a successful stream.
@@ -95,6 +96,10 @@ pub(crate) struct SseBody {
     last_upstream: Instant,
     last_write: Instant,
     recorder: Option<(StreamRecorder, OnComplete)>,
+    /// Trace spans kept open until the stream ends, told the model and usage when they come.
+    spans: Vec<tracing::Span>,
+    /// Whether the upstream's model is on the spans yet.
+    model_traced: bool,
 }
 
 /// What to do with the whole answer once a stream completed cleanly.
@@ -119,6 +124,8 @@ impl SseBody {
             last_upstream: now,
             last_write: now,
             recorder: None,
+            spans: Vec::new(),
+            model_traced: false,
         }
     }
 
@@ -167,6 +174,12 @@ impl SseBody {
         }
     }
 
+    /// Keeps `spans` open until the stream ends, recording the upstream's model and usage and
+    /// a failure on them.
+    pub(crate) fn trace(&mut self, spans: Vec<tracing::Span>) {
+        self.spans = spans;
+    }
+
     /// Hands every complete answer of this stream to `on_complete` (for the cache).
     pub(crate) fn record(&mut self, on_complete: OnComplete) {
         self.recorder = Some((StreamRecorder::default(), on_complete));
@@ -177,6 +190,7 @@ impl SseBody {
         if let (Some((recorder, _)), Some(usage)) = (self.recorder.as_mut(), &chunk.usage) {
             recorder.usage(usage);
         }
+        self.trace_chunk(&chunk);
         let Some(chunk) = self.normalizer.push(chunk)? else {
             return Ok(false);
         };
@@ -185,6 +199,20 @@ impl SseBody {
         }
         self.queue.push_back(data_event(&chunk));
         Ok(true)
+    }
+
+    /// Records the upstream's model (first chunk) and usage (when it comes) on the spans.
+    fn trace_chunk(&mut self, chunk: &ChatChunk) {
+        let model = !self.model_traced && !chunk.model.is_empty();
+        self.model_traced |= model;
+        for span in &self.spans {
+            if model {
+                telemetry::record_response_model(span, &chunk.model);
+            }
+            if let Some(usage) = &chunk.usage {
+                telemetry::record_usage(span, usage);
+            }
+        }
     }
 
     fn idle_error(&self) -> ProviderError {
@@ -204,6 +232,9 @@ impl SseBody {
     /// Ends the stream with one error event.
     fn fail(&mut self, error: ProviderError) {
         tracing::warn!(provider = %self.provider, %error, "stream ended with an error");
+        for span in &self.spans {
+            span.record("otel.status_code", "ERROR");
+        }
         let event = error_event(&self.upstream_error(error));
         self.queue.push_back(event);
         self.upstream = None;

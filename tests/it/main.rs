@@ -23,4 +23,5 @@ mod server;
 mod siege;
 mod stream;
 mod support;
+mod traces;
 mod translate;

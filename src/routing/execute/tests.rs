@@ -847,3 +847,79 @@ async fn the_load_balancer_of_a_request_replaces_the_targets() {
     assert_eq!(result.unwrap().0, "b");
     assert_eq!(a.calls().len(), 0);
 }
+
+/// Runs `request` inside a request span and returns the spans: the request span last.
+async fn traced_run(
+    world: &World,
+    body: serde_json::Value,
+) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    use tracing::Instrument;
+    let (_guard, collected) = crate::telemetry::testing::capture();
+    let span = tracing::info_span!(target: crate::telemetry::TARGET, "chat");
+    let (result, _) = run(world, &request(body), None).instrument(span).await;
+    result.unwrap();
+    collected.spans()
+}
+
+fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> String {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_and_fallbacks_are_sibling_attempt_spans() {
+    let (a, b) = (
+        Scripted::new(vec![status(503)]),
+        Scripted::new(vec![ok("b")]),
+    );
+    let w = world(
+        vec![("a", a), ("b", b)],
+        vec![("fast", alias(&[("a", 1.0)], &["b/m"], 2))],
+        ServerConfig::default(),
+    );
+    let spans = traced_run(&w, json!({"model": "fast"})).await;
+    let (request, attempts) = spans.split_last().unwrap();
+    assert_eq!(attempts.len(), 3, "{spans:#?}");
+    let described: Vec<(String, String, String)> = attempts
+        .iter()
+        .map(|s| {
+            assert_eq!(s.parent_span_id, request.span_context.span_id());
+            assert_eq!(s.span_context.trace_id(), request.span_context.trace_id());
+            (
+                attribute(s, "llmgate.provider"),
+                attribute(s, "llmgate.attempt"),
+                attribute(s, "error.type"),
+            )
+        })
+        .collect();
+    let expected = [("a", "1", "status"), ("a", "2", "status"), ("b", "3", "")]
+        .map(|(p, n, e)| (p.to_owned(), n.to_owned(), e.to_owned()));
+    assert_eq!(described, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_is_a_sibling_attempt_span() {
+    let (a, b) = (
+        Scripted::new(vec![slow_ok(5_000, "slow a")]),
+        Scripted::new(vec![slow_ok(10, "quick b")]),
+    );
+    let mut fast = alias(&[("a", 1_000_000.0), ("b", 0.000_001)], &[], 1);
+    fast.hedge_after = Some(Duration::from_millis(100));
+    let w = world(
+        vec![("a", a), ("b", b)],
+        vec![("fast", fast)],
+        ServerConfig::default(),
+    );
+    let spans = traced_run(&w, json!({"model": "fast"})).await;
+    let (request, attempts) = spans.split_last().unwrap();
+    let mut providers: Vec<String> = attempts
+        .iter()
+        .filter(|s| s.parent_span_id == request.span_context.span_id())
+        .map(|s| attribute(s, "llmgate.provider"))
+        .collect();
+    providers.sort();
+    assert_eq!(providers, ["a", "b"], "{spans:#?}");
+}

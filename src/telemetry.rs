@@ -1,0 +1,307 @@
+//! Traces (OpenTelemetry): one span per chat request and one per upstream attempt, with
+//! OpenTelemetry's GenAI attributes, exported over OTLP/HTTP (protobuf) when
+//! `[telemetry] otlp_endpoint` is set.
+//!
+//! The spans are `tracing` spans of target [`TARGET`]; the `tracing-opentelemetry` layer
+//! ([`Telemetry::layer`]) turns them into OpenTelemetry spans. That layer is always installed
+//! (with an always-on sampler), export or not, so every upstream request carries a W3C
+//! `traceparent` naming its attempt span. Export is batched on the SDK's own thread; an
+//! unreachable collector costs a log line, never a request. Attributes hold names, numbers
+//! and statuses only: never message text, never a secret.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::error::ProviderError;
+use crate::routing::plan::Candidate;
+use crate::schema::Usage;
+
+/// The `tracing` target of the exported spans. Only the OpenTelemetry layer takes it; the log
+/// output leaves it out, so logs look the same with or without traces.
+pub const TARGET: &str = "llmgate::trace";
+
+/// How long one export may take, and how long shutdown waits for the last one.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tracer provider behind the spans. [`Telemetry::shutdown`] flushes what is buffered.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// A provider that exports to `otlp_endpoint` (a base URL; `/v1/traces` is appended), or
+    /// only makes span ids (for `traceparent`) without one. Call outside an async runtime.
+    pub fn new(otlp_endpoint: Option<&str>) -> anyhow::Result<Self> {
+        let resource = Resource::builder()
+            .with_service_name("llmgate")
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.version",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOn)
+            .with_resource(resource);
+        if let Some(base) = otlp_endpoint {
+            builder = builder.with_batch_exporter(LoggedExporter::new(base)?);
+        }
+        Ok(Telemetry {
+            provider: builder.build(),
+        })
+    }
+
+    /// The `tracing` layer that makes OpenTelemetry spans of the [`TARGET`] spans.
+    pub fn layer<S>(&self) -> impl Layer<S>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer("llmgate"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
+    }
+
+    /// Exports what is still buffered (waiting at most a few seconds) and stops exporting.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown_with_timeout(EXPORT_TIMEOUT) {
+            tracing::warn!(%error, "flushing spans on shutdown failed");
+        }
+    }
+}
+
+/// The OTLP/HTTP exporter, logging when export starts failing and when it recovers (not
+/// every failed batch).
+#[derive(Debug)]
+struct LoggedExporter {
+    inner: opentelemetry_otlp::SpanExporter,
+    endpoint: String,
+    failing: AtomicBool,
+}
+
+impl LoggedExporter {
+    fn new(base: &str) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS crypto provider.
+        crate::providers::http::install_crypto_provider();
+        let endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
+        let inner = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()?;
+        Ok(LoggedExporter {
+            inner,
+            endpoint,
+            failing: AtomicBool::new(false),
+        })
+    }
+}
+
+impl SpanExporter for LoggedExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        match &result {
+            Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(endpoint = %self.endpoint, %error, spans,
+                    "exporting spans failed (dropped; export keeps trying)");
+            }
+            Err(error) => tracing::debug!(%error, spans, "exporting spans failed"),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(endpoint = %self.endpoint, "exporting spans works again");
+            }
+            Ok(()) => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The span of one chat request (`POST <route>`), continuing the trace of an incoming W3C
+/// `traceparent`.
+pub(crate) fn request_span(route: &str, headers: &HeaderMap) -> Span {
+    let span = tracing::info_span!(target: TARGET, "chat",
+        otel.name = %format_args!("POST {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.system = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        http.request.method = "POST",
+        http.route = route,
+        http.response.status_code = Empty,
+        llmgate.provider = Empty,
+        llmgate.attempts = Empty,
+    );
+    let parent = TraceContextPropagator::new()
+        .extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers));
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed (then there is nothing to link).
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The span of attempt number `attempt` of a request, a child of `parent` (the request span).
+pub(crate) fn attempt_span(parent: &Span, candidate: &Candidate, attempt: u32) -> Span {
+    let model = candidate.upstream_model.as_str();
+    tracing::info_span!(target: TARGET, parent: parent, "attempt",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        "error.type" = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.system = candidate.provider.config.kind.as_str(),
+        gen_ai.request.model = model,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        http.response.status_code = Empty,
+        llmgate.provider = candidate.provider.name.as_str(),
+        llmgate.attempt = i64::from(attempt),
+    )
+}
+
+/// Marks an attempt span failed, with the kind of failure (never its message, which may quote
+/// the upstream or the request).
+pub(crate) fn attempt_failed(span: &Span, error: Option<&ProviderError>) {
+    let kind = match error {
+        None => "unsupported",
+        Some(ProviderError::Connect(_)) => "connect",
+        Some(ProviderError::Timeout(_)) => "timeout",
+        Some(ProviderError::Status { status, .. }) => {
+            span.record("http.response.status_code", i64::from(*status));
+            "status"
+        }
+        Some(ProviderError::Decode(_)) => "decode",
+        Some(ProviderError::Stream(_)) => "stream",
+    };
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", kind);
+}
+
+/// Records the model that answered (as the upstream named it) on `span`.
+pub(crate) fn record_response_model(span: &Span, model: &str) {
+    span.record("gen_ai.response.model", model);
+}
+
+/// Records the token counts of an answer on `span`.
+pub(crate) fn record_usage(span: &Span, usage: &Usage) {
+    span.record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
+}
+
+/// Records on the request span who answered.
+pub(crate) fn record_answered(span: &Span, candidate: &Candidate, attempts: u32) {
+    span.record("gen_ai.system", candidate.provider.config.kind.as_str());
+    span.record("llmgate.provider", candidate.provider.name.as_str());
+    span.record("llmgate.attempts", i64::from(attempts));
+}
+
+/// Records the status the client got on the request span.
+pub(crate) fn record_status(span: &Span, status: u16) {
+    record_http_status(span, status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Records an HTTP status on `span`.
+pub(crate) fn record_http_status(span: &Span, status: u16) {
+    span.record("http.response.status_code", i64::from(status));
+}
+
+/// An OpenTelemetry integer (`tracing-opentelemetry` turns a `u64` into a string).
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The `traceparent` (and `tracestate`) of the current span, for an upstream request; empty
+/// when no span is current or no OpenTelemetry layer is installed.
+pub(crate) fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let cx = Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+    headers
+}
+
+/// Spans collected in memory, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use super::*;
+
+    /// The finished spans, in the order they ended.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Collected(Arc<Mutex<Vec<SpanData>>>);
+
+    impl Collected {
+        pub(crate) fn spans(&self) -> Vec<SpanData> {
+            self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl SpanExporter for Collected {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if let Ok(mut spans) = self.0.lock() {
+                spans.extend(batch);
+            }
+            Ok(())
+        }
+    }
+
+    /// Sends this thread's spans to the returned collection while the guard lives.
+    pub(crate) fn capture() -> (tracing::subscriber::DefaultGuard, Collected) {
+        let collected = Collected::default();
+        let telemetry = Telemetry {
+            provider: SdkTracerProvider::builder()
+                .with_sampler(Sampler::AlwaysOn)
+                .with_simple_exporter(collected.clone())
+                .build(),
+        };
+        let guard = tracing_subscriber::registry()
+            .with(telemetry.layer())
+            .set_default();
+        (guard, collected)
+    }
+}
