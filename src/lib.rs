@@ -17,12 +17,14 @@
 //! - `cache`: the exact-match response cache.
 //! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
+//! - [`observe`]: Prometheus metrics and the access log, from one record per request.
 
 mod cache;
 pub mod cli;
 pub mod config;
 mod envelope;
 pub mod error;
+pub mod observe;
 pub mod providers;
 mod routing;
 pub mod schema;

@@ -9,10 +9,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
 use super::AppState;
 use crate::cache;
 use crate::config::{CacheScope, GatewayKey};
 use crate::error::GatewayError;
+use crate::observe::record::Observed;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +65,12 @@ pub(crate) async fn require_key(
             }
         }
     };
+    if let (Some(key), Some(observed)) =
+        (caller.key(&state), request.extensions().get::<Observed>())
+    {
+        let name: Arc<str> = Arc::from(key.name.as_str());
+        observed.update(|record| record.key = Some(name));
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -2,15 +2,17 @@
 //!
 //! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
 //! `x-request-id` (the client's or a new one) ->
-//! access log and request start time -> propagate `x-request-id` to the response -> routes.
-//! The chat and model routes also pass the gateway-key check (`auth`); health, readiness and
-//! the OpenAPI document do not.
+//! the request's record (access log and metrics) and start time -> propagate `x-request-id` to
+//! the response -> routes.
+//! The chat and model routes also pass the gateway-key check (`auth`); health, readiness,
+//! metrics and the OpenAPI document do not.
 
 mod auth;
 mod chat;
 mod connection;
 mod extract;
 mod health;
+mod metrics;
 mod middleware;
 mod nugen;
 mod openai;
@@ -57,6 +59,7 @@ impl AppState {
     /// State for `config`, building every provider adapter.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let registry = Registry::build(&config.providers, &config.server)?;
+        crate::observe::register(&key_names(config.auth.as_ref()));
         Ok(AppState(Arc::new(Inner {
             router: routing::Router::new(registry, config.models.clone(), &config.server),
             cache: ResponseCache::new(
@@ -78,6 +81,14 @@ impl AppState {
     /// Marks the gateway as draining.
     fn set_draining(&self) {
         self.0.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The key label values: every key's name, or `none` without auth.
+pub(crate) fn key_names(auth: Option<&AuthConfig>) -> Vec<String> {
+    match auth {
+        Some(auth) => auth.keys.iter().map(|k| k.name.clone()).collect(),
+        None => vec![crate::observe::NONE.to_owned()],
     }
 }
 
@@ -104,7 +115,8 @@ fn app(state: AppState) -> Router {
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::serve));
+        .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve));
     Router::new()
         .merge(api)
         .merge(public)
@@ -112,7 +124,7 @@ fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(openai::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.server.max_body_bytes))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(axum::middleware::from_fn(middleware::observe))
         .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
         .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
         .with_state(state)

@@ -33,6 +33,7 @@ impl Modify for BearerAuth {
         super::openai::list_models,
         super::health::healthz,
         super::health::readyz,
+        super::metrics::serve,
     ),
     modifiers(&BearerAuth),
 )]
