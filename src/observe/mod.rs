@@ -154,11 +154,17 @@ pub(crate) fn ingress(path: &str) -> Option<&'static str> {
 }
 
 /// Registers the series that exist before any traffic, so every family shows in the first
-/// scrape: zero counters for each key name and fixed label value, the state backend (the
-/// in-memory one is always up) and the build info.
-pub(crate) fn register(key_names: &[String]) {
+/// scrape: zero counters for each key name, configured model name and fixed label value,
+/// the state backend (the in-memory one is always up) and the build info.
+pub(crate) fn register(key_names: &[String], models: &[std::sync::Arc<str>]) {
     install();
     use names::*;
+    for model in models {
+        for name in [RETRIES, FALLBACKS, HEDGES] {
+            let model = metrics::SharedString::from_shared(std::sync::Arc::clone(model));
+            counter!(name, "model" => model).increment(0);
+        }
+    }
     for name in key_names {
         for limit in ["requests", "tokens", "concurrency", "budget"] {
             counter!(RATELIMIT, "key" => name.clone(), "limit" => limit).increment(0);

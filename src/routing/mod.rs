@@ -83,6 +83,11 @@ impl Router {
         }
     }
 
+    /// The label of every configured name, for series registered before any traffic.
+    pub(crate) fn model_labels(&self) -> Vec<Arc<str>> {
+        self.labels.values().cloned().collect()
+    }
+
     /// Every configured `provider/model` (the circuit breaker's keys), for
     /// `llmgate_target_ejected`.
     pub(crate) fn configured_targets(&self) -> Vec<String> {

@@ -59,9 +59,10 @@ impl AppState {
     /// State for `config`, building every provider adapter.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let registry = Registry::build(&config.providers, &config.server)?;
-        crate::observe::register(&key_names(config.auth.as_ref()));
+        let router = routing::Router::new(registry, config.models.clone(), &config.server);
+        crate::observe::register(&key_names(config.auth.as_ref()), &router.model_labels());
         Ok(AppState(Arc::new(Inner {
-            router: routing::Router::new(registry, config.models.clone(), &config.server),
+            router,
             cache: ResponseCache::new(
                 config.server.cache_max_entries,
                 config.server.cache_max_bytes,
