@@ -266,7 +266,16 @@ async fn a_flood_of_made_up_model_names_adds_no_series() {
         };
         gateway.chat(None, ask(&model, "hi")).await;
     }
-    let scrape = gateway.scrape().await;
+    // A request is recorded when its response body is dropped, just after the client read
+    // it: wait for the last one.
+    let mut scrape = gateway.scrape().await;
+    for _ in 0..100 {
+        if scrape.contains("code=\"404\"} 150") && scrape.contains("code=\"200\"} 150") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        scrape = gateway.scrape().await;
+    }
     assert!(!scrape.contains("flood-model"), "{scrape}");
     let series = request_series(&scrape);
     assert_eq!(
