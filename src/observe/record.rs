@@ -74,6 +74,8 @@ pub(crate) struct Record {
     pub(crate) first_token: Option<Instant>,
     /// A stream that ended with an error event.
     pub(crate) stream_failed: bool,
+    /// Counted in `llmgate_active_streams` (an event stream went out).
+    stream_active: bool,
     start: Instant,
     /// Status and time of the response head.
     responded: Option<(u16, Instant)>,
@@ -125,6 +127,7 @@ impl Record {
             upstream_time: Duration::ZERO,
             first_token: None,
             stream_failed: false,
+            stream_active: false,
             start,
             responded: None,
         }
@@ -160,12 +163,17 @@ impl Finish {
     /// The response head is out: wraps its body so the record finishes when the body does.
     pub(crate) fn respond(self, response: axum::response::Response) -> axum::response::Response {
         let status = response.status().as_u16();
-        let stream = {
+        let is_event_stream = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let stream_active = {
             let mut record = self.observed.lock();
             record.responded = Some((status, Instant::now()));
-            record.stream
+            record.stream_active = record.stream && is_event_stream;
+            record.stream_active
         };
-        if stream {
+        if stream_active {
             gauge!(names::ACTIVE_STREAMS).increment(1.0);
         }
         let (parts, body) = response.into_parts();
@@ -323,7 +331,7 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending) {
         .record(ending.duration.as_secs_f64());
     histogram!(OVERHEAD, "ingress" => ingress).record(ending.overhead.as_secs_f64());
     gauge!(ACTIVE_REQUESTS, "ingress" => ingress).decrement(1.0);
-    if record.stream && record.responded.is_some() {
+    if record.stream_active {
         gauge!(ACTIVE_STREAMS).decrement(1.0);
     }
     if let Some(ttft) = ending.ttft {
