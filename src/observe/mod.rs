@@ -6,7 +6,7 @@
 //! instead, from state the gateway already has: `llmgate_target_ejected` (the circuit state)
 //! and `llmgate_spend_usd_total` (a float counter, which the facade cannot hold).
 //!
-//! Each request has one [`record::Record`], filled along the chat flow and finished once,
+//! Each request has one record (`record::Record`), filled along the chat flow and finished once,
 //! when the response body ends or is dropped: that writes the access-log line and the
 //! request's metrics, so both always agree. Every label value is a configured name (alias,
 //! configured `provider/model`, `provider/*`, provider, key name) or a fixed word, never

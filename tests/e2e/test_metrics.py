@@ -207,3 +207,9 @@ def test_a_scrape_after_mixed_traffic_passes_promtool_and_counts_exactly(gateway
     with open(scrape, "rb") as stdin:
         checked = subprocess.run([promtool, "check", "metrics"], stdin=stdin, capture_output=True, timeout=60)
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode() + "\n" + text
+
+
+def test_the_example_scrape_config_is_valid() -> None:
+    config = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "prometheus.yml"
+    checked = subprocess.run([_promtool(), "check", "config", str(config)], capture_output=True, timeout=60)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
