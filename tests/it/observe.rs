@@ -176,6 +176,8 @@ async fn no_secret_or_message_text_reaches_any_log_line() {
     let key = Some(GATEWAY_KEY);
     let refused = gateway.chat(key, ask("up/bad", SECRET_TEXT)).await;
     assert_eq!(refused.status(), 502);
+    let refused = refused.text().await.unwrap();
+    assert!(!refused.contains(PROVIDER_KEY), "{refused}");
     let ok = gateway.chat(key, ask("up/good", SECRET_TEXT)).await;
     assert_eq!(ok.status(), 200);
     let streamed = gateway
