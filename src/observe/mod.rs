@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Metric names.
@@ -61,6 +63,26 @@ const LATENCY_BUCKETS: &[f64] = &[
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The series that depend on the ingress only, looked up once (each request uses them).
+pub(crate) struct PerIngress {
+    pub(crate) active: metrics::Gauge,
+    pub(crate) overhead: metrics::Histogram,
+}
+
+static PER_INGRESS: OnceLock<[PerIngress; 2]> = OnceLock::new();
+
+/// The ingress-only series of `ingress` (`openai` or `nugen`).
+pub(crate) fn per_ingress(ingress: &'static str) -> &'static PerIngress {
+    let all = PER_INGRESS.get_or_init(|| {
+        install();
+        ["openai", "nugen"].map(|ingress| PerIngress {
+            active: gauge!(names::ACTIVE_REQUESTS, "ingress" => ingress),
+            overhead: histogram!(names::OVERHEAD, "ingress" => ingress),
+        })
+    });
+    &all[usize::from(ingress == "nugen")]
+}
 
 /// Installs the process-wide recorder once (later calls return the same handle) and
 /// describes every metric.

@@ -147,7 +147,7 @@ impl Finish {
     pub(crate) fn start(request_id: String, method: String, path: String, start: Instant) -> Self {
         let record = Record::new(request_id, method, path, start);
         if let Some(ingress) = record.ingress {
-            gauge!(names::ACTIVE_REQUESTS, "ingress" => ingress).increment(1.0);
+            super::per_ingress(ingress).active.increment(1.0);
         }
         Finish {
             observed: Observed(Arc::new(Mutex::new(record))),
@@ -329,8 +329,9 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending) {
     .increment(1);
     histogram!(DURATION, "ingress" => ingress, "model" => model.clone(), "provider" => provider.clone())
         .record(ending.duration.as_secs_f64());
-    histogram!(OVERHEAD, "ingress" => ingress).record(ending.overhead.as_secs_f64());
-    gauge!(ACTIVE_REQUESTS, "ingress" => ingress).decrement(1.0);
+    let per_ingress = super::per_ingress(ingress);
+    per_ingress.overhead.record(ending.overhead.as_secs_f64());
+    per_ingress.active.decrement(1.0);
     if record.stream_active {
         gauge!(ACTIVE_STREAMS).decrement(1.0);
     }

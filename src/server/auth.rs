@@ -3,13 +3,13 @@
 //! provider's configured key). Which models a key may use is checked by the chat handler,
 //! once the model is known.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
-
-use std::sync::Arc;
 
 use super::AppState;
 use crate::cache;
