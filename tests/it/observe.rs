@@ -6,13 +6,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{ask, ask_stream};
+use crate::support::{ask, ask_stream, eventually, hanging_upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llmgate");
 const GATEWAY_KEY: &str = "sk-gw-Qm9vYmFyYmF6cXV4";
@@ -368,4 +370,53 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape() {
         );
     }
     gateway.stop();
+}
+
+#[tokio::test]
+async fn a_stream_the_client_leaves_is_logged_once_as_client_closed() {
+    let first = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": null}]});
+    let upstream = hanging_upstream(format!("data: {first}\n\n"), None).await;
+    let config = format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\nmodels = [\"m\"]\n",
+        upstream.base_url
+    );
+    let gateway = Binary::start("left", &config, &[]);
+    gateway.wait_ready().await;
+    let response = gateway.chat(None, ask_stream("up/m", "hi", false)).await;
+    let mut body = response.bytes_stream();
+    assert!(body.next().await.unwrap().unwrap().starts_with(b"data: "));
+    let active = "llmgate_active_streams 1";
+    assert!(
+        gateway.scrape().await.contains(active),
+        "a stream in flight"
+    );
+    drop(body);
+    let closed = eventually(Duration::from_secs(5), || {
+        upstream.closed.load(Ordering::SeqCst)
+    });
+    assert!(closed.await, "the upstream request was cancelled");
+    let mut scrape = gateway.scrape().await;
+    for _ in 0..100 {
+        if scrape.contains("llmgate_active_streams 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        scrape = gateway.scrape().await;
+    }
+    assert!(scrape.contains("llmgate_active_streams 0"), "{scrape}");
+    let output = gateway.stop();
+    let lines = access_lines(&output);
+    let chat: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["path"] == "/v1/chat/completions")
+        .collect();
+    assert_eq!(chat.len(), 1, "one line, when the stream ended:\n{output}");
+    let fields = &chat[0]["fields"];
+    assert_eq!(
+        (&fields["outcome"], &fields["status"], &fields["stream"]),
+        (&json!("client_closed"), &json!(200), &json!(true)),
+        "{output}"
+    );
+    assert!(fields["ttft_ms"].is_number(), "{output}");
 }
