@@ -62,6 +62,9 @@ def gateway_url(upstream: MockUpstream, failing: str, tmp_path_factory: pytest.T
     config = workdir / "llmgate.toml"
     config.write_text(
         f"""\
+[server]
+circuit_failures = 4
+
 [providers.echo]
 kind = "echo"
 
@@ -200,7 +203,8 @@ def test_a_scrape_after_mixed_traffic_passes_promtool_and_counts_exactly(gateway
     assert after['llmgate_build_info{version="0.1.0"}'] == 1
     assert after["llmgate_state_backend_up"] == 1
     assert after['llmgate_spend_usd_total{key="e2e"}'] == 0
-    assert after['llmgate_target_ejected{target="bad/m"}'] in (0, 1)
+    # Two requests of two failing tries each: the fourth failure ejected the target.
+    assert after['llmgate_target_ejected{target="bad/m"}'] == 1
 
     scrape = tmp_path / "scrape.txt"
     scrape.write_text(text)
