@@ -420,3 +420,53 @@ async fn a_stream_the_client_leaves_is_logged_once_as_client_closed() {
     );
     assert!(fields["ttft_ms"].is_number(), "{output}");
 }
+
+#[tokio::test]
+async fn a_client_gone_before_the_answer_is_499_and_its_attempt_cancelled() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&upstream)
+        .await;
+    let gateway = Binary::start(
+        "gone",
+        &config(&upstream.uri()),
+        &[
+            ("TEST_GATEWAY_KEY", GATEWAY_KEY),
+            ("TEST_PROVIDER_KEY", PROVIDER_KEY),
+        ],
+    );
+    gateway.wait_ready().await;
+    let request = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(GATEWAY_KEY)
+        .timeout(Duration::from_millis(300))
+        .json(&ask("up/good", "hi"));
+    assert!(request.send().await.is_err(), "the client gave up");
+    let cancelled = r#"llmgate_upstream_requests_total{provider="up",outcome="cancelled"} 1"#;
+    let gone = r#"model="up/good",provider="none",key="team-a",code="499"} 1"#;
+    let mut scrape = gateway.scrape().await;
+    for _ in 0..100 {
+        if scrape.contains(cancelled) && scrape.contains(gone) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        scrape = gateway.scrape().await;
+    }
+    assert!(
+        scrape.contains(cancelled) && scrape.contains(gone),
+        "{scrape}"
+    );
+    let output = gateway.stop();
+    let lines = access_lines(&output);
+    let line = lines
+        .iter()
+        .find(|l| l["fields"]["path"] == "/v1/chat/completions")
+        .unwrap();
+    assert_eq!(
+        (&line["fields"]["status"], &line["fields"]["outcome"]),
+        (&json!(499), &json!("client_closed")),
+        "{output}"
+    );
+}
