@@ -2,7 +2,10 @@
 //! - `request/parse_validate_serialize`: a typical request body from bytes to the validated
 //!   canonical request and back to the upstream body;
 //! - `stream/normalize_20_chunks`: a 20-chunk upstream event stream decoded, parsed,
-//!   normalized and re-encoded as the client's events.
+//!   normalized and re-encoded as the client's events;
+//! - `observe/record_request`: one finished chat request's record turned into its metrics
+//!   (requests, duration, overhead, tokens, active gauges) in the Prometheus recorder. No
+//!   log subscriber is installed, so the access line itself is not formatted here.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -102,5 +105,12 @@ fn stream(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, request, stream);
+fn observe(c: &mut Criterion) {
+    llmgate::observe::install();
+    c.bench_function("observe/record_request", |b| {
+        b.iter(llmgate::observe::bench_record_request)
+    });
+}
+
+criterion_group!(benches, request, stream, observe);
 criterion_main!(benches);

@@ -17,6 +17,7 @@
 //! - `cache`: the exact-match response cache.
 //! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
+//! - [`observe`]: Prometheus metrics and the access log, from one record per request.
 //! - [`telemetry`]: OpenTelemetry spans per request and upstream attempt, OTLP export,
 //!   `traceparent` in and out.
 
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 mod envelope;
 pub mod error;
+pub mod observe;
 pub mod providers;
 mod routing;
 pub mod schema;

@@ -26,6 +26,8 @@ use super::health::{Claim, Health, ProbeToken};
 use super::plan::{Candidate, Plan};
 use super::retry::{self, Next};
 use crate::error::{GatewayError, ProviderError};
+use crate::observe::record::Tally;
+use crate::observe::{AttemptOutcome, upstream_attempt};
 use crate::providers::Unsupported;
 use crate::telemetry;
 
@@ -62,12 +64,16 @@ pub(crate) struct Success<T> {
     pub(crate) candidate: Candidate,
     /// Attempts started, this one and hedges included.
     pub(crate) attempts: u32,
+    /// Attempts, retries, fallbacks and hedges, for the metrics.
+    pub(crate) tally: Tally,
 }
 
 /// The failure of a whole plan (with the attempts it took, for the tests).
 pub(crate) struct Failure {
     /// What the client is told.
     pub(crate) error: GatewayError,
+    /// Attempts, retries, fallbacks and hedges, for the metrics.
+    pub(crate) tally: Tally,
     /// Attempts started.
     #[cfg(test)]
     pub(crate) attempts: u32,
@@ -185,6 +191,31 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
+/// Counts an upstream attempt in `llmgate_upstream_requests_total` when dropped: as
+/// cancelled unless it ended first (a lost hedge, the deadline, a client gone).
+struct CountAttempt<'a> {
+    provider: &'a str,
+    /// `None` when no upstream call was made (the candidate could not take the request).
+    outcome: Option<AttemptOutcome>,
+}
+
+impl Drop for CountAttempt<'_> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome {
+            upstream_attempt(self.provider, outcome);
+        }
+    }
+}
+
+fn attempt_outcome<T>(result: &Result<T, AttemptError>) -> Option<AttemptOutcome> {
+    match result {
+        Ok(_) => Some(AttemptOutcome::Ok),
+        Err(AttemptError::Provider(ProviderError::Timeout(_))) => Some(AttemptOutcome::Timeout),
+        Err(AttemptError::Provider(_)) => Some(AttemptOutcome::Error),
+        Err(AttemptError::Unsupported(_)) => None,
+    }
+}
+
 /// Runs `plan`, calling `call(candidate, attempt_timeout)` for each attempt.
 pub(crate) async fn execute<'a, T, F, Fut>(
     plan: &'a Plan,
@@ -206,13 +237,13 @@ where
         send_anyway: plan.all_ejected,
     };
     let mut running: FuturesUnordered<AttemptFuture<'a, T>> = FuturesUnordered::new();
-    let mut attempts = 0u32;
+    let mut tally = Tally::default();
     // Attempt spans are children of the request span (current while the plan runs), so
     // retries, fallbacks and hedges are siblings.
     let request_span = tracing::Span::current();
-    let launch = |step: Step, attempts: &mut u32| -> AttemptFuture<'a, T> {
-        *attempts += 1;
-        let number = *attempts;
+    let launch = |step: Step, tally: &mut Tally| -> AttemptFuture<'a, T> {
+        tally.attempts += 1;
+        let number = tally.attempts;
         let request_span = request_span.clone();
         let candidate = &plan.candidates[step.index];
         let provider_timeout = candidate.provider.config.timeout;
@@ -229,6 +260,10 @@ where
             if !step.pause.is_zero() {
                 tokio::time::sleep(step.pause).await;
             }
+            let mut counted = CountAttempt {
+                provider: &candidate.provider.name,
+                outcome: Some(AttemptOutcome::Cancelled),
+            };
             // Made after the backoff pause, so the span is the attempt's own time.
             let span = telemetry::attempt_span(&request_span, candidate, number);
             let result = match tokio::time::timeout(timeout, attempt)
@@ -243,6 +278,7 @@ where
             if let Err(error) = &result {
                 telemetry::attempt_failed(&span, error.provider_error());
             }
+            counted.outcome = attempt_outcome(&result);
             Outcome {
                 index: step.index,
                 probe,
@@ -254,11 +290,12 @@ where
     let Some(first) = schedule.first() else {
         return Err(Failure {
             error: GatewayError::Internal("a plan without candidates".to_owned()),
+            tally,
             #[cfg(test)]
-            attempts,
+            attempts: tally.attempts,
         });
     };
-    running.push(launch(first, &mut attempts));
+    running.push(launch(first, &mut tally));
     // The hedge timer exists either way; it is only polled while a hedge is still to come.
     let mut hedge_pending = plan.hedge_after.is_some();
     let hedge = tokio::time::sleep(plan.hedge_after.unwrap_or(NEVER));
@@ -273,7 +310,7 @@ where
                 let error = match outcome.result {
                     Ok(value) => {
                         health.success(&candidate.key);
-                        return Ok(Success { value, candidate: candidate.clone(), attempts });
+                        return Ok(Success { value, candidate: candidate.clone(), attempts: tally.attempts, tally });
                     }
                     Err(error) => error,
                 };
@@ -293,8 +330,9 @@ where
                 if decision == Next::GiveUp {
                     return Err(Failure {
                         error: into_gateway_error(candidate, error),
+                        tally,
                         #[cfg(test)]
-                        attempts,
+                        attempts: tally.attempts,
                     });
                 }
                 if !running.is_empty() {
@@ -305,12 +343,20 @@ where
                     AttemptError::Unsupported(_) => schedule.advance(),
                 };
                 match next {
-                    Some(step) => running.push(launch(step, &mut attempts)),
+                    Some(step) => {
+                        if step.index == outcome.index {
+                            tally.retries += 1;
+                        } else {
+                            tally.fallbacks += 1;
+                        }
+                        running.push(launch(step, &mut tally));
+                    }
                     None => {
                         return Err(Failure {
                             error: into_gateway_error(candidate, error),
+                            tally,
                             #[cfg(test)]
-                            attempts,
+                            attempts: tally.attempts,
                         });
                     }
                 }
@@ -319,7 +365,8 @@ where
                 hedge_pending = false;
                 if let Some(step) = schedule.advance() {
                     tracing::info!(target = %plan.candidates[step.index].key, "hedging");
-                    running.push(launch(step, &mut attempts));
+                    tally.hedges += 1;
+                    running.push(launch(step, &mut tally));
                 }
             }
             () = &mut total, if deadline.is_some() => {
@@ -330,8 +377,9 @@ where
                         provider: plan.candidates[index].provider.name.clone(),
                         error: ProviderError::Timeout(budget),
                     },
+                    tally,
                     #[cfg(test)]
-                    attempts,
+                    attempts: tally.attempts,
                 });
             }
         }

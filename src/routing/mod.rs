@@ -13,7 +13,8 @@ pub(crate) mod plan;
 pub(crate) mod retry;
 pub(crate) mod variables;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ModelConfig, ServerConfig};
@@ -29,6 +30,10 @@ pub(crate) struct Router {
     max_retry_wait: Duration,
     /// Circuit breakers, by `provider/model`.
     pub(crate) health: Health,
+    /// Metric label of each configured name (alias or listed `provider/model`), and
+    /// `provider/*` by provider name.
+    labels: HashMap<String, Arc<str>>,
+    wildcards: HashMap<String, Arc<str>>,
 }
 
 /// One entry of `/v1/models`.
@@ -47,12 +52,49 @@ impl Router {
         aliases: BTreeMap<String, ModelConfig>,
         server: &ServerConfig,
     ) -> Self {
-        Router {
+        let mut router = Router {
             registry,
             aliases,
             max_retry_wait: server.max_retry_wait,
             health: Health::new(server.circuit_failures, server.circuit_cooldown),
+            labels: HashMap::new(),
+            wildcards: HashMap::new(),
+        };
+        router.labels = (router.listed_models().into_iter())
+            .map(|m| (m.id.clone(), Arc::from(m.id)))
+            .collect();
+        router.wildcards = (router.registry.iter())
+            .map(|p| (p.name.clone(), Arc::from(format!("{}/*", p.name))))
+            .collect();
+        router
+    }
+
+    /// The metric label of the model name a client sent: the name itself when configured
+    /// (an alias, or a listed `provider/model`), `provider/*` for another model of a
+    /// configured provider, else `unknown`, so client-made names never add series.
+    pub(crate) fn model_label(&self, name: &str) -> Arc<str> {
+        if let Some(label) = self.labels.get(name) {
+            return Arc::clone(label);
         }
+        let provider = name.split_once('/').map(|(provider, _)| provider);
+        match provider.and_then(|p| self.wildcards.get(p)) {
+            Some(label) => Arc::clone(label),
+            None => Arc::from(crate::observe::UNKNOWN),
+        }
+    }
+
+    /// The label of every configured name, for series registered before any traffic.
+    pub(crate) fn model_labels(&self) -> Vec<Arc<str>> {
+        self.labels.values().cloned().collect()
+    }
+
+    /// Every configured `provider/model` (the circuit breaker's keys), for
+    /// `llmgate_target_ejected`.
+    pub(crate) fn configured_targets(&self) -> Vec<String> {
+        (self.listed_models().into_iter())
+            .filter(|m| !self.aliases.contains_key(&m.id))
+            .map(|m| m.id)
+            .collect()
     }
 
     /// A router for a reloaded config: circuit state carries over from `previous` for the
@@ -141,6 +183,23 @@ mod tests {
     fn the_embedded_default_lists_echo() {
         let config = Config::embedded_default(&BTreeMap::new());
         assert_eq!(listed(&config), [("echo/echo".into(), "echo".into())]);
+    }
+
+    #[test]
+    fn model_labels_are_configured_names_only() {
+        let config = from_toml_str(
+            "[providers.o]\nkind = \"openai\"\nmodels = [\"b\"]\n[models.fast]\ntargets = [{ provider = \"o\", model = \"a\" }]\n",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let registry = Registry::build(&config.providers, &config.server).unwrap();
+        let router = Router::new(registry, config.models.clone(), &config.server);
+        assert_eq!(&*router.model_label("fast"), "fast");
+        assert_eq!(&*router.model_label("o/b"), "o/b");
+        assert_eq!(&*router.model_label("o/anything-else"), "o/*");
+        assert_eq!(&*router.model_label("nope/b"), "unknown");
+        assert_eq!(&*router.model_label("free text"), "unknown");
+        assert_eq!(router.configured_targets(), ["o/a", "o/b"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::usage;
 use crate::cache;
 use crate::config::{CacheScope, GatewayKey, Secret};
 use crate::error::GatewayError;
+use crate::observe::record::Observed;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +70,11 @@ pub(crate) async fn require_key(
     } else {
         Caller(None)
     };
+    if let (Some(key), Some(observed)) = (caller.key(&live), request.extensions().get::<Observed>())
+    {
+        let name: Arc<str> = Arc::from(key.name.as_str());
+        observed.update(|record| record.key = Some(name));
+    }
     let in_flight = caller
         .0
         .and_then(|i| live.usage.get(i))

@@ -28,11 +28,12 @@ use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
 use crate::error::GatewayError;
+use crate::observe::record::{CacheUse, Observed};
 use crate::providers::{CallCx, Prepared, Unsupported};
-use crate::routing::execute::{AttemptError, Success, execute};
+use crate::routing::execute::{AttemptError, Failure, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
-use crate::schema::{ChatRequest, ChatResponse, parse_and_validate};
+use crate::schema::{ChatRequest, ChatResponse, Usage, parse_and_validate};
 use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response};
 use crate::stream::{OnComplete, SseBody, StreamTiming};
 use crate::telemetry;
@@ -51,6 +52,8 @@ pub(crate) struct ChatCall {
     pub(crate) start: Instant,
     /// The request's trace span.
     pub(crate) span: Span,
+    /// The request's record (access log and metrics).
+    pub(crate) observed: Observed,
 }
 
 impl FromRequestParts<AppState> for ChatCall {
@@ -91,6 +94,9 @@ impl FromRequestParts<AppState> for ChatCall {
             request_id: request_id(parts.extensions.get::<RequestId>()),
             start,
             span,
+            observed: (parts.extensions.get::<Observed>())
+                .cloned()
+                .unwrap_or_else(Observed::detached),
         })
     }
 }
@@ -118,6 +124,11 @@ async fn answer(
     let mut request = parse_and_validate(&body?)?;
     call.span
         .record("gen_ai.request.model", request.model.as_str());
+    let model = call.state.router.model_label(&request.model);
+    call.observed.update(|r| {
+        r.model = Some(model);
+        r.stream = request.is_stream();
+    });
     check_allowed(&call, &request)?;
     variables::apply(&mut request, call.state.server.max_body_bytes)?;
     let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
@@ -127,7 +138,11 @@ async fn answer(
     let scope = call.caller.cache_scope(&call.state);
     let cache_key = plan.cache_ttl.map(|_| cache::key(&request, scope));
     if let Some(hit) = cache_key.as_ref().and_then(|key| call.state.cache.get(key)) {
+        call.observed.update(|r| r.cache = CacheUse::Hit);
         return replay(&call, &request, &hit).await;
+    }
+    if cache_key.is_some() {
+        call.observed.update(|r| r.cache = CacheUse::Miss);
     }
     let cache = cache_key.zip(plan.cache_ttl);
     let mut answer = if request.is_stream() {
@@ -263,14 +278,16 @@ async fn whole(
         }
     })
     .await;
+    let upstream_time = routing_start.elapsed();
     let Success {
         value: (response, dropped, upstream_model),
         candidate,
         attempts,
-    } = result.map_err(|f| f.error)?;
+        ..
+    } = note_result(call, result, upstream_time)?;
     telemetry::record_answered(&call.span, &candidate, attempts);
     trace_answer(&call.span, &upstream_model, response.usage.as_ref());
-    let upstream_time = routing_start.elapsed();
+    note_usage(call, response.usage.as_ref());
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some((key, ttl)) = cache
         && is_complete(&response)
@@ -326,13 +343,15 @@ async fn stream(
         }
     })
     .await;
+    let upstream_time = routing_start.elapsed();
     let Success {
-        value: (body, dropped),
+        value: (mut body, dropped),
         candidate,
         attempts,
-    } = result.map_err(|f| f.error)?;
+        ..
+    } = note_result(call, result, upstream_time)?;
     telemetry::record_answered(&call.span, &candidate, attempts);
-    let upstream_time = routing_start.elapsed();
+    body.observe(call.observed.clone());
     let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(sse_answer(call, body, &answered))
 }
@@ -342,6 +361,38 @@ fn trace_answer(span: &Span, upstream_model: &str, usage: Option<&crate::schema:
     telemetry::record_response_model(span, upstream_model);
     if let Some(usage) = usage {
         telemetry::record_usage(span, usage);
+    }
+}
+
+/// Notes where the plan went (or the provider whose error the client gets) in the record.
+fn note_result<T>(
+    call: &ChatCall,
+    result: Result<Success<T>, Failure>,
+    upstream_time: Duration,
+) -> Result<Success<T>, GatewayError> {
+    call.observed.update(|r| {
+        r.upstream_time = upstream_time;
+        match &result {
+            Ok(success) => {
+                r.tally = success.tally;
+                r.provider = Some(success.candidate.provider.name.clone());
+                r.upstream_model = Some(success.candidate.upstream_model.clone());
+            }
+            Err(failure) => {
+                r.tally = failure.tally;
+                if let GatewayError::Upstream { provider, .. } = &failure.error {
+                    r.provider = Some(provider.clone());
+                }
+            }
+        }
+    });
+    result.map_err(|f| f.error)
+}
+
+fn note_usage(call: &ChatCall, usage: Option<&Usage>) {
+    if let Some(usage) = usage {
+        let counts = (usage.prompt_tokens, usage.completion_tokens);
+        call.observed.update(|r| r.usage = Some(counts));
     }
 }
 
@@ -375,6 +426,10 @@ async fn replay(
         dropped: &[],
         upstream_time: Duration::ZERO,
     };
+    call.observed.update(|r| {
+        r.provider = Some(hit.provider.clone());
+        r.upstream_model = Some(hit.upstream_model.clone());
+    });
     let mut answer = if request.is_stream() {
         let chunks = cache::replay_chunks(&hit.response);
         let upstream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
@@ -391,6 +446,7 @@ async fn replay(
             choice_count(request),
         );
         let mut body = SseBody::new(upstream, normalizer, &hit.provider, timing);
+        body.observe(call.observed.clone());
         // A replay is all there at once: its first chunk is always ready.
         body.open(None)
             .await
@@ -400,6 +456,7 @@ async fn replay(
             })?;
         sse_answer(call, body, &answered)
     } else {
+        note_usage(call, hit.response.usage.as_ref());
         let body =
             serde_json::to_vec(&hit.response).map_err(|e| GatewayError::Internal(e.to_string()))?;
         json_answer(call, body, &answered)

@@ -73,6 +73,10 @@ impl Live {
             ),
             None => routing::Router::new(registry, config.models.clone(), &config.server),
         };
+        crate::observe::register(
+            &super::key_names(config.auth.as_ref()),
+            &router.model_labels(),
+        );
         let keys = config.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
         let usage = usage::carried_over(keys, previous.map_or(&[][..], |p| &p.usage[..]));
         Ok(Live {

@@ -1,4 +1,4 @@
-//! Request ids and the access log.
+//! Request ids and the start of each request's record (access log and metrics).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -6,6 +6,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::time::Instant;
 use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::observe::record::Finish;
 
 /// Makes a random 128-bit hex request id when the client sent none.
 #[derive(Clone, Copy, Default)]
@@ -56,24 +58,21 @@ pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
         .to_owned()
 }
 
-/// Records the start time and logs one line per request (never headers or bodies, so keys
-/// and prompts stay out of logs).
-pub(crate) async fn access_log(mut request: Request, next: Next) -> Response {
+/// Records the start time and starts the request's record, which writes its one access-log
+/// line and its metrics when the response body ends or is dropped (see
+/// [`crate::observe::record`]). The handlers fill it through its `Observed` extension.
+pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
     let start = Instant::now();
+    let finish = Finish::start(
+        request_id(request.extensions().get::<RequestId>()),
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+        start,
+    );
     request.extensions_mut().insert(RequestStart(start));
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let id = request_id(request.extensions().get::<RequestId>());
+    request.extensions_mut().insert(finish.observed());
     let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let provider = response
-        .headers()
-        .get("x-llmgate-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info!(target: "llmgate::access", %method, %path, status, elapsed_ms, request_id = %id, provider, "request");
-    response
+    finish.respond(response)
 }
 
 #[cfg(test)]

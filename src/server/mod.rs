@@ -2,10 +2,11 @@
 //!
 //! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
 //! `x-request-id` (the client's or a new one) ->
-//! access log and request start time -> propagate `x-request-id` to the response -> routes.
+//! the request's record (access log and metrics) and start time -> propagate `x-request-id` to
+//! the response -> routes.
 //! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
-//! admin-key check; health, readiness and the OpenAPI document need no key. The reloadable
-//! config sits behind an `ArcSwap` (`live`, `reload`).
+//! admin-key check; health, readiness, metrics and the OpenAPI document need no key. The
+//! reloadable config sits behind an `ArcSwap` (`live`, `reload`).
 
 mod admin;
 mod auth;
@@ -14,6 +15,7 @@ mod connection;
 mod extract;
 mod health;
 mod live;
+mod metrics;
 mod middleware;
 mod nugen;
 mod openai;
@@ -119,6 +121,14 @@ impl AppState {
     }
 }
 
+/// The key label values: every key's name, or `none` without auth.
+pub(crate) fn key_names(auth: Option<&crate::config::AuthConfig>) -> Vec<String> {
+    match auth {
+        Some(auth) => auth.keys.iter().map(|k| k.name.clone()).collect(),
+        None => vec![crate::observe::NONE.to_owned()],
+    }
+}
+
 /// The gateway's routes and middleware.
 fn app(state: AppState) -> Router {
     let api = Router::new()
@@ -154,7 +164,8 @@ fn app(state: AppState) -> Router {
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::serve));
+        .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve));
     Router::new()
         .merge(api)
         .merge(admin)
@@ -163,7 +174,7 @@ fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(openai::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.live().server.max_body_bytes))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(axum::middleware::from_fn(middleware::observe))
         .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
         .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
         .with_state(state)

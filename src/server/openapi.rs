@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         super::admin::keys,
         super::admin::status,
         super::admin::reload,
+        super::metrics::serve,
     ),
     modifiers(&BearerAuth),
 )]

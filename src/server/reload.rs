@@ -119,5 +119,5 @@ fn keep_listener_settings(config: &mut Config, current: &Live) -> Vec<String> {
 /// Every reload's outcome passes here: the one place to count reloads
 /// (`llmgate_config_reloads_total{result}`).
 fn reloaded(ok: bool) {
-    let _ = ok;
+    crate::observe::config_reloaded(ok);
 }

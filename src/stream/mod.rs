@@ -33,6 +33,7 @@ use tokio::time::{Instant, Sleep};
 use crate::cache::StreamRecorder;
 use crate::envelope::ErrorEnvelope;
 use crate::error::{GatewayError, ProviderError};
+use crate::observe::record::{Observed, Record};
 use crate::providers::ChunkStream;
 use crate::schema::{ChatChunk, ChatResponse};
 use crate::telemetry;
@@ -100,6 +101,11 @@ pub(crate) struct SseBody {
     spans: Vec<tracing::Span>,
     /// Whether the upstream's model is on the spans yet.
     model_traced: bool,
+    /// When the first chunk was queued, and the usage the upstream reported.
+    first_chunk: Option<Instant>,
+    usage: Option<(u64, u64)>,
+    /// The request's record, once this body is the answer.
+    observed: Option<Observed>,
 }
 
 /// What to do with the whole answer once a stream completed cleanly.
@@ -126,6 +132,9 @@ impl SseBody {
             recorder: None,
             spans: Vec::new(),
             model_traced: false,
+            first_chunk: None,
+            usage: None,
+            observed: None,
         }
     }
 
@@ -180,6 +189,23 @@ impl SseBody {
         self.spans = spans;
     }
 
+    /// Makes this body the answer of the request `observed` records: its time to first
+    /// chunk, usage and end go there.
+    pub(crate) fn observe(&mut self, observed: Observed) {
+        let (first_chunk, usage) = (self.first_chunk, self.usage);
+        observed.update(|r| {
+            r.first_token = first_chunk;
+            r.usage = usage;
+        });
+        self.observed = Some(observed);
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Record)) {
+        if let Some(observed) = &self.observed {
+            observed.update(f);
+        }
+    }
+
     /// Hands every complete answer of this stream to `on_complete` (for the cache).
     pub(crate) fn record(&mut self, on_complete: OnComplete) {
         self.recorder = Some((StreamRecorder::default(), on_complete));
@@ -187,8 +213,13 @@ impl SseBody {
 
     /// Normalizes an upstream chunk and queues its event; false when nothing was queued.
     fn relay(&mut self, chunk: ChatChunk) -> Result<bool, ProviderError> {
-        if let (Some((recorder, _)), Some(usage)) = (self.recorder.as_mut(), &chunk.usage) {
-            recorder.usage(usage);
+        if let Some(usage) = &chunk.usage {
+            let counts = (usage.prompt_tokens, usage.completion_tokens);
+            self.usage = Some(counts);
+            self.note(|r| r.usage = Some(counts));
+            if let Some((recorder, _)) = self.recorder.as_mut() {
+                recorder.usage(usage);
+            }
         }
         self.trace_chunk(&chunk);
         let Some(chunk) = self.normalizer.push(chunk)? else {
@@ -198,6 +229,11 @@ impl SseBody {
             recorder.push(&chunk);
         }
         self.queue.push_back(data_event(&chunk));
+        if self.first_chunk.is_none() {
+            let now = Instant::now();
+            self.first_chunk = Some(now);
+            self.note(|r| r.first_token = Some(now));
+        }
         Ok(true)
     }
 
@@ -239,6 +275,7 @@ impl SseBody {
         self.queue.push_back(event);
         self.upstream = None;
         self.recorder = None;
+        self.note(|r| r.stream_failed = true);
     }
 
     fn finish(&mut self) {

@@ -17,6 +17,7 @@ mod connections;
 mod contract;
 mod errors;
 mod hostile;
+mod observe;
 mod routing;
 mod scripted;
 mod server;

@@ -238,6 +238,10 @@ async fn run_plan(
         }
     })
     .await;
+    LAST_TALLY.set(match &result {
+        Ok(success) => success.tally,
+        Err(failure) => failure.tally,
+    });
     match result {
         Ok(success) => {
             let text = success.value.choices[0]
@@ -252,6 +256,11 @@ async fn run_plan(
         }
         Err(failure) => (Err(failure.error), failure.attempts),
     }
+}
+
+thread_local! {
+    /// The tally of the last plan [`run_plan`] ran on this thread.
+    static LAST_TALLY: std::cell::Cell<Tally> = std::cell::Cell::new(Tally::default());
 }
 
 fn gaps(calls: &[Instant]) -> Vec<Duration> {
@@ -314,6 +323,11 @@ async fn fallbacks_follow_in_order_after_each_targets_retries() {
     let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
     assert_eq!(result.unwrap(), ("c".to_owned(), "from c".to_owned()));
     assert_eq!(attempts, 5);
+    let tally = LAST_TALLY.get();
+    assert_eq!(
+        (tally.attempts, tally.retries, tally.fallbacks, tally.hedges),
+        (5, 2, 2, 0)
+    );
     assert_eq!(
         (a.calls().len(), b.calls().len(), c.calls().len()),
         (2, 2, 1)
@@ -731,6 +745,8 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
     let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
     assert_eq!(result.unwrap(), ("b".to_owned(), "quick b".to_owned()));
     assert_eq!(attempts, 2);
+    let tally = LAST_TALLY.get();
+    assert_eq!((tally.retries, tally.fallbacks, tally.hedges), (0, 0, 1));
     assert_eq!(started.elapsed(), Duration::from_millis(110));
     assert!(
         a.cancelled.load(Ordering::SeqCst),

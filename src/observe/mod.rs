@@ -1,0 +1,300 @@
+//! Observability: Prometheus metrics (`GET /metrics`) and the access log.
+//!
+//! Metrics go through the `metrics` facade into one process-wide
+//! `metrics-exporter-prometheus` recorder, installed by [`install`] and rendered by the
+//! `/metrics` handler (no listener of its own). Two families are written at scrape time
+//! instead, from state the gateway already has: `llmgate_target_ejected` (the circuit state)
+//! and `llmgate_spend_usd_total` (a float counter, which the facade cannot hold).
+//!
+//! Each request has one record (`record::Record`), filled along the chat flow and finished once,
+//! when the response body ends or is dropped: that writes the access-log line and the
+//! request's metrics, so both always agree. Every label value is a configured name (alias,
+//! configured `provider/model`, `provider/*`, provider, key name) or a fixed word, never
+//! client text, so the number of series is bounded by the config.
+
+pub(crate) mod record;
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Metric names.
+pub(crate) mod names {
+    pub(crate) const REQUESTS: &str = "llmgate_requests_total";
+    pub(crate) const DURATION: &str = "llmgate_request_duration_seconds";
+    pub(crate) const OVERHEAD: &str = "llmgate_overhead_seconds";
+    pub(crate) const TTFT: &str = "llmgate_time_to_first_token_seconds";
+    pub(crate) const UPSTREAM: &str = "llmgate_upstream_requests_total";
+    pub(crate) const TOKENS: &str = "llmgate_tokens_total";
+    pub(crate) const SPEND: &str = "llmgate_spend_usd_total";
+    pub(crate) const ACTIVE_REQUESTS: &str = "llmgate_active_requests";
+    pub(crate) const ACTIVE_STREAMS: &str = "llmgate_active_streams";
+    pub(crate) const RETRIES: &str = "llmgate_retries_total";
+    pub(crate) const FALLBACKS: &str = "llmgate_fallbacks_total";
+    pub(crate) const HEDGES: &str = "llmgate_hedges_total";
+    pub(crate) const CACHE: &str = "llmgate_cache_lookups_total";
+    pub(crate) const EJECTED: &str = "llmgate_target_ejected";
+    pub(crate) const RATELIMIT: &str = "llmgate_ratelimit_rejections_total";
+    pub(crate) const RELOADS: &str = "llmgate_config_reloads_total";
+    pub(crate) const STATE_UP: &str = "llmgate_state_backend_up";
+    pub(crate) const BUILD_INFO: &str = "llmgate_build_info";
+}
+
+/// The label value of a model that did not resolve, or of a missing provider or key.
+pub(crate) const UNKNOWN: &str = "unknown";
+pub(crate) const NONE: &str = "none";
+
+/// Buckets of the gateway's own time: 10 µs to 1 s.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 1.0,
+];
+/// Buckets of request durations and time to first token: 1 ms to 10 minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+    300.0, 600.0,
+];
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The series that depend on the ingress only, looked up once (each request uses them).
+pub(crate) struct PerIngress {
+    pub(crate) active: metrics::Gauge,
+    pub(crate) overhead: metrics::Histogram,
+}
+
+static PER_INGRESS: OnceLock<[PerIngress; 2]> = OnceLock::new();
+
+/// The ingress-only series of `ingress` (`openai` or `nugen`).
+pub(crate) fn per_ingress(ingress: &'static str) -> &'static PerIngress {
+    let all = PER_INGRESS.get_or_init(|| {
+        install();
+        ["openai", "nugen"].map(|ingress| PerIngress {
+            active: gauge!(names::ACTIVE_REQUESTS, "ingress" => ingress),
+            overhead: histogram!(names::OVERHEAD, "ingress" => ingress),
+        })
+    });
+    &all[usize::from(ingress == "nugen")]
+}
+
+/// Installs the process-wide recorder once (later calls return the same handle) and
+/// describes every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (an embedding program's) keeps working; then
+        // `/metrics` shows only what this handle sees.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("llmgate-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        handle
+    })
+}
+
+fn builder() -> PrometheusBuilder {
+    let buckets = [
+        (names::OVERHEAD, OVERHEAD_BUCKETS),
+        (names::DURATION, LATENCY_BUCKETS),
+        (names::TTFT, LATENCY_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .expect("bucket lists are not empty");
+    }
+    builder
+}
+
+fn describe() {
+    use names::*;
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by ingress, model, provider, key and HTTP status"
+    );
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Request duration to the last byte (streams: until the stream ended)"
+    );
+    describe_histogram!(
+        OVERHEAD,
+        Unit::Seconds,
+        "Time spent in the gateway itself (total minus upstream time)"
+    );
+    describe_histogram!(
+        TTFT,
+        Unit::Seconds,
+        "Streams: time from the request to the first chunk"
+    );
+    describe_counter!(
+        UPSTREAM,
+        "Upstream attempts, by provider and outcome (ok, error, timeout, cancelled)"
+    );
+    describe_counter!(
+        TOKENS,
+        "Tokens, by model, provider, key and type (prompt, completion)"
+    );
+    describe_gauge!(ACTIVE_REQUESTS, "Chat requests in flight");
+    describe_gauge!(ACTIVE_STREAMS, "Event streams in flight");
+    describe_counter!(RETRIES, "Retries of the same target");
+    describe_counter!(FALLBACKS, "Moves to the next candidate after a failure");
+    describe_counter!(HEDGES, "Hedge attempts started");
+    describe_counter!(CACHE, "Response cache lookups, by result (hit, miss)");
+    describe_counter!(
+        RATELIMIT,
+        "Requests refused by a key's limit (requests, tokens, concurrency, budget)"
+    );
+    describe_counter!(RELOADS, "Config reloads, by result (ok, error)");
+    describe_gauge!(STATE_UP, "1 while the shared-state backend is reachable");
+    describe_gauge!(BUILD_INFO, "Always 1; the version is the label");
+}
+
+/// The chat ingress of a path, if it is a chat path.
+pub(crate) fn ingress(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/chat/completions" => Some("openai"),
+        "/api/v3/inference/chat/completions" => Some("nugen"),
+        _ => None,
+    }
+}
+
+/// Registers the series that exist before any traffic, so every family shows in the first
+/// scrape: zero counters for each key name, configured model name and fixed label value,
+/// the state backend (the in-memory one is always up) and the build info.
+pub(crate) fn register(key_names: &[String], models: &[std::sync::Arc<str>]) {
+    install();
+    use names::*;
+    for model in models {
+        for name in [RETRIES, FALLBACKS, HEDGES] {
+            let model = metrics::SharedString::from_shared(std::sync::Arc::clone(model));
+            counter!(name, "model" => model).increment(0);
+        }
+    }
+    for name in key_names {
+        for limit in ["requests", "tokens", "concurrency", "budget"] {
+            counter!(RATELIMIT, "key" => name.clone(), "limit" => limit).increment(0);
+        }
+    }
+    for result in ["ok", "error"] {
+        counter!(RELOADS, "result" => result).increment(0);
+    }
+    for result in ["hit", "miss"] {
+        counter!(CACHE, "result" => result).increment(0);
+    }
+    for ingress in ["openai", "nugen"] {
+        gauge!(ACTIVE_REQUESTS, "ingress" => ingress).increment(0.0);
+    }
+    gauge!(ACTIVE_STREAMS).increment(0.0);
+    gauge!(STATE_UP).set(1.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Counts a config reload; the reload code calls this after each attempt.
+pub fn config_reloaded(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    counter!(names::RELOADS, "result" => result).increment(1);
+}
+
+/// How one upstream attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptOutcome {
+    Ok,
+    Error,
+    Timeout,
+    /// Dropped before it ended (a hedge lost, the deadline passed, the client left).
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Error => "error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Counts one upstream attempt of `provider` (a configured name).
+pub(crate) fn upstream_attempt(provider: &str, outcome: AttemptOutcome) {
+    counter!(names::UPSTREAM, "provider" => provider.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// The `/metrics` text: the recorder's metrics, then the families written from state.
+/// `ejected` is every configured target with whether it is ejected now; `keys` the key
+/// names (`none` without auth).
+pub(crate) fn render(ejected: &[(String, bool)], keys: &[String]) -> String {
+    let mut out = install().render();
+    // Spend stays 0 until pricing exists: the family is there so dashboards need no change.
+    let _ = writeln!(out, "# HELP {} Spend in USD, by key", names::SPEND);
+    let _ = writeln!(out, "# TYPE {} counter", names::SPEND);
+    for key in keys {
+        let _ = writeln!(out, "{}{{key=\"{}\"}} 0", names::SPEND, escape(key));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {} 1 while the target is ejected by its circuit breaker",
+        names::EJECTED
+    );
+    let _ = writeln!(out, "# TYPE {} gauge", names::EJECTED);
+    for (target, is_ejected) in ejected {
+        let _ = writeln!(
+            out,
+            "{}{{target=\"{}\"}} {}",
+            names::EJECTED,
+            escape(target),
+            u8::from(*is_ejected)
+        );
+    }
+    out
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// For the benchmark: records the metrics and access line of one typical finished request.
+#[doc(hidden)]
+pub fn bench_record_request() {
+    record::bench_record_request();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn only_chat_paths_have_an_ingress() {
+        assert_eq!(ingress("/v1/chat/completions"), Some("openai"));
+        assert_eq!(ingress("/api/v3/inference/chat/completions"), Some("nugen"));
+        assert_eq!(ingress("/v1/models"), None);
+    }
+}
