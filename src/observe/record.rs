@@ -79,6 +79,18 @@ pub(crate) struct Record {
     start: Instant,
     /// Status and time of the response head.
     responded: Option<(u16, Instant)>,
+    /// Dropped when the request ends (its last byte went out or the client left).
+    held: Held,
+}
+
+/// Values that must live exactly as long as the request (an in-flight count, say).
+#[derive(Default)]
+struct Held(Vec<Box<dyn Send>>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({})", self.0.len())
+    }
 }
 
 /// A shared handle on a request's record, for the code along the request's way.
@@ -130,7 +142,13 @@ impl Record {
             stream_active: false,
             start,
             responded: None,
+            held: Held::default(),
         }
+    }
+
+    /// Keeps `value` until the request ends, then drops it.
+    pub(crate) fn hold_until_end(&mut self, value: impl Send + 'static) {
+        self.held.0.push(Box::new(value));
     }
 }
 
@@ -189,12 +207,13 @@ impl Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let record = self.observed.lock();
+        let mut record = self.observed.lock();
         let ending = Ending::of(&record, self.completed, Instant::now());
         access_line(&record, &ending);
         if let Some(ingress) = record.ingress {
             record_metrics(&record, ingress, &ending);
         }
+        record.held.0.clear();
     }
 }
 

@@ -13,7 +13,6 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::live::Live;
-use super::usage;
 use crate::cache;
 use crate::config::{CacheScope, GatewayKey, Secret};
 use crate::error::GatewayError;
@@ -70,22 +69,25 @@ pub(crate) async fn require_key(
     } else {
         Caller(None)
     };
-    if let (Some(key), Some(observed)) = (caller.key(&live), request.extensions().get::<Observed>())
-    {
-        let name: Arc<str> = Arc::from(key.name.as_str());
-        observed.update(|record| record.key = Some(name));
-    }
+    let key = caller
+        .key(&live)
+        .map(|key| Arc::<str>::from(key.name.as_str()));
     let in_flight = caller
         .0
         .and_then(|i| live.usage.get(i))
-        .map(|(_, u)| u.start());
+        .map(|(_, usage)| usage.start());
+    // The request's record keeps the key's in-flight count until the response ends.
+    if let Some(observed) = request.extensions().get::<Observed>() {
+        observed.update(|record| {
+            record.key = key;
+            if let Some(in_flight) = in_flight {
+                record.hold_until_end(in_flight);
+            }
+        });
+    }
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(live);
-    let response = next.run(request).await;
-    match in_flight {
-        Some(guard) => usage::hold_until_end(response, guard),
-        None => response,
-    }
+    next.run(request).await
 }
 
 /// `/admin/*`: 404 without admin keys, 401 without a key, 403 with a key that is not an

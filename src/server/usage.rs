@@ -1,17 +1,13 @@
 //! Request counters per gateway key, shown by `GET /admin/keys`.
 //!
 //! One [`KeyUsage`] per configured key, counted by the auth layer when it recognizes the key
-//! and held (in flight) until the response body ends or is dropped. Counters are atomics: the
-//! hot path takes no lock. A reload hands a key's counters to the new config when the key
-//! keeps its name (see [`carried_over`]).
+//! and held (in flight) by the request's record until the response ends (see
+//! `observe::record`). Counters are atomics: the hot path takes no lock. A reload hands a
+//! key's counters to the new config when the key keeps its name (see [`carried_over`]).
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes, HttpBody};
-use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -112,42 +108,6 @@ pub(crate) fn carried_over(
             (key.name.clone(), usage)
         })
         .collect()
-}
-
-/// `response` with `guard` held until its body ends (for a stream: its last event, or the
-/// client going away).
-pub(crate) fn hold_until_end(response: Response, guard: InFlight) -> Response {
-    response.map(|inner| {
-        Body::new(GuardedBody {
-            inner,
-            _guard: guard,
-        })
-    })
-}
-
-struct GuardedBody {
-    inner: Body,
-    _guard: InFlight,
-}
-
-impl HttpBody for GuardedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]
