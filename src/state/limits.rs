@@ -78,24 +78,35 @@ pub(crate) struct RateHeaders {
 }
 
 impl RateHeaders {
-    /// Adds the headers of each limited bucket.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+    /// The headers of each limited bucket, as names and values.
+    pub(crate) fn pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
         for (kind, bucket) in [("requests", self.requests), ("tokens", self.tokens)] {
             let Some(bucket) = bucket else { continue };
-            let mut put = |name: String, value: String| {
-                if let (Ok(name), Ok(value)) = (
-                    axum::http::HeaderName::try_from(name),
-                    HeaderValue::try_from(value),
-                ) {
-                    headers.insert(name, value);
-                }
-            };
-            put(format!("x-ratelimit-limit-{kind}"), bucket.limit.to_string());
-            put(
+            pairs.push((format!("x-ratelimit-limit-{kind}"), bucket.limit.to_string()));
+            pairs.push((
                 format!("x-ratelimit-remaining-{kind}"),
                 bucket.remaining.to_string(),
-            );
-            put(format!("x-ratelimit-reset-{kind}"), reset_text(bucket.reset));
+            ));
+            pairs.push((format!("x-ratelimit-reset-{kind}"), reset_text(bucket.reset)));
+        }
+        pairs
+    }
+
+    /// Adds the headers of each limited bucket.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        apply_pairs(&self.pairs(), headers);
+    }
+}
+
+/// Adds `pairs` (the gateway's own names and numbers) as headers.
+pub(crate) fn apply_pairs(pairs: &[(String, String)], headers: &mut HeaderMap) {
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(name, value);
         }
     }
 }
@@ -127,9 +138,14 @@ pub(crate) struct Refusal {
     pub(crate) headers: RateHeaders,
 }
 
-/// Tokens reserved for a request before it is sent: its message text bytes / 4, plus
+/// Tokens reserved for a request before it is sent: its prompt's estimate, plus
 /// `max_completion_tokens` (or `max_tokens`) when given.
 pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
+    prompt_estimate(request).saturating_add(request.token_limit().unwrap_or(0))
+}
+
+/// A prompt's tokens estimated from its text: message text bytes / 4.
+pub(crate) fn prompt_estimate(request: &ChatRequest) -> u64 {
     let text_bytes: u64 = request
         .messages
         .iter()
@@ -143,8 +159,7 @@ pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
                 .fold(0u64, u64::saturating_add),
         })
         .fold(0u64, u64::saturating_add);
-    let completion = request.token_limit().unwrap_or(0);
-    (text_bytes / 4).saturating_add(completion)
+    text_bytes / 4
 }
 
 /// Milliseconds per minute: buckets refill their capacity once per minute.

@@ -94,6 +94,15 @@ impl Ticket {
     }
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("key", &self.key)
+            .field("reserved", &self.settlement.reserved)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.finish();

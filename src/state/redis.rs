@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
@@ -132,7 +131,7 @@ impl RedisState {
         if old == new {
             return;
         }
-        gauge!(crate::observe::names::STATE_UP).set(if up { 1.0 } else { 0.0 });
+        crate::observe::state_backend_up(up);
         if up {
             tracing::info!(backend = "redis", "state backend up");
         } else {
