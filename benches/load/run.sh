@@ -302,7 +302,7 @@ for key, value in sorted(stats.items()):
         continue
     f = dict(p.split("=", 1) for p in value.split(","))
     calls = int(f["calls"])
-    print(f"| `{key.removeprefix('cmdstat_')}` | {calls:,} | {calls / max(requests, 1):.2f} | {float(f['usec_per_call']):.1f} |")
+    print(f"| `{key.removeprefix('cmdstat_').replace('|', chr(92) + '|')}` | {calls:,} | {calls / max(requests, 1):.2f} | {float(f['usec_per_call']):.1f} |")
 PY
 fi
 
