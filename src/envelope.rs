@@ -57,6 +57,7 @@ impl IntoResponse for GatewayError {
         if status.is_server_error() {
             match &self {
                 GatewayError::Internal(detail) => tracing::error!(%detail, "internal error"),
+                GatewayError::StateUnavailable => {}
                 other => tracing::warn!(error = %other, "upstream failure"),
             }
         }
@@ -66,6 +67,9 @@ impl IntoResponse for GatewayError {
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let GatewayError::RateLimited { headers, .. } = &self {
+            crate::state::limits::apply_pairs(headers, response.headers_mut());
         }
         response
     }

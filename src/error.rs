@@ -237,6 +237,22 @@ pub enum GatewayError {
     /// `/admin/reload` could not apply the config (the running one stays).
     #[error("reload refused, the running config stays: {0}")]
     ReloadFailed(String),
+    /// Over one of the key's limits (429); nothing was sent upstream.
+    #[error("{message}")]
+    RateLimited {
+        /// `rate_limit_requests`, `rate_limit_tokens`, `too_many_concurrent_requests` or
+        /// `budget_exceeded`.
+        code: &'static str,
+        /// A sentence naming the limit.
+        message: &'static str,
+        /// Seconds to wait, when waiting helps.
+        retry_after: Option<String>,
+        /// The `x-ratelimit-*` headers.
+        headers: Vec<(String, String)>,
+    },
+    /// The shared state backend cannot be reached and `on_error = "deny"` (503).
+    #[error("the gateway's shared state (rate limits and budgets) is unavailable; retry shortly")]
+    StateUnavailable,
 }
 
 impl GatewayError {
@@ -259,6 +275,8 @@ impl GatewayError {
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::AdminKeyRequired => StatusCode::FORBIDDEN,
             GatewayError::ReloadFailed(_) => StatusCode::BAD_REQUEST,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -286,6 +304,8 @@ impl GatewayError {
             GatewayError::Internal(_) => "internal_error",
             GatewayError::AdminKeyRequired => "admin_key_required",
             GatewayError::ReloadFailed(_) => "reload_failed",
+            GatewayError::RateLimited { code, .. } => code,
+            GatewayError::StateUnavailable => "state_unavailable",
         };
         code.to_owned()
     }
@@ -341,6 +361,7 @@ impl GatewayError {
                 error: ProviderError::Status { retry_after, .. },
                 ..
             } => retry_after.as_deref(),
+            GatewayError::RateLimited { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }

@@ -15,6 +15,8 @@
 //! - `routing`: model name and routing policy -> an ordered plan of attempts; retries,
 //!   fallbacks, timeouts, circuit breaking, hedging, variables.
 //! - `cache`: the exact-match response cache.
+//! - `state`: per-key limits (rate, tokens, concurrency, budget) and shared state, in memory
+//!   or in Redis (one limit across replicas).
 //! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 //! - [`observe`]: Prometheus metrics and the access log, from one record per request.
@@ -31,5 +33,6 @@ pub mod providers;
 mod routing;
 pub mod schema;
 pub mod server;
+mod state;
 pub mod stream;
 pub mod telemetry;

@@ -187,6 +187,71 @@ struct RawConfig {
     models: BTreeMap<String, RawModel>,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<StateBackendKind>,
+    url: Option<String>,
+    key_prefix: Option<String>,
+    on_error: Option<OnStateError>,
+    timeout_ms: Option<u64>,
+    lease_ms: Option<u64>,
+}
+
+impl RawState {
+    fn check(self) -> Result<StateConfig, ConfigError> {
+        let defaults = StateConfig::default();
+        let backend = self.backend.unwrap_or(defaults.backend);
+        let url = match (backend, self.url) {
+            (StateBackendKind::Redis, None) => {
+                return Err(err("state.url", "is required with backend = \"redis\""));
+            }
+            (StateBackendKind::Memory, Some(_)) => {
+                return Err(err("state.url", "only applies with backend = \"redis\""));
+            }
+            (_, Some(url)) => {
+                // The URL may hold a password: the error never repeats it.
+                let parsed = reqwest::Url::parse(&url)
+                    .map_err(|e| err("state.url", format!("not a URL: {e}")))?;
+                if parsed.scheme() != "redis" || parsed.host_str().is_none_or(str::is_empty) {
+                    return Err(err(
+                        "state.url",
+                        "must be a `redis://host:port/db` URL (TLS is not supported)",
+                    ));
+                }
+                Some(Secret::new(url))
+            }
+            (_, None) => None,
+        };
+        let key_prefix = self.key_prefix.unwrap_or(defaults.key_prefix);
+        if key_prefix.len() > 64 {
+            return Err(err("state.key_prefix", "must be at most 64 bytes"));
+        }
+        let timeout = match self.timeout_ms {
+            Some(ms) if !(1..=10_000).contains(&ms) => {
+                return Err(err("state.timeout_ms", "must be between 1 and 10000"));
+            }
+            other => other.map_or(defaults.timeout, Duration::from_millis),
+        };
+        let lease = match self.lease_ms {
+            Some(ms) if !(500..=3_600_000).contains(&ms) => {
+                return Err(err("state.lease_ms", "must be between 500 and 3600000"));
+            }
+            other => other.map_or(defaults.lease, Duration::from_millis),
+        };
+        Ok(StateConfig {
+            backend,
+            url,
+            key_prefix,
+            on_error: self.on_error.unwrap_or(defaults.on_error),
+            timeout,
+            lease,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +323,59 @@ struct RawKey {
     models: Vec<String>,
     #[serde(default)]
     cache: CacheScope,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    max_concurrent: Option<u64>,
+    budget_usd: Option<f64>,
+    budget_window: Option<BudgetWindow>,
+}
+
+/// Upper bounds of key limits, far above any real use, so arithmetic on them cannot overflow.
+const MAX_RPM: u64 = 1_000_000_000;
+const MAX_TPM: u64 = 1_000_000_000_000;
+const MAX_CONCURRENT: u64 = 1_000_000;
+const MAX_BUDGET_USD: f64 = 1e9;
+const MAX_PRICE_USD: f64 = 1e6;
+
+impl RawKey {
+    fn limits(&self, path: &str) -> Result<KeyLimits, ConfigError> {
+        let bounded = |name: &str, value: Option<u64>, max: u64| match value {
+            Some(v) if !(1..=max).contains(&v) => Err(err(
+                format!("{path}.{name}"),
+                format!("must be between 1 and {max}"),
+            )),
+            other => Ok(other),
+        };
+        let budget = match (self.budget_usd, self.budget_window) {
+            (None, Some(_)) => {
+                return Err(err(
+                    format!("{path}.budget_window"),
+                    "needs `budget_usd` beside it",
+                ));
+            }
+            (None, None) => None,
+            (Some(usd), window) => {
+                if !(usd.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&usd)) {
+                    return Err(err(
+                        format!("{path}.budget_usd"),
+                        format!("must be a number between 0 and {MAX_BUDGET_USD}"),
+                    ));
+                }
+                Some(Budget {
+                    usd,
+                    // Bounded above, so the product fits.
+                    nano_usd: (usd * 1e9).round() as u64,
+                    window: window.unwrap_or_default(),
+                })
+            }
+        };
+        Ok(KeyLimits {
+            rpm: bounded("rpm", self.rpm, MAX_RPM)?,
+            tpm: bounded("tpm", self.tpm, MAX_TPM)?,
+            max_concurrent: bounded("max_concurrent", self.max_concurrent, MAX_CONCURRENT)?,
+            budget,
+        })
+    }
 }
 
 fn all_models() -> Vec<String> {
@@ -277,6 +395,8 @@ struct RawProvider {
     strict_params: bool,
     #[serde(default)]
     models: Vec<String>,
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +464,7 @@ impl RawConfig {
     fn check(self) -> Result<Config, ConfigError> {
         let server = self.server.check()?;
         let telemetry = self.telemetry.check()?;
+        let state = self.state.check()?;
         let auth = self.auth.map(RawAuth::check).transpose()?;
         let mut providers = BTreeMap::new();
         for (name, raw) in self.providers {
@@ -378,6 +499,7 @@ impl RawConfig {
             providers,
             models,
             telemetry,
+            state,
         })
     }
 }
@@ -575,11 +697,13 @@ impl RawAuth {
                     "the same key is listed twice (or is also an admin key)",
                 ));
             }
+            let limits = raw.limits(&path)?;
             keys.push(GatewayKey {
                 name: raw.name,
                 key: Secret::new(raw.key),
                 models: raw.models,
                 cache: raw.cache,
+                limits,
             });
         }
         Ok(AuthConfig { keys, admin_keys })
@@ -619,6 +743,17 @@ impl RawProvider {
             return Err(err(format!("{path}.models[{i}]"), "must not be empty"));
         }
         provider.models = self.models;
+        for (model, price) in &self.prices {
+            for (side, value) in [("input", price.input), ("output", price.output)] {
+                if !(value.is_finite() && (0.0..=MAX_PRICE_USD).contains(&value)) {
+                    return Err(err(
+                        format!("{path}.prices.{model}.{side}"),
+                        format!("must be a number of USD per million tokens between 0 and {MAX_PRICE_USD}"),
+                    ));
+                }
+            }
+        }
+        provider.prices = self.prices;
         Ok(provider)
     }
 }

@@ -30,6 +30,69 @@ pub struct Config {
     pub(crate) models: BTreeMap<String, ModelConfig>,
     /// `[telemetry]`: where traces go.
     pub telemetry: TelemetryConfig,
+    /// `[state]`: where rate limits, concurrency, spend and the response cache live.
+    pub(crate) state: StateConfig,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StateConfig {
+    /// `memory` (this process only) or `redis` (shared by every replica naming it).
+    pub(crate) backend: StateBackendKind,
+    /// The Redis URL (`redis://host:port/db`); it may hold a password, so it is a secret.
+    pub(crate) url: Option<Secret>,
+    /// Prefix of every Redis key the gateway writes.
+    pub(crate) key_prefix: String,
+    /// What limits do while Redis cannot be reached.
+    pub(crate) on_error: OnStateError,
+    /// The longest wait on one Redis call.
+    pub(crate) timeout: Duration,
+    /// A concurrency slot expires this long after its last renewal (a dead replica's slots
+    /// come back after it).
+    pub(crate) lease: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: StateBackendKind::Memory,
+            url: None,
+            key_prefix: "llmgate:".to_owned(),
+            on_error: OnStateError::Allow,
+            timeout: Duration::from_millis(250),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StateBackendKind {
+    /// In this process.
+    Memory,
+    /// In Redis.
+    Redis,
+}
+
+impl StateBackendKind {
+    /// The name in the config.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StateBackendKind::Memory => "memory",
+            StateBackendKind::Redis => "redis",
+        }
+    }
+}
+
+/// What limits do while the state backend is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnStateError {
+    /// Serve; limits are not enforced meanwhile.
+    Allow,
+    /// Refuse keyed completions with 503 `state_unavailable`.
+    Deny,
 }
 
 /// `[telemetry]`.
@@ -148,6 +211,90 @@ pub(crate) struct GatewayKey {
     pub(crate) models: Vec<String>,
     /// Whether this key's cached answers are its own or shared with other sharing keys.
     pub(crate) cache: CacheScope,
+    /// Its rate, concurrency and spend limits.
+    pub(crate) limits: KeyLimits,
+}
+
+/// A key's limits; `None` is unlimited in that dimension.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct KeyLimits {
+    /// Requests per minute: a burst of up to `rpm`, refilled at `rpm / 60` per second.
+    pub(crate) rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute, the same bucket rule.
+    pub(crate) tpm: Option<u64>,
+    /// Requests (streams included) in flight at once.
+    pub(crate) max_concurrent: Option<u64>,
+    /// Spend allowed per window.
+    pub(crate) budget: Option<Budget>,
+}
+
+impl KeyLimits {
+    /// Whether any limit is set (then responses carry the `x-ratelimit-*` headers).
+    pub(crate) fn any(&self) -> bool {
+        self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.max_concurrent.is_some()
+            || self.budget.is_some()
+    }
+}
+
+/// A spend limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Budget {
+    /// USD allowed per window, as configured.
+    pub(crate) usd: f64,
+    /// The same in nano-USD, the unit spend is counted in.
+    pub(crate) nano_usd: u64,
+    /// Which window.
+    pub(crate) window: BudgetWindow,
+}
+
+/// The window a budget applies to (calendar, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BudgetWindow {
+    /// The current UTC day.
+    Day,
+    /// The current UTC month.
+    #[default]
+    Month,
+    /// For ever.
+    Total,
+}
+
+impl BudgetWindow {
+    /// The name in the config.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BudgetWindow::Day => "day",
+            BudgetWindow::Month => "month",
+            BudgetWindow::Total => "total",
+        }
+    }
+}
+
+/// A model's price: USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Price {
+    /// Per million prompt tokens.
+    pub(crate) input: f64,
+    /// Per million completion tokens.
+    pub(crate) output: f64,
+}
+
+impl Price {
+    /// What `prompt` and `completion` tokens cost, in nano-USD (saturating).
+    pub(crate) fn nano_usd(&self, prompt: u64, completion: u64) -> u64 {
+        // x USD per million tokens is 1000·x nano-USD per token.
+        let nano = (prompt as f64) * self.input * 1000.0 + (completion as f64) * self.output * 1000.0;
+        if nano.is_finite() && nano > 0.0 {
+            // `as` saturates at u64::MAX.
+            nano.round() as u64
+        } else {
+            0
+        }
+    }
 }
 
 /// Who may be answered from a key's cached answers.
@@ -270,6 +417,8 @@ pub struct ProviderConfig {
     pub(crate) strict_params: bool,
     /// Upstream models listed in `/v1/models` as `<provider>/<model>`.
     pub(crate) models: Vec<String>,
+    /// Prices by upstream model (`*`: any other).
+    pub(crate) prices: BTreeMap<String, Price>,
 }
 
 impl ProviderConfig {
@@ -283,7 +432,16 @@ impl ProviderConfig {
             headers: BTreeMap::new(),
             strict_params: false,
             models: Vec::new(),
+            prices: BTreeMap::new(),
         }
+    }
+
+    /// The price of `model`: its own, else the `*` one; `None` when unpriced.
+    pub(crate) fn price(&self, model: &str) -> Option<Price> {
+        self.prices
+            .get(model)
+            .or_else(|| self.prices.get("*"))
+            .copied()
     }
 
     /// The full URL of the chat operation.
@@ -392,6 +550,7 @@ impl Config {
             providers,
             models: BTreeMap::new(),
             telemetry: TelemetryConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) mod names {
     pub(crate) const UPSTREAM: &str = "llmgate_upstream_requests_total";
     pub(crate) const TOKENS: &str = "llmgate_tokens_total";
     pub(crate) const SPEND: &str = "llmgate_spend_usd_total";
+    pub(crate) const UNPRICED: &str = "llmgate_unpriced_tokens_total";
     pub(crate) const ACTIVE_REQUESTS: &str = "llmgate_active_requests";
     pub(crate) const ACTIVE_STREAMS: &str = "llmgate_active_streams";
     pub(crate) const RETRIES: &str = "llmgate_retries_total";
@@ -162,6 +163,10 @@ fn describe() {
         "Requests refused by a key's limit (requests, tokens, concurrency, budget)"
     );
     describe_counter!(RELOADS, "Config reloads, by result (ok, error)");
+    describe_counter!(
+        UNPRICED,
+        "Tokens answered by a provider model without a price (they cost 0), by provider"
+    );
     describe_gauge!(STATE_UP, "1 while the shared-state backend is reachable");
     describe_gauge!(BUILD_INFO, "Always 1; the version is the label");
 }
@@ -202,8 +207,38 @@ pub(crate) fn register(key_names: &[String], models: &[std::sync::Arc<str>]) {
         gauge!(ACTIVE_REQUESTS, "ingress" => ingress).increment(0.0);
     }
     gauge!(ACTIVE_STREAMS).increment(0.0);
-    gauge!(STATE_UP).set(1.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Shows whether the shared-state backend answers.
+pub(crate) fn state_backend_up(up: bool) {
+    install();
+    gauge!(names::STATE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Counts a request refused by `key`'s limit (`requests`, `tokens`, `concurrency`, `budget`).
+pub(crate) fn rate_limited(key: &str, limit: &'static str) {
+    counter!(names::RATELIMIT, "key" => key.to_owned(), "limit" => limit).increment(1);
+}
+
+/// Spend so far per key name, in nano-USD (the facade's counters hold integers only, and
+/// Prometheus wants USD): written out at scrape time.
+static SPEND: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Adds to a key's spend.
+pub(crate) fn add_spend(key: &str, nano_usd: u64) {
+    if nano_usd == 0 {
+        return;
+    }
+    let mut spend = SPEND.lock().unwrap_or_else(|e| e.into_inner());
+    // Entries are key names (configured) or `none`: as bounded as the config.
+    match spend.get_mut(key) {
+        Some(total) => *total = total.saturating_add(nano_usd),
+        None => {
+            spend.insert(key.to_owned(), nano_usd);
+        }
+    }
 }
 
 /// Counts a config reload; the reload code calls this after each attempt.
@@ -244,11 +279,24 @@ pub(crate) fn upstream_attempt(provider: &str, outcome: AttemptOutcome) {
 /// names (`none` without auth).
 pub(crate) fn render(ejected: &[(String, bool)], keys: &[String]) -> String {
     let mut out = install().render();
-    // Spend stays 0 until pricing exists: the family is there so dashboards need no change.
-    let _ = writeln!(out, "# HELP {} Spend in USD, by key", names::SPEND);
+    let _ = writeln!(
+        out,
+        "# HELP {} Spend in USD (this process), by key",
+        names::SPEND
+    );
     let _ = writeln!(out, "# TYPE {} counter", names::SPEND);
-    for key in keys {
-        let _ = writeln!(out, "{}{{key=\"{}\"}} 0", names::SPEND, escape(key));
+    {
+        let spend = SPEND.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            let nano = spend.get(key).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{}{{key=\"{}\"}} {}",
+                names::SPEND,
+                escape(key),
+                nano as f64 / 1e9
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 
 use super::names;
 use super::{NONE, UNKNOWN};
+use crate::config::Price;
+use crate::state::Ticket;
 
 /// Whether the response cache was asked, and what it said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,19 +81,16 @@ pub(crate) struct Record {
     start: Instant,
     /// Status and time of the response head.
     responded: Option<(u16, Instant)>,
-    /// Dropped when the request ends (its last byte went out or the client left).
-    held: Held,
+    /// The key's admission, settled when the request ends.
+    pub(crate) ticket: Option<Ticket>,
+    /// The prompt's estimated tokens, for an answer that reports no usage.
+    pub(crate) prompt_estimate: u64,
+    /// Bytes of answer text, for an answer that reports no usage.
+    pub(crate) answer_text_bytes: Option<u64>,
+    /// The price of the provider model that answered, if it has one.
+    pub(crate) price: Option<Price>,
 }
 
-/// Values that must live exactly as long as the request (an in-flight count, say).
-#[derive(Default)]
-struct Held(Vec<Box<dyn Send>>);
-
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Held({})", self.0.len())
-    }
-}
 
 /// A shared handle on a request's record, for the code along the request's way.
 #[derive(Debug, Clone)]
@@ -142,14 +141,13 @@ impl Record {
             stream_active: false,
             start,
             responded: None,
-            held: Held::default(),
+            ticket: None,
+            prompt_estimate: 0,
+            answer_text_bytes: None,
+            price: None,
         }
     }
 
-    /// Keeps `value` until the request ends, then drops it.
-    pub(crate) fn hold_until_end(&mut self, value: impl Send + 'static) {
-        self.held.0.push(Box::new(value));
-    }
 }
 
 /// Finishes the record exactly once, when dropped: after the last byte when `completed`,
@@ -209,11 +207,53 @@ impl Drop for Finish {
     fn drop(&mut self) {
         let mut record = self.observed.lock();
         let ending = Ending::of(&record, self.completed, Instant::now());
-        access_line(&record, &ending);
+        let spent = Spent::of(&record);
+        access_line(&record, &ending, &spent);
         if let Some(ingress) = record.ingress {
-            record_metrics(&record, ingress, &ending);
+            record_metrics(&record, ingress, &ending, &spent);
         }
-        record.held.0.clear();
+        if let Some(ticket) = record.ticket.take() {
+            ticket.settle(spent.tokens(), spent.nano_usd);
+        }
+    }
+}
+
+/// What a request used: its tokens (reported, else estimated from its text) and their cost.
+/// A cache hit uses nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Spent {
+    prompt: u64,
+    completion: u64,
+    nano_usd: u64,
+    /// No price applied to these tokens.
+    unpriced: bool,
+}
+
+impl Spent {
+    fn of(record: &Record) -> Self {
+        if record.cache == CacheUse::Hit {
+            return Spent::default();
+        }
+        let counted = record.usage.or_else(|| {
+            record
+                .answer_text_bytes
+                .map(|bytes| (record.prompt_estimate, bytes / 4))
+        });
+        let Some((prompt, completion)) = counted else {
+            return Spent::default();
+        };
+        Spent {
+            prompt,
+            completion,
+            nano_usd: record
+                .price
+                .map_or(0, |price| price.nano_usd(prompt, completion)),
+            unpriced: record.price.is_none(),
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
     }
 }
 
@@ -299,7 +339,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 /// One line on target `llmgate::access`: names and numbers only, never keys or text.
-fn access_line(record: &Record, ending: &Ending) {
+fn access_line(record: &Record, ending: &Ending, spent: &Spent) {
     let (prompt_tokens, completion_tokens) = record.usage.unzip();
     tracing::info!(
         target: "llmgate::access",
@@ -317,7 +357,7 @@ fn access_line(record: &Record, ending: &Ending) {
         cache = record.cache.as_str(),
         prompt_tokens,
         completion_tokens,
-        spend_usd = 0.0,
+        spend_usd = spent.nano_usd as f64 / 1e9,
         duration_ms = millis(ending.duration),
         overhead_ms = millis(ending.overhead),
         ttft_ms = ending.ttft.map(millis),
@@ -333,7 +373,7 @@ fn shared(value: Option<&Arc<str>>, default: &'static str) -> SharedString {
 }
 
 /// The request's metrics (chat paths only).
-fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending) {
+fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent: &Spent) {
     use names::*;
     let model = shared(record.model.as_ref(), UNKNOWN);
     let key = shared(record.key.as_ref(), NONE);
@@ -358,12 +398,16 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending) {
         histogram!(TTFT, "model" => model.clone(), "provider" => provider.clone())
             .record(ttft.as_secs_f64());
     }
-    if let Some((prompt, completion)) = record.usage {
-        for (kind, count) in [("prompt", prompt), ("completion", completion)] {
+    if spent.tokens() > 0 {
+        for (kind, count) in [("prompt", spent.prompt), ("completion", spent.completion)] {
             counter!(TOKENS, "model" => model.clone(), "provider" => provider.clone(),
                 "key" => key.clone(), "type" => kind)
             .increment(count);
         }
+        if spent.unpriced {
+            counter!(UNPRICED, "provider" => provider.clone()).increment(spent.tokens());
+        }
+        super::add_spend(record.key.as_deref().unwrap_or(NONE), spent.nano_usd);
     }
     let tally = record.tally;
     for (name, count) in [

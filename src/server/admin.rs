@@ -12,9 +12,9 @@ use super::AppState;
 use super::live::Live;
 use super::reload::Reloaded;
 use super::time::{rfc3339, unix_of};
-use super::usage::UsageView;
 use crate::envelope::ErrorEnvelope;
 use crate::error::GatewayError;
+use crate::state::UsageView;
 use crate::routing::health::TargetHealth;
 
 /// `GET /admin/keys` answer.
@@ -31,10 +31,11 @@ pub(crate) struct KeyView {
     pub(crate) name: String,
     /// Model names the key may use (`*` everything, `prefix*` a prefix).
     pub(crate) models: Vec<String>,
-    /// The key's limits (none can be configured yet: every one is null, unlimited).
+    /// The key's limits.
     pub(crate) limits: KeyLimits,
-    /// Its usage now.
-    pub(crate) usage: UsageView,
+    /// Its usage now (with Redis: across every replica); null when the state backend cannot
+    /// be read.
+    pub(crate) usage: Option<UsageView>,
 }
 
 /// A key's limits; null means unlimited.
@@ -48,8 +49,20 @@ pub(crate) struct KeyLimits {
     pub(crate) max_concurrent: Option<u64>,
     /// Spend allowed per budget window (USD).
     pub(crate) budget_usd: Option<f64>,
-    /// `day`, `month` or `total`.
-    pub(crate) budget_window: Option<String>,
+    /// `day`, `month` or `total` (calendar, UTC), with a budget.
+    pub(crate) budget_window: Option<&'static str>,
+}
+
+impl From<&crate::config::KeyLimits> for KeyLimits {
+    fn from(limits: &crate::config::KeyLimits) -> Self {
+        KeyLimits {
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            max_concurrent: limits.max_concurrent,
+            budget_usd: limits.budget.map(|b| b.usd),
+            budget_window: limits.budget.map(|b| b.window.as_str()),
+        }
+    }
 }
 
 /// `GET /admin/status` answer.
@@ -80,10 +93,20 @@ pub(crate) struct TargetStatus {
 /// The state backend.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StateBackend {
-    /// `memory` (the only one so far).
+    /// `memory` or `redis`.
     pub(crate) backend: &'static str,
-    /// Whether it answers.
+    /// Whether it answers (the memory backend always does).
     pub(crate) up: bool,
+}
+
+impl StateBackend {
+    /// The backend `live` runs on, now.
+    pub(crate) fn of(live: &Live) -> Self {
+        StateBackend {
+            backend: live.state.backend().as_str(),
+            up: live.state.is_up(),
+        }
+    }
 }
 
 /// The running config.
@@ -107,22 +130,22 @@ pub(crate) struct ConfigStatus {
     ),
     security(("bearer" = [])))]
 pub(crate) async fn keys(State(state): State<AppState>) -> Json<KeyList> {
-    Json(key_list(&state.live()))
-}
-
-fn key_list(live: &Live) -> KeyList {
+    let live = state.live();
     let keys = live.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
+    let asked: Vec<(&str, &crate::config::KeyLimits)> =
+        keys.iter().map(|k| (k.name.as_str(), &k.limits)).collect();
+    let usage = live.state.usage(&asked).await;
     let keys = keys
         .iter()
-        .zip(&live.usage)
-        .map(|(key, (_, usage))| KeyView {
+        .zip(usage)
+        .map(|(key, usage)| KeyView {
             name: key.name.clone(),
             models: key.models.clone(),
-            limits: KeyLimits::default(),
-            usage: usage.view(),
+            limits: KeyLimits::from(&key.limits),
+            usage,
         })
         .collect();
-    KeyList { keys }
+    Json(KeyList { keys })
 }
 
 /// `GET /admin/status`: target health, the state backend and the running config.
@@ -139,10 +162,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     let loaded = &live.loaded;
     Json(Status {
         targets: targets(&live),
-        state_backend: StateBackend {
-            backend: "memory",
-            up: true,
-        },
+        state_backend: StateBackend::of(&live),
         config: ConfigStatus {
             path: loaded.path.as_ref().map(|p| p.display().to_string()),
             loaded_at: rfc3339(loaded.at),

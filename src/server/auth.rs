@@ -48,8 +48,8 @@ impl Caller {
 
 /// Rejects requests without a valid gateway key with 401 `invalid_api_key` (an admin key is
 /// not one, even when no gateway key is required). Puts the [`Caller`] and the config the
-/// request runs on (`Arc<Live>`) in the request's extensions, and counts the request in its
-/// key's usage until the response ends.
+/// request runs on (`Arc<Live>`) in the request's extensions, and the key's name in the
+/// request's record.
 pub(crate) async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
@@ -72,18 +72,8 @@ pub(crate) async fn require_key(
     let key = caller
         .key(&live)
         .map(|key| Arc::<str>::from(key.name.as_str()));
-    let in_flight = caller
-        .0
-        .and_then(|i| live.usage.get(i))
-        .map(|(_, usage)| usage.start());
-    // The request's record keeps the key's in-flight count until the response ends.
     if let Some(observed) = request.extensions().get::<Observed>() {
-        observed.update(|record| {
-            record.key = key;
-            if let Some(in_flight) = in_flight {
-                record.hold_until_end(in_flight);
-            }
-        });
+        observed.update(|record| record.key = key);
     }
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(live);
@@ -154,12 +144,14 @@ mod tests {
                 key: Secret::new("sk-a"),
                 models: vec!["*".into()],
                 cache: Default::default(),
+                limits: Default::default(),
             },
             GatewayKey {
                 name: "b".into(),
                 key: Secret::new("sk-bb"),
                 models: vec!["echo/*".into()],
                 cache: Default::default(),
+                limits: Default::default(),
             },
         ];
         assert_eq!(matching_key(&keys, "sk-bb"), Some(1));

@@ -27,6 +27,8 @@ use super::auth::Caller;
 use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
+use crate::state::Admission;
+use crate::state::limits::{self, RateHeaders};
 use crate::error::GatewayError;
 use crate::observe::record::{CacheUse, Observed};
 use crate::providers::{CallCx, Prepared, Unsupported};
@@ -133,22 +135,71 @@ async fn answer(
     variables::apply(&mut request, call.state.server.max_body_bytes)?;
     let session = call.session_id.clone().or_else(|| orq_thread_id(&request));
     let plan = call.state.router.plan(&request, session.as_deref())?;
+    let rate_headers = admit(&call, &request).await?;
+    let mut answer = route(&call, &plan, &request).await?;
+    if let Some(headers) = rate_headers {
+        headers.apply(answer.headers_mut());
+    }
+    Ok(answer)
+}
+
+/// Admits the request under its key's limits (a cache hit counts as a request too), or
+/// refuses it before anything is sent upstream. The admission's ticket goes in the
+/// request's record, which settles it when the request ends. Returns the `x-ratelimit-*`
+/// headers for a key with limits.
+async fn admit(call: &ChatCall, request: &ChatRequest) -> Result<Option<RateHeaders>, GatewayError> {
+    let Some(key) = call.caller.key(&call.state) else {
+        return Ok(None);
+    };
+    let name: Arc<str> = Arc::from(key.name.as_str());
+    let admission = call
+        .state
+        .state
+        .admit(&name, &key.limits, limits::estimate_tokens(request))
+        .await;
+    match admission {
+        Admission::Admitted(ticket) => {
+            let headers = ticket.headers;
+            call.observed.update(|r| {
+                r.prompt_estimate = limits::prompt_estimate(request);
+                r.ticket = Some(ticket);
+            });
+            Ok(key.limits.any().then_some(headers))
+        }
+        Admission::Refused(refusal) => {
+            crate::observe::rate_limited(&key.name, refusal.limit.label());
+            Err(GatewayError::RateLimited {
+                code: refusal.limit.code(),
+                message: refusal.limit.message(),
+                retry_after: refusal.retry_after.map(|secs| secs.to_string()),
+                headers: refusal.headers.pairs(),
+            })
+        }
+        Admission::Unavailable => Err(GatewayError::StateUnavailable),
+        Admission::Unlimited => Ok(None),
+    }
+}
+
+/// Answers from the cache or runs the plan.
+async fn route(call: &ChatCall, plan: &Plan, request: &ChatRequest) -> Result<Response, GatewayError> {
     // Looked up only after the key's allow-list passed, so a hit is never an answer the
     // caller could not have asked for.
     let scope = call.caller.cache_scope(&call.state);
-    let cache_key = plan.cache_ttl.map(|_| cache::key(&request, scope));
-    if let Some(hit) = cache_key.as_ref().and_then(|key| call.state.cache.get(key)) {
+    let cache_key = plan.cache_ttl.map(|_| cache::key(request, scope));
+    if let Some(key) = &cache_key
+        && let Some(hit) = cache_lookup(call, key).await
+    {
         call.observed.update(|r| r.cache = CacheUse::Hit);
-        return replay(&call, &request, &hit).await;
+        return replay(call, request, &hit).await;
     }
     if cache_key.is_some() {
         call.observed.update(|r| r.cache = CacheUse::Miss);
     }
     let cache = cache_key.zip(plan.cache_ttl);
     let mut answer = if request.is_stream() {
-        stream(&call, &plan, &request, cache).await?
+        stream(call, plan, request, cache).await?
     } else {
-        whole(&call, &plan, &request, cache).await?
+        whole(call, plan, request, cache).await?
     };
     if plan.cache_ttl.is_some() {
         answer
@@ -156,6 +207,26 @@ async fn answer(
             .insert("x-llmgate-cache", HeaderValue::from_static("miss"));
     }
     Ok(answer)
+}
+
+/// The cached answer under `key`: in the shared state when it holds the cache (Redis),
+/// else in this process's store.
+async fn cache_lookup(call: &ChatCall, key: &[u8]) -> Option<Arc<Cached>> {
+    let shared = &call.state.state;
+    if shared.holds_cache() {
+        shared.cache_get(key).await
+    } else {
+        call.state.cache.get(key)
+    }
+}
+
+/// Stores an answer where lookups find it.
+fn cache_store(live: &Live, key: Vec<u8>, cached: Cached, ttl: Duration) {
+    if live.state.holds_cache() {
+        live.state.cache_put(key, &cached, ttl);
+    } else {
+        live.cache.insert(key, cached, ttl);
+    }
 }
 
 /// Every model name the request names must be allowed for the caller's key.
@@ -287,14 +358,12 @@ async fn whole(
     } = note_result(call, result, upstream_time)?;
     telemetry::record_answered(&call.span, &candidate, attempts);
     trace_answer(&call.span, &upstream_model, response.usage.as_ref());
-    note_usage(call, response.usage.as_ref());
+    note_answer(call, &response);
     let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some((key, ttl)) = cache
         && is_complete(&response)
     {
-        call.state
-            .cache
-            .insert(key, cached(&candidate, response), ttl);
+        cache_store(&call.state, key, cached(&candidate, response), ttl);
     }
     let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(json_answer(call, body, &answered))
@@ -374,9 +443,11 @@ fn note_result<T>(
         r.upstream_time = upstream_time;
         match &result {
             Ok(success) => {
+                let candidate = &success.candidate;
                 r.tally = success.tally;
-                r.provider = Some(success.candidate.provider.name.clone());
-                r.upstream_model = Some(success.candidate.upstream_model.clone());
+                r.provider = Some(candidate.provider.name.clone());
+                r.upstream_model = Some(candidate.upstream_model.clone());
+                r.price = candidate.provider.config.price(&candidate.upstream_model);
             }
             Err(failure) => {
                 r.tally = failure.tally;
@@ -396,6 +467,18 @@ fn note_usage(call: &ChatCall, usage: Option<&Usage>) {
     }
 }
 
+/// Notes a whole answer's usage, and its text size for when it reports none.
+fn note_answer(call: &ChatCall, response: &ChatResponse) {
+    let text_bytes = response
+        .choices
+        .iter()
+        .filter_map(|c| c.message.content.as_ref())
+        .map(|text| text.len() as u64)
+        .fold(0u64, u64::saturating_add);
+    call.observed.update(|r| r.answer_text_bytes = Some(text_bytes));
+    note_usage(call, response.usage.as_ref());
+}
+
 /// Whether an answer is worth caching: it has choices and every one finished.
 fn is_complete(response: &ChatResponse) -> bool {
     !response.choices.is_empty() && response.choices.iter().all(|c| c.finish_reason.is_some())
@@ -410,7 +493,7 @@ fn store_in_cache(
 ) -> OnComplete {
     let state = call.state.clone();
     let candidate = candidate.clone();
-    Box::new(move |response| state.cache.insert(key, cached(&candidate, response), ttl))
+    Box::new(move |response| cache_store(&state, key, cached(&candidate, response), ttl))
 }
 
 /// Answers from the cache, as JSON or as a replayed stream.

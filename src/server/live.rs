@@ -12,9 +12,8 @@ use crate::cache::ResponseCache;
 use crate::config::{self, AuthConfig, Config, ServerConfig};
 use crate::providers::Registry;
 use crate::routing;
+use crate::state::SharedState;
 use crate::stream::normalize::unix_now;
-
-use super::usage::{self, KeyUsage};
 
 /// Where the running config comes from.
 #[derive(Debug, Clone, Default)]
@@ -48,19 +47,21 @@ pub(crate) struct Live {
     pub(crate) server: ServerConfig,
     /// Where spans are exported (fixed at start: the exporter is built once).
     pub(crate) telemetry: config::TelemetryConfig,
-    /// Request counters of each gateway key, in the order of `auth.keys`.
-    pub(crate) usage: Vec<(String, Arc<KeyUsage>)>,
+    /// Key limits' state and, with Redis, the response cache (one for the process's life:
+    /// every config generation shares it).
+    pub(crate) state: Arc<SharedState>,
     /// Which config this is.
     pub(crate) loaded: Loaded,
 }
 
 impl Live {
-    /// Builds everything `config` needs; with `previous`, reuses its unchanged provider
-    /// clients, circuit state and key counters.
+    /// Builds everything `config` needs on `state`; with `previous`, reuses its unchanged
+    /// provider clients and circuit state.
     pub(crate) fn build(
         config: &Config,
         loaded: Loaded,
         previous: Option<&Live>,
+        state: Arc<SharedState>,
     ) -> anyhow::Result<Live> {
         let old = previous.map(|p| (p.router.registry(), &p.server));
         let registry = Registry::build_reusing(&config.providers, &config.server, old)?;
@@ -77,8 +78,10 @@ impl Live {
             &super::key_names(config.auth.as_ref()),
             &router.model_labels(),
         );
-        let keys = config.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
-        let usage = usage::carried_over(keys, previous.map_or(&[][..], |p| &p.usage[..]));
+        let names: Vec<String> = config.auth.iter().flat_map(|a| &a.keys).map(|k| k.name.clone()).collect();
+        // Usage of keys that keep their name carries over; the others' is forgotten.
+        state.retain(&names);
+        crate::observe::state_backend_up(state.is_up());
         Ok(Live {
             router,
             cache: ResponseCache::new(
@@ -88,7 +91,7 @@ impl Live {
             auth: config.auth.clone(),
             server: config.server.clone(),
             telemetry: config.telemetry.clone(),
-            usage,
+            state,
             loaded,
         })
     }

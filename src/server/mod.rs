@@ -22,7 +22,6 @@ mod openai;
 pub mod openapi;
 mod reload;
 mod time;
-mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +37,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::config::Config;
+use crate::state::SharedState;
 use crate::stream::normalize::unix_now;
 pub use live::ConfigSource;
 use live::{Live, Loaded};
@@ -80,7 +80,8 @@ impl AppState {
     }
 
     fn with(config: &Config, loaded: Loaded, source: ConfigSource) -> anyhow::Result<Self> {
-        let live = Live::build(config, loaded, None)?;
+        let state = SharedState::new(&config.state)?;
+        let live = Live::build(config, loaded, None, state)?;
         Ok(AppState(Arc::new(Shared {
             live: ArcSwap::from_pointee(live),
             source,
@@ -190,6 +191,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.live().server.connections.clone();
+    let shared_state = state.live().state.clone();
+    // The state backend's background work (connecting, writing, renewing) runs as long as
+    // the server accepts connections.
+    let background = futures_util::FutureExt::fuse(shared_state.clone().run());
+    tokio::pin!(background);
     let slots = connection::ConnectionSlots::new(limits.max_connections);
     let router = app(state.clone());
     // Turns true when no new connection is taken: open ones finish what they serve and close.
@@ -223,6 +229,7 @@ pub async fn run(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut background => {}
             () = &mut drain => break,
         }
     }
@@ -231,9 +238,17 @@ pub async fn run(
     tracing::info!(?grace, "no longer accepting connections");
     let _ = closing.send(true);
     let finished = async { while connections.join_next().await.is_some() {} };
+    // The backend keeps writing while the last requests finish.
+    let finished = async {
+        tokio::select! {
+            () = finished => {}
+            () = &mut background => {}
+        }
+    };
     if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
     }
     connections.shutdown().await;
+    shared_state.flush(Duration::from_secs(2)).await;
     Ok(())
 }

@@ -104,6 +104,8 @@ pub(crate) struct SseBody {
     /// When the first chunk was queued, and the usage the upstream reported.
     first_chunk: Option<Instant>,
     usage: Option<(u64, u64)>,
+    /// Bytes of answer text relayed (tokens are estimated from it when no usage comes).
+    text_bytes: u64,
     /// The request's record, once this body is the answer.
     observed: Option<Observed>,
 }
@@ -134,6 +136,7 @@ impl SseBody {
             model_traced: false,
             first_chunk: None,
             usage: None,
+            text_bytes: 0,
             observed: None,
         }
     }
@@ -228,6 +231,10 @@ impl SseBody {
         if let Some((recorder, _)) = self.recorder.as_mut() {
             recorder.push(&chunk);
         }
+        for choice in &chunk.choices {
+            let text = choice.delta.content.as_ref().map_or(0, String::len);
+            self.text_bytes = self.text_bytes.saturating_add(text as u64);
+        }
         self.queue.push_back(data_event(&chunk));
         if self.first_chunk.is_none() {
             let now = Instant::now();
@@ -309,6 +316,15 @@ impl SseBody {
         (self.last_write + self.timing.keepalive)
             .min(self.last_upstream + self.timing.idle_timeout)
             .min(self.timing.deadline)
+    }
+}
+
+impl Drop for SseBody {
+    /// The stream is over (ended, failed or its client left): its text size goes to the
+    /// record, for settling a stream that reported no usage.
+    fn drop(&mut self) {
+        let text_bytes = self.text_bytes;
+        self.note(|r| r.answer_text_bytes = Some(text_bytes));
     }
 }
 
