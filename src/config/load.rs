@@ -748,7 +748,9 @@ impl RawProvider {
                 if !(value.is_finite() && (0.0..=MAX_PRICE_USD).contains(&value)) {
                     return Err(err(
                         format!("{path}.prices.{model}.{side}"),
-                        format!("must be a number of USD per million tokens between 0 and {MAX_PRICE_USD}"),
+                        format!(
+                            "must be a number of USD per million tokens between 0 and {MAX_PRICE_USD}"
+                        ),
                     ));
                 }
             }

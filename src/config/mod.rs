@@ -287,7 +287,8 @@ impl Price {
     /// What `prompt` and `completion` tokens cost, in nano-USD (saturating).
     pub(crate) fn nano_usd(&self, prompt: u64, completion: u64) -> u64 {
         // x USD per million tokens is 1000·x nano-USD per token.
-        let nano = (prompt as f64) * self.input * 1000.0 + (completion as f64) * self.output * 1000.0;
+        let nano =
+            (prompt as f64) * self.input * 1000.0 + (completion as f64) * self.output * 1000.0;
         if nano.is_finite() && nano > 0.0 {
             // `as` saturates at u64::MAX.
             nano.round() as u64

@@ -91,7 +91,6 @@ pub(crate) struct Record {
     pub(crate) price: Option<Price>,
 }
 
-
 /// A shared handle on a request's record, for the code along the request's way.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed(Arc<Mutex<Record>>);
@@ -147,7 +146,6 @@ impl Record {
             price: None,
         }
     }
-
 }
 
 /// Finishes the record exactly once, when dropped: after the last byte when `completed`,

@@ -14,8 +14,8 @@ use super::reload::Reloaded;
 use super::time::{rfc3339, unix_of};
 use crate::envelope::ErrorEnvelope;
 use crate::error::GatewayError;
-use crate::state::UsageView;
 use crate::routing::health::TargetHealth;
+use crate::state::UsageView;
 
 /// `GET /admin/keys` answer.
 #[derive(Debug, Serialize, ToSchema)]

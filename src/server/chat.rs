@@ -27,8 +27,6 @@ use super::auth::Caller;
 use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
-use crate::state::Admission;
-use crate::state::limits::{self, RateHeaders};
 use crate::error::GatewayError;
 use crate::observe::record::{CacheUse, Observed};
 use crate::providers::{CallCx, Prepared, Unsupported};
@@ -36,6 +34,8 @@ use crate::routing::execute::{AttemptError, Failure, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
 use crate::schema::{ChatRequest, ChatResponse, Usage, parse_and_validate};
+use crate::state::Admission;
+use crate::state::limits::{self, RateHeaders};
 use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response};
 use crate::stream::{OnComplete, SseBody, StreamTiming};
 use crate::telemetry;
@@ -147,7 +147,10 @@ async fn answer(
 /// refuses it before anything is sent upstream. The admission's ticket goes in the
 /// request's record, which settles it when the request ends. Returns the `x-ratelimit-*`
 /// headers for a key with limits.
-async fn admit(call: &ChatCall, request: &ChatRequest) -> Result<Option<RateHeaders>, GatewayError> {
+async fn admit(
+    call: &ChatCall,
+    request: &ChatRequest,
+) -> Result<Option<RateHeaders>, GatewayError> {
     let Some(key) = call.caller.key(&call.state) else {
         return Ok(None);
     };
@@ -181,7 +184,11 @@ async fn admit(call: &ChatCall, request: &ChatRequest) -> Result<Option<RateHead
 }
 
 /// Answers from the cache or runs the plan.
-async fn route(call: &ChatCall, plan: &Plan, request: &ChatRequest) -> Result<Response, GatewayError> {
+async fn route(
+    call: &ChatCall,
+    plan: &Plan,
+    request: &ChatRequest,
+) -> Result<Response, GatewayError> {
     // Looked up only after the key's allow-list passed, so a hit is never an answer the
     // caller could not have asked for.
     let scope = call.caller.cache_scope(&call.state);
@@ -475,7 +482,8 @@ fn note_answer(call: &ChatCall, response: &ChatResponse) {
         .filter_map(|c| c.message.content.as_ref())
         .map(|text| text.len() as u64)
         .fold(0u64, u64::saturating_add);
-    call.observed.update(|r| r.answer_text_bytes = Some(text_bytes));
+    call.observed
+        .update(|r| r.answer_text_bytes = Some(text_bytes));
     note_usage(call, response.usage.as_ref());
 }
 

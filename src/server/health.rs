@@ -22,7 +22,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
     let backend = super::admin::StateBackend::of(&state.live());
     let details = json!({"backend": backend.backend, "up": backend.up});
     if state.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready", "state": details})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "state": details})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

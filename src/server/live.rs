@@ -78,7 +78,12 @@ impl Live {
             &super::key_names(config.auth.as_ref()),
             &router.model_labels(),
         );
-        let names: Vec<String> = config.auth.iter().flat_map(|a| &a.keys).map(|k| k.name.clone()).collect();
+        let names: Vec<String> = config
+            .auth
+            .iter()
+            .flat_map(|a| &a.keys)
+            .map(|k| k.name.clone())
+            .collect();
         // Usage of keys that keep their name carries over; the others' is forgotten.
         state.retain(&names);
         crate::observe::state_backend_up(state.is_up());

@@ -82,7 +82,8 @@ fn build(source: &live::ConfigSource, current: &Live) -> Result<(Live, Vec<Strin
     let (mut config, loaded) = live::read(source).map_err(failed)?;
     let mut restart_required = keep_listener_settings(&mut config, current);
     if !current.state.same_config(&config.state) {
-        restart_required.push("state (backend, url, key_prefix, on_error, timeout_ms, lease_ms)".to_owned());
+        restart_required
+            .push("state (backend, url, key_prefix, on_error, timeout_ms, lease_ms)".to_owned());
     }
     let new = Live::build(&config, loaded, Some(current), current.state.clone()).map_err(failed)?;
     Ok((new, restart_required))

@@ -83,12 +83,18 @@ impl RateHeaders {
         let mut pairs = Vec::new();
         for (kind, bucket) in [("requests", self.requests), ("tokens", self.tokens)] {
             let Some(bucket) = bucket else { continue };
-            pairs.push((format!("x-ratelimit-limit-{kind}"), bucket.limit.to_string()));
+            pairs.push((
+                format!("x-ratelimit-limit-{kind}"),
+                bucket.limit.to_string(),
+            ));
             pairs.push((
                 format!("x-ratelimit-remaining-{kind}"),
                 bucket.remaining.to_string(),
             ));
-            pairs.push((format!("x-ratelimit-reset-{kind}"), reset_text(bucket.reset)));
+            pairs.push((
+                format!("x-ratelimit-reset-{kind}"),
+                reset_text(bucket.reset),
+            ));
         }
         pairs
     }
@@ -316,7 +322,10 @@ mod tests {
         let (month, left) = budget_window(BudgetWindow::Month, now);
         assert_eq!(month, "2026-11");
         assert_eq!(left, Some(24 * 3600 + 6 * 3600));
-        assert_eq!(budget_window(BudgetWindow::Total, now), ("total".to_owned(), None));
+        assert_eq!(
+            budget_window(BudgetWindow::Total, now),
+            ("total".to_owned(), None)
+        );
         // December rolls into the next year.
         let dec = days_from_civil(2026, 12, 31) * 86_400;
         assert_eq!(budget_window(BudgetWindow::Month, dec).1, Some(86_400));

@@ -118,12 +118,11 @@ impl KeyState {
         let tokens = limits
             .tpm
             .map(|tpm| (tpm, Self::bucket(&mut self.tokens, tpm, now)));
-        let headers = |requests: Option<(u64, Bucket)>, tokens: Option<(u64, Bucket)>| {
-            RateHeaders {
+        let headers =
+            |requests: Option<(u64, Bucket)>, tokens: Option<(u64, Bucket)>| RateHeaders {
                 requests: requests.map(|(cap, b)| b.view(cap)),
                 tokens: tokens.map(|(cap, b)| b.view(cap)),
-            }
-        };
+            };
         let refuse = |limit, retry_ms: Option<u64>| Refusal {
             limit,
             retry_after: retry_ms.map(retry_secs),

@@ -164,10 +164,7 @@ impl RedisState {
     }
 
     /// Runs `call` bounded by the timeout; a failure marks Redis down.
-    async fn bounded<T>(
-        &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, ()> {
+    async fn bounded<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, ()> {
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
@@ -175,9 +172,8 @@ impl RedisState {
                 Err(())
             }
             Err(_) => {
-                let error = redis::RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                ));
+                let error =
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
                 self.set_up(false, Some(&error));
                 Err(())
             }
@@ -219,8 +215,14 @@ impl RedisState {
             .arg(&slot)
             .arg(lease_ms);
         let answer: Vec<i64> = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        let [code, requests_left, requests_reset, tokens_left, tokens_reset, retry_ms] =
-            answer[..]
+        let [
+            code,
+            requests_left,
+            requests_reset,
+            tokens_left,
+            tokens_reset,
+            retry_ms,
+        ] = answer[..]
         else {
             return Err(());
         };
@@ -333,11 +335,7 @@ impl RedisState {
 
     fn cache_key(&self, key: &[u8]) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, key);
-        let hex: String = digest
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("{}cache:{hex}", self.config.key_prefix)
     }
 

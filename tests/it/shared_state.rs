@@ -99,11 +99,30 @@ struct Api {
 }
 
 /// A whole answer.
-#[derive(Debug)]
 struct Answer {
     status: u16,
     headers: reqwest::header::HeaderMap,
     body: Value,
+}
+
+/// The status, the headers about limits and caching, and the body (shortened).
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name == "retry-after"
+                    || name.starts_with("x-ratelimit-")
+                    || name == "x-llmgate-cache"
+            })
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
+            .collect();
+        let body = self.body.to_string();
+        let body: String = body.chars().take(400).collect();
+        write!(f, "[{} {headers:?} {body}]", self.status)
+    }
 }
 
 impl Answer {
@@ -824,6 +843,29 @@ async fn admin_keys_on_one_replica_shows_usage_caused_on_the_other() {
     .await;
 }
 
+#[tokio::test]
+async fn limits_hold_from_the_first_request_after_start() {
+    let redis = RedisServer::start();
+    for on_error in ["allow", "deny"] {
+        let state = redis_state(&redis, &format!("on_error = \"{on_error}\"\n"));
+        // No wait for anything: the first requests come at once, as to a replica that just
+        // joined a load balancer (`/readyz` is 200 whether Redis is up or not).
+        let app = spawn_app(&config("rpm = 2", &state, None)).await;
+        let api = Api::of_app(&app);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(api.chat(KEY, &ask("echo/x", "early")).await);
+        }
+        let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 429],
+            "on_error = {on_error}: {answers:?}"
+        );
+        assert_refused_for_now(&answers[2], "rate_limit_requests");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // One suite, two backends: in process, once on `memory` and once on a real Redis.
 
@@ -856,9 +898,27 @@ on_both_backends!(
     cache_hits_count_as_requests_but_spend_nothing,
 );
 
-async fn an_rpm_burst_admits_exactly_rpm(state: &str) {
-    let app = spawn_app(&config("rpm = 5", state, None)).await;
+/// Starts an in-process gateway on `config` and waits until its state backend is up (as
+/// `/readyz` shows it).
+async fn start_app(config: &str) -> (TestApp, Api) {
+    let app = spawn_app(config).await;
     let api = Api::of_app(&app);
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let (status, body) = api.readyz().await;
+        if status == 200 && body["state"]["up"] == true {
+            return (app, api);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the state backend never up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn an_rpm_burst_admits_exactly_rpm(state: &str) {
+    let (_app, api) = start_app(&config("rpm = 5", state, None)).await;
     let started = Instant::now();
     let mut burst = Vec::new();
     for _ in 0..20 {
@@ -883,8 +943,7 @@ async fn an_rpm_burst_admits_exactly_rpm(state: &str) {
 }
 
 async fn tokens_are_reserved_then_settled_with_real_usage(state: &str) {
-    let app = spawn_app(&config("tpm = 100", state, None)).await;
-    let api = Api::of_app(&app);
+    let (_app, api) = start_app(&config("tpm = 100", state, None)).await;
     away_from_a_minute_boundary().await;
     // Estimated at about 30 tokens: admitted. It really uses 120.
     let spent = api.chat(KEY, &ask("echo/x", &words(60))).await;
@@ -906,8 +965,7 @@ async fn tokens_are_reserved_then_settled_with_real_usage(state: &str) {
 
 async fn a_slot_is_released_when_its_stream_ends(state: &str) {
     let upstream = SlowUpstream::start().await;
-    let app = spawn_app(&config("max_concurrent = 1", state, Some(&upstream))).await;
-    let api = Api::of_app(&app);
+    let (_app, api) = start_app(&config("max_concurrent = 1", state, Some(&upstream))).await;
     let held = api.hold_stream(KEY, &slow_stream()).await;
     let body = ask("echo/x", "next");
     assert_refused(&api.chat(KEY, &body).await, "too_many_concurrent_requests");
@@ -937,8 +995,7 @@ async fn a_slot_is_released_when_its_stream_ends(state: &str) {
 
 async fn a_slot_is_released_when_its_client_leaves(state: &str) {
     let upstream = SlowUpstream::start().await;
-    let app = spawn_app(&config("max_concurrent = 1", state, Some(&upstream))).await;
-    let api = Api::of_app(&app);
+    let (_app, api) = start_app(&config("max_concurrent = 1", state, Some(&upstream))).await;
     let held = api.hold_stream(KEY, &slow_stream()).await;
     let body = ask("echo/x", "next");
     assert_refused(&api.chat(KEY, &body).await, "too_many_concurrent_requests");
@@ -955,13 +1012,12 @@ async fn a_slot_is_released_when_its_client_leaves(state: &str) {
 }
 
 async fn a_budget_refuses_once_spent(state: &str) {
-    let app = spawn_app(&config(
+    let (_app, api) = start_app(&config(
         "budget_usd = 0.05, budget_window = \"total\"",
         state,
         None,
     ))
     .await;
-    let api = Api::of_app(&app);
     let first = api.chat(KEY, &ask("echo/x", &words(10))).await;
     assert_eq!(first.status, 200, "{first:?}");
     let spent = api.chat(KEY, &ask("echo/x", &words(30))).await;
@@ -1021,8 +1077,7 @@ fn duration_secs(text: &str) -> f64 {
 }
 
 async fn limited_completions_carry_rate_limit_headers(state: &str) {
-    let app = spawn_app(&config("rpm = 10, tpm = 1000", state, None)).await;
-    let api = Api::of_app(&app);
+    let (app, api) = start_app(&config("rpm = 10, tpm = 1000", state, None)).await;
     let header = |answer: &Answer, name: &str| {
         answer
             .header(name)
@@ -1072,8 +1127,7 @@ async fn limited_completions_carry_rate_limit_headers(state: &str) {
 
 async fn cache_hits_count_as_requests_but_spend_nothing(state: &str) {
     let limits = "rpm = 5, tpm = 100, budget_usd = 0.1, budget_window = \"total\"";
-    let app = spawn_app(&config(limits, state, None)).await;
-    let api = Api::of_app(&app);
+    let (_app, api) = start_app(&config(limits, state, None)).await;
     // 60 tokens, 0.06 USD: a second one would pass neither `tpm` nor the budget.
     let body = ask("cached", &words(30));
     let miss = api.chat(KEY, &body).await;
