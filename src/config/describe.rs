@@ -20,6 +20,27 @@ impl Config {
                     names.join(", "),
                     auth.admin_keys.len()
                 );
+                for key in auth.keys.iter().filter(|k| k.limits.any()) {
+                    let _ = writeln!(out, "  {}: {}", key.name, limits_text(&key.limits));
+                }
+            }
+        }
+        let state = &self.state;
+        match &state.url {
+            None => out.push_str("state: memory (this process only)\n"),
+            Some(url) => {
+                let _ = writeln!(
+                    out,
+                    "state: redis at {} (prefix `{}`, on_error={}, timeout_ms={}, lease_ms={})",
+                    shown_url(url.expose()),
+                    state.key_prefix,
+                    match state.on_error {
+                        super::OnStateError::Allow => "allow",
+                        super::OnStateError::Deny => "deny",
+                    },
+                    state.timeout.as_millis(),
+                    state.lease.as_millis()
+                );
             }
         }
         match &self.telemetry.otlp_endpoint {
@@ -80,6 +101,28 @@ impl Config {
         }
         out
     }
+}
+
+/// A key's limits, e.g. `rpm=600 tpm=200000 max_concurrent=20 budget=50 USD/month`.
+fn limits_text(limits: &super::KeyLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(rpm) = limits.rpm {
+        parts.push(format!("rpm={rpm}"));
+    }
+    if let Some(tpm) = limits.tpm {
+        parts.push(format!("tpm={tpm}"));
+    }
+    if let Some(max) = limits.max_concurrent {
+        parts.push(format!("max_concurrent={max}"));
+    }
+    if let Some(budget) = limits.budget {
+        parts.push(format!(
+            "budget={} USD/{}",
+            budget.usd,
+            budget.window.as_str()
+        ));
+    }
+    parts.join(" ")
 }
 
 /// `url` without userinfo and query, which may hold credentials.

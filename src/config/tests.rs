@@ -304,3 +304,81 @@ fn the_otlp_endpoint_is_an_http_url_without_credentials() {
         "telemetry.endpoint"
     );
 }
+
+#[test]
+fn key_limits_prices_and_state_are_read_and_checked() {
+    let config = parse(
+        "[auth]\nkeys = [{ name = \"a\", key = \"k\", rpm = 60, tpm = 1000, max_concurrent = 2, budget_usd = 1.5, budget_window = \"day\" }]\n\
+         [providers.o]\nkind = \"openai\"\nprices = { \"*\" = { input = 1.0, output = 2.0 }, \"m\" = { input = 0.5, output = 0.5 } }\n\
+         [state]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379/1\"\non_error = \"deny\"\nlease_ms = 1500\n",
+    )
+    .unwrap();
+    let limits = &config.auth.as_ref().unwrap().keys[0].limits;
+    assert_eq!(
+        (limits.rpm, limits.tpm, limits.max_concurrent),
+        (Some(60), Some(1000), Some(2))
+    );
+    let budget = limits.budget.unwrap();
+    assert_eq!(
+        (budget.nano_usd, budget.window),
+        (1_500_000_000, BudgetWindow::Day)
+    );
+    let openai = &config.providers["o"];
+    assert_eq!(openai.price("m").unwrap().input, 0.5);
+    assert_eq!(openai.price("other").unwrap().output, 2.0);
+    // 1000 prompt and 500 completion tokens at 1 and 2 USD per million: 0.002 USD.
+    assert_eq!(
+        openai.price("other").unwrap().nano_usd(1000, 500),
+        2_000_000
+    );
+    assert_eq!(config.state.backend, StateBackendKind::Redis);
+    assert_eq!(config.state.on_error, OnStateError::Deny);
+    assert_eq!(config.state.lease, Duration::from_millis(1500));
+    assert_eq!(config.state.key_prefix, "llmgate:");
+    assert!(
+        !format!("{:?}", config.state).contains("pw@"),
+        "the URL is a secret"
+    );
+    assert_eq!(parse("").unwrap().state.backend, StateBackendKind::Memory);
+
+    let key = |extra: &str| format!("[auth]\nkeys = [{{ name = \"a\", key = \"k\", {extra} }}]\n");
+    assert_eq!(error(&key("rpm = 0")).path, "auth.keys[0].rpm");
+    assert_eq!(
+        error(&key("tpm = 1000000000000000")).path,
+        "auth.keys[0].tpm"
+    );
+    assert_eq!(
+        error(&key("max_concurrent = 0")).path,
+        "auth.keys[0].max_concurrent"
+    );
+    assert_eq!(
+        error(&key("budget_usd = -1.0")).path,
+        "auth.keys[0].budget_usd"
+    );
+    assert_eq!(
+        error(&key("budget_usd = nan")).path,
+        "auth.keys[0].budget_usd"
+    );
+    assert_eq!(
+        error(&key("budget_window = \"day\"")).path,
+        "auth.keys[0].budget_window"
+    );
+    assert_eq!(
+        error(&key("budget_usd = 1.0, budget_window = \"week\"")).path,
+        "auth.keys[0].budget_window"
+    );
+    assert_eq!(
+        error("[providers.o]\nkind = \"openai\"\nprices = { m = { input = inf, output = 1.0 } }\n")
+            .path,
+        "providers.o.prices.m.input"
+    );
+    assert_eq!(error("[state]\nbackend = \"redis\"\n").path, "state.url");
+    assert_eq!(error("[state]\nurl = \"redis://x\"\n").path, "state.url");
+    let wrong = error("[state]\nbackend = \"redis\"\nurl = \"rediss://:hunter2@h/0\"\n");
+    assert_eq!(wrong.path, "state.url");
+    assert!(!wrong.to_string().contains("hunter2"), "{wrong}");
+    assert_eq!(error("[state]\nbackend = \"etcd\"\n").path, "state.backend");
+    assert_eq!(error("[state]\ntimeout_ms = 0\n").path, "state.timeout_ms");
+    assert_eq!(error("[state]\nlease_ms = 10\n").path, "state.lease_ms");
+    assert_eq!(error("[state]\nttl = 1\n").path, "state.ttl");
+}

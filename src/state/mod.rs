@@ -30,7 +30,8 @@ use redis::RedisState;
 /// Where the state lives.
 pub(crate) enum SharedState {
     Memory(MemoryState),
-    Redis(RedisState),
+    /// Boxed: it is much larger than the memory backend.
+    Redis(Box<RedisState>),
 }
 
 /// How an admission went.
@@ -141,7 +142,7 @@ impl SharedState {
     pub(crate) fn new(config: &StateConfig) -> anyhow::Result<Arc<SharedState>> {
         Ok(Arc::new(match config.backend {
             StateBackendKind::Memory => SharedState::Memory(MemoryState::default()),
-            StateBackendKind::Redis => SharedState::Redis(RedisState::new(config)?),
+            StateBackendKind::Redis => SharedState::Redis(Box::new(RedisState::new(config)?)),
         }))
     }
 

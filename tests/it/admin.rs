@@ -53,7 +53,7 @@ impl Drop for ConfigFile {
 /// `[auth]` with the admin key and the `team` key, plus `extra`.
 fn with_keys(extra: &str) -> String {
     format!(
-        "[auth]\nadmin_keys = [\"{ADMIN}\"]\nkeys = [{{ name = \"team\", key = \"{TEAM}\", models = [\"echo/*\", \"quick\"] }}]\n\n[providers.echo]\nkind = \"echo\"\n{extra}"
+        "[auth]\nadmin_keys = [\"{ADMIN}\"]\nkeys = [{{ name = \"team\", key = \"{TEAM}\", models = [\"echo/*\", \"quick\"], budget_usd = 100.0, budget_window = \"total\" }}]\n\n[providers.echo]\nkind = \"echo\"\nprices = {{ \"*\" = {{ input = 1000.0, output = 1000.0 }} }}\n{extra}"
     )
 }
 
@@ -158,8 +158,12 @@ async fn keys_show_names_models_and_counts_never_secrets_and_counts_survive_a_re
     let team = &keys["keys"][0];
     assert_eq!(team["name"], "team");
     assert_eq!(team["models"], json!(["echo/*", "quick"]));
-    assert_eq!(team["limits"]["rpm"], Value::Null);
-    assert_eq!(team["usage"]["requests_total"], 3);
+    assert_eq!(
+        team["limits"],
+        json!({"rpm": null, "tpm": null, "max_concurrent": null, "budget_usd": 100.0, "budget_window": "total"})
+    );
+    // 1 prompt and 1 completion token at 1000 USD per million each, three times.
+    assert_eq!(team["usage"]["spend_usd"], 0.006);
     assert!(team["usage"]["requests_this_minute"].as_u64().unwrap() <= 3);
     assert_eq!(team["usage"]["in_flight"], 0);
 
@@ -171,9 +175,10 @@ async fn keys_show_names_models_and_counts_never_secrets_and_counts_survive_a_re
     assert_eq!(reload(&app).await.status(), 200);
     let keys = admin_json(&app, "/admin/keys").await;
     assert_eq!(keys["keys"][0]["name"], "new");
-    assert_eq!(keys["keys"][0]["usage"]["requests_total"], 0);
+    assert_eq!(keys["keys"][0]["usage"]["spend_usd"], 0.0);
+    assert_eq!(keys["keys"][0]["limits"]["budget_usd"], Value::Null);
     assert_eq!(keys["keys"][1]["name"], "team");
-    assert_eq!(keys["keys"][1]["usage"]["requests_total"], 3);
+    assert_eq!(keys["keys"][1]["usage"]["spend_usd"], 0.006);
     assert!(!keys.to_string().contains("sk-new-secret"));
     let answer = chat_as(&app, Some("sk-new-secret"), ask("echo/echo", "hi")).await;
     assert_eq!(answer.status(), 200, "the new key works at once");
