@@ -704,11 +704,35 @@ async fn redis_down_under_allow_serves_without_limits_until_it_is_back() {
         );
     }
     until_backend(&api, false).await;
+    // The admin API still answers: limits from the config, usage unknown.
+    let key = api.key_usage("team-a").await;
+    assert_eq!(key["limits"]["rpm"], 3, "{key}");
+    assert_eq!(key["usage"], Value::Null, "{key}");
+    let (status, text) = api.get("/admin/status", Some(ADMIN)).await;
+    assert_eq!(status, 200, "{text}");
+    let admin: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        admin["state_backend"],
+        json!({"backend": "redis", "up": false})
+    );
 
     redis.restart();
     until_backend(&api, true).await;
+    away_from_a_minute_boundary().await;
     // The restarted Redis is empty: a fresh bucket, enforced again.
     assert_rpm_of_three(&api, &gateway).await;
+    let key = api.key_usage("team-a").await;
+    assert_eq!(key["usage"]["requests_this_minute"], 3, "{key}");
+    let (_, text) = api.get("/admin/status", Some(ADMIN)).await;
+    let admin: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        admin["state_backend"],
+        json!({"backend": "redis", "up": true})
+    );
+    // Each transition logged once: down, then up (the first up at start included).
+    let log = gateway.output();
+    assert_eq!(log.matches("state backend down").count(), 1, "{log}");
+    assert_eq!(log.matches("state backend up").count(), 2, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
