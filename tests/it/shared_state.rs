@@ -266,6 +266,15 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap())
     }
 
+    /// The value of `series` (the name and labels, as written) in `/metrics`; 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let (status, text) = self.get("/metrics", None).await;
+        assert_eq!(status, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
     /// The value of `llmgate_state_backend_up` in `/metrics`.
     async fn backend_up_metric(&self) -> String {
         let (status, text) = self.get("/metrics", None).await;
@@ -483,6 +492,21 @@ async fn two_replicas_enforce_one_rpm_exactly() {
     );
     for answer in answers.iter().filter(|a| a.status != 200) {
         assert_refused_for_now(answer, "rate_limit_requests");
+    }
+    // Each replica counted its own refusals.
+    let series = r#"llmgate_ratelimit_rejections_total{key="team-a",limit="requests"}"#;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let counted = a.metric(series).await + b.metric(series).await;
+        if counted == (30 - admitted) as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} refusals counted, not {}",
+            30 - admitted
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     eprintln!("two replicas, rpm 10, burst of 30: {admitted} admitted in {elapsed:?}");
 }
