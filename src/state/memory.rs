@@ -206,3 +206,110 @@ impl KeyState {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Budget, BudgetWindow};
+
+    fn limits() -> KeyLimits {
+        KeyLimits {
+            rpm: Some(2),
+            tpm: Some(100),
+            max_concurrent: Some(5),
+            budget: Some(Budget {
+                usd: 1.0,
+                nano_usd: 1_000_000_000,
+                window: BudgetWindow::Total,
+            }),
+        }
+    }
+
+    fn ask(estimate: u64, now_ms: u64, window: &(String, Option<u64>)) -> Ask<'_> {
+        Ask {
+            estimate,
+            now_ms,
+            window: Some(window),
+        }
+    }
+
+    fn settlement(reserved: u64, used: u64, spend_nano: u64) -> Settlement {
+        Settlement {
+            tpm: Some(100),
+            reserved,
+            used,
+            spend_nano,
+            window: Some(("total".to_owned(), None)),
+        }
+    }
+
+    #[test]
+    fn a_refusal_takes_nothing_and_names_the_first_limit_hit() {
+        let state = MemoryState::default();
+        let window = ("total".to_owned(), None);
+        let limits = limits();
+        let first = state.admit("k", &limits, &ask(60, 0, &window)).unwrap();
+        assert_eq!(first.requests.unwrap().remaining, 1);
+        assert_eq!(first.tokens.unwrap().remaining, 40);
+        // Tokens refuse: the request bucket is not charged for it.
+        let refused = state.admit("k", &limits, &ask(50, 0, &window)).unwrap_err();
+        assert_eq!(refused.limit, Limit::Tokens);
+        assert_eq!(refused.headers.requests.unwrap().remaining, 1);
+        assert_eq!(
+            refused.retry_after,
+            Some(6),
+            "10 tokens take 6 s at 100 per minute"
+        );
+        assert_eq!(state.usage("k", Some("total"), 0).requests_this_minute, 1);
+        // Settling with less than reserved gives tokens back.
+        state.settle("k", &settlement(60, 10, 0), 0);
+        // A request larger than the bucket needs it full (here 90 of 100: 6 s more).
+        let refused = state
+            .admit("k", &limits, &ask(200, 0, &window))
+            .unwrap_err();
+        assert_eq!(
+            (refused.limit, refused.retry_after),
+            (Limit::Tokens, Some(6))
+        );
+        let admitted = state.admit("k", &limits, &ask(90, 0, &window)).unwrap();
+        assert_eq!(admitted.tokens.unwrap().remaining, 0);
+        let refused = state.admit("k", &limits, &ask(1, 0, &window)).unwrap_err();
+        assert_eq!(refused.limit, Limit::Requests);
+        assert_eq!(refused.retry_after, Some(30), "rpm 2 refills one per 30 s");
+        assert_eq!(state.usage("k", Some("total"), 0).in_flight, 1);
+    }
+
+    #[test]
+    fn concurrency_and_budget_hold_until_settled() {
+        let state = MemoryState::default();
+        let window = ("total".to_owned(), None);
+        let limits = KeyLimits {
+            rpm: None,
+            tpm: None,
+            max_concurrent: Some(1),
+            ..limits()
+        };
+        state.admit("k", &limits, &ask(0, 0, &window)).unwrap();
+        let refused = state.admit("k", &limits, &ask(0, 0, &window)).unwrap_err();
+        assert_eq!(refused.limit, Limit::Concurrency);
+        state.settle("k", &settlement(0, 0, 999_999_999), 0);
+        state.admit("k", &limits, &ask(0, 0, &window)).unwrap();
+        state.settle("k", &settlement(0, 0, 1), 0);
+        let refused = state.admit("k", &limits, &ask(0, 0, &window)).unwrap_err();
+        assert_eq!(refused.limit, Limit::Budget);
+        assert_eq!(refused.retry_after, None, "a total budget never comes back");
+        assert_eq!(state.usage("k", Some("total"), 0).spend_usd, 1.0);
+        // Another window starts from nothing.
+        let tomorrow = ("2026-11-30".to_owned(), Some(10));
+        state.admit("k", &limits, &ask(0, 0, &tomorrow)).unwrap();
+    }
+
+    #[test]
+    fn forgotten_keys_are_dropped() {
+        let state = MemoryState::default();
+        let window = ("total".to_owned(), None);
+        state.admit("gone", &limits(), &ask(0, 0, &window)).unwrap();
+        state.retain(&["kept".to_owned()]);
+        assert_eq!(state.usage("gone", Some("total"), 0).in_flight, 0);
+    }
+}

@@ -144,9 +144,10 @@ impl RedisState {
         }
     }
 
-    /// The connection, while Redis is believed up.
+    /// The connection, unless Redis is known to be down (then callers fail at once rather
+    /// than each wait out the timeout; the health check notices when it is back).
     fn connection(&self) -> Option<ConnectionManager> {
-        if !self.is_up() {
+        if self.health.load(Ordering::Relaxed) == DOWN {
             return None;
         }
         self.conn.get().cloned()
