@@ -30,7 +30,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 // Config
 
 /// A config: `team-a` with `limits` (inline-table fields, may be empty), `team-b`, the admin
-/// key, echo priced at 1000 USD per million tokens each way (a token costs 0.001), an alias
+/// key, echo priced at 1000 USD per million tokens each way (a token costs 0.001; `slow/m`'s
+/// answers twice that), an alias
 /// `cached` on echo with a 60 s cache, the `slow` openai-kind provider when given, and
 /// `state` (a `[state]` table).
 fn config(limits: &str, state: &str, slow: Option<&SlowUpstream>) -> String {
@@ -41,7 +42,8 @@ fn config(limits: &str, state: &str, slow: Option<&SlowUpstream>) -> String {
     };
     let slow = slow.map_or_else(String::new, |s| {
         format!(
-            "[providers.slow]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\n",
+            "[providers.slow]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\n\
+             [providers.slow.prices]\n\"m\" = {{ input = 1000.0, output = 2000.0 }}\n",
             s.base_url
         )
     });
@@ -357,7 +359,7 @@ fn logs(gateways: &[&Gateway]) -> String {
 
 /// An `openai`-kind upstream that streams slowly: every request gets a role chunk at once,
 /// then a word every 200 ms until [`SlowUpstream::release`], then a finish chunk, a usage
-/// chunk and `[DONE]`.
+/// chunk (3 prompt and 5 completion tokens) and `[DONE]`.
 struct SlowUpstream {
     base_url: String,
     release: watch::Sender<bool>,
@@ -378,6 +380,11 @@ fn http_chunk(data: &str) -> String {
 
 impl SlowUpstream {
     async fn start() -> SlowUpstream {
+        SlowUpstream::start_with(true).await
+    }
+
+    /// With `usage` false, its streams end without a usage chunk.
+    async fn start_with(usage: bool) -> SlowUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (release, released) = watch::channel(false);
@@ -412,14 +419,14 @@ impl SlowUpstream {
                             }
                         }
                     }
-                    let usage = json!({"id": "chatcmpl-slow", "object": "chat.completion.chunk",
+                    let usage_chunk = json!({"id": "chatcmpl-slow", "object": "chat.completion.chunk",
                         "created": 1, "model": "m", "choices": [],
                         "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}});
-                    let tail = [
-                        chunk(json!({}), json!("stop")),
-                        format!("data: {usage}\n\n"),
-                        "data: [DONE]\n\n".to_owned(),
-                    ];
+                    let mut tail = vec![chunk(json!({}), json!("stop"))];
+                    if usage {
+                        tail.push(format!("data: {usage_chunk}\n\n"));
+                    }
+                    tail.push("data: [DONE]\n\n".to_owned());
                     for event in tail {
                         if socket
                             .write_all(http_chunk(&event).as_bytes())
@@ -944,6 +951,8 @@ on_both_backends!(
     a_budget_refuses_once_spent,
     limited_completions_carry_rate_limit_headers,
     cache_hits_count_as_requests_but_spend_nothing,
+    a_stream_is_settled_from_its_usage_at_its_end,
+    a_stream_without_usage_is_settled_from_its_text,
 );
 
 /// Starts an in-process gateway on `config` and waits until its state backend is up (as
@@ -1203,4 +1212,50 @@ async fn cache_hits_count_as_requests_but_spend_nothing(state: &str) {
         (key["usage"]["spend_usd"].as_f64().unwrap() - 0.06).abs() < 1e-9,
         "{key}"
     );
+}
+
+async fn a_stream_is_settled_from_its_usage_at_its_end(state: &str) {
+    let upstream = SlowUpstream::start().await;
+    let (_app, api) = start_app(&config("tpm = 1000", state, Some(&upstream))).await;
+    away_from_a_minute_boundary().await;
+    let held = api.hold_stream(KEY, &slow_stream()).await;
+    let key = api.key_usage("team-a").await;
+    assert_eq!(key["usage"]["in_flight"], 1, "{key}");
+    assert_eq!(
+        key["usage"]["spend_usd"], 0.0,
+        "nothing spent before the end: {key}"
+    );
+    upstream.release();
+    let text = finish_stream(held).await;
+    assert!(text.contains("data: [DONE]"), "{text}");
+    // 3 prompt tokens at 0.001 and 5 completion tokens at 0.002 USD.
+    let key = api
+        .until_key("team-a", "the stream's 8 tokens", |k| {
+            k["usage"]["in_flight"] == 0 && k["usage"]["tokens_this_minute"] == 8
+        })
+        .await;
+    let spend = key["usage"]["spend_usd"].as_f64().unwrap();
+    assert!((spend - 0.013).abs() < 1e-9, "{key}");
+}
+
+async fn a_stream_without_usage_is_settled_from_its_text(state: &str) {
+    let upstream = SlowUpstream::start_with(false).await;
+    let (_app, api) = start_app(&config("tpm = 1000", state, Some(&upstream))).await;
+    away_from_a_minute_boundary().await;
+    let held = api
+        .hold_stream(KEY, &ask_stream("slow/m", &words(40), false))
+        .await;
+    upstream.release();
+    finish_stream(held).await;
+    let key = api
+        .until_key("team-a", "the stream settled", |k| {
+            k["usage"]["in_flight"] == 0 && k["usage"]["spend_usd"].as_f64() > Some(0.0)
+        })
+        .await;
+    // 40 words of prompt and a word of answer: tokens counted from the text, not zero.
+    assert!(
+        key["usage"]["tokens_this_minute"].as_u64() > Some(0),
+        "{key}"
+    );
+    assert!(key["usage"]["spend_usd"].as_f64() > Some(0.0), "{key}");
 }
