@@ -873,7 +873,7 @@ async fn admin_keys_on_one_replica_shows_usage_caused_on_the_other() {
     assert_eq!(
         key["limits"],
         json!({"rpm": 100, "tpm": 100000, "max_concurrent": 5, "budget_usd": null,
-            "budget_window": key["limits"]["budget_window"]}),
+            "budget_window": null}),
         "{key}"
     );
     assert_eq!(key["models"], json!(["*"]));
