@@ -112,5 +112,11 @@ fn observe(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, request, stream, observe);
+fn limits(c: &mut Criterion) {
+    c.bench_function("limits/memory_admit_settle", |b| {
+        b.iter(llmgate::bench_memory_admission)
+    });
+}
+
+criterion_group!(benches, request, stream, observe, limits);
 criterion_main!(benches);

@@ -34,5 +34,7 @@ mod routing;
 pub mod schema;
 pub mod server;
 mod state;
+#[doc(hidden)]
+pub use state::bench_memory_admission;
 pub mod stream;
 pub mod telemetry;

@@ -279,3 +279,27 @@ impl SharedState {
         }
     }
 }
+
+/// For the benchmark: one admission and settlement of a key with rpm, tpm and a budget on
+/// the memory backend (the work a limited request adds in one process).
+#[doc(hidden)]
+pub fn bench_memory_admission() {
+    static STATE: std::sync::OnceLock<Arc<SharedState>> = std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    let state = STATE.get_or_init(|| Arc::new(SharedState::Memory(MemoryState::default())));
+    let key = KEY.get_or_init(|| Arc::from("team-a"));
+    let limits = KeyLimits {
+        rpm: Some(1_000_000_000),
+        tpm: Some(1_000_000_000_000),
+        max_concurrent: Some(1_000_000),
+        budget: Some(crate::config::Budget {
+            usd: 1e9,
+            nano_usd: u64::MAX,
+            window: BudgetWindow::Month,
+        }),
+    };
+    let admitted = futures_util::FutureExt::now_or_never(state.admit(key, &limits, 100));
+    if let Some(Admission::Admitted(ticket)) = admitted {
+        ticket.settle(120, 1_000);
+    }
+}

@@ -9,7 +9,7 @@
 //! path; settlements, slot releases and cache writes are queued (bounded) to the background
 //! writer, which sends them in pipelined batches and renews the leases of running requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -74,7 +74,7 @@ pub(crate) struct RedisState {
     replica: String,
     next_slot: AtomicU64,
     /// Slots this replica holds, by key name: renewed until their requests end.
-    held: Mutex<HashMap<Arc<str>, Vec<String>>>,
+    held: Mutex<HashMap<Arc<str>, HashSet<String>>>,
     queue: mpsc::Sender<Write>,
     queued: tokio::sync::Mutex<mpsc::Receiver<Write>>,
     /// A write was dropped since the last successful batch (logged once).
@@ -252,7 +252,7 @@ impl RedisState {
         lock(&self.held)
             .entry(Arc::from(name))
             .or_default()
-            .push(slot.clone());
+            .insert(slot.clone());
         Ok(Ok((headers, Some(slot))))
     }
 
@@ -261,7 +261,7 @@ impl RedisState {
         if let Some(slot) = &slot {
             let mut held = lock(&self.held);
             if let Some(slots) = held.get_mut(key) {
-                slots.retain(|s| s != slot);
+                slots.remove(slot);
                 if slots.is_empty() {
                     held.remove(key);
                 }
@@ -498,7 +498,7 @@ impl RedisState {
         }
         let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
             .iter()
-            .map(|(key, slots)| (key.clone(), slots.clone()))
+            .map(|(key, slots)| (key.clone(), slots.iter().cloned().collect()))
             .collect();
         if held.is_empty() {
             return;

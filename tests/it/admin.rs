@@ -2,8 +2,7 @@
 //! `POST /admin/reload` (streams survive it, counters carry over, a broken file changes
 //! nothing) and SIGHUP on the real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+use crate::process::Gateway;
 use crate::support::{
     TestApp, ask, ask_stream, eventually, read_request, spawn_app, spawn_app_from_file, sse_chunks,
     sse_events,
@@ -418,42 +418,12 @@ fn get_body(host: &str, path: &str) -> Option<String> {
         .flatten()
 }
 
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn spawn_binary(config: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_llmgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("LLMGATE_LISTEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_binary() {
-    let port = free_port();
-    let host = format!("127.0.0.1:{port}");
-    let config = |extra: &str| {
-        format!(
-            "[server]\nlisten = \"{host}\"\n[providers.echo]\nkind = \"echo\"\nmodels = [\"echo\"]\n{extra}"
-        )
-    };
-    let file = ConfigFile::new(&config(""));
-    let mut child = spawn_binary(&file.path);
+    let config =
+        |extra: &str| format!("[providers.echo]\nkind = \"echo\"\nmodels = [\"echo\"]\n{extra}");
+    let gateway = Gateway::start_with("admin-sighup", &config(""), &[("RUST_LOG", "warn")]).await;
+    let host = gateway.addr().to_owned();
     let models = |host: &str| get_body(host, "/v1/models").unwrap_or_default();
     let up = eventually(Duration::from_secs(10), || {
         models(&host).contains("echo/echo")
@@ -463,21 +433,17 @@ async fn sighup_reloads_the_binary() {
     assert!(!models(&host).contains("quick"));
 
     // A broken file: SIGHUP logs the error and the gateway keeps serving.
-    file.write("[providers.echo]\nkind = ");
-    signal(child.id(), "HUP");
+    let write = |text: &str| std::fs::write(gateway.config_path(), text).unwrap();
+    write("[providers.echo]\nkind = ");
+    gateway.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(models(&host).contains("echo/echo"));
 
-    file.write(&config(
+    write(&config(
         "[models.quick]\ntargets = [{ provider = \"echo\", model = \"echo\" }]\n",
     ));
-    signal(child.id(), "HUP");
+    gateway.signal("HUP");
     let reloaded = eventually(Duration::from_secs(10), || models(&host).contains("quick")).await;
-    signal(child.id(), "TERM");
-    let _ = eventually(Duration::from_secs(10), || {
-        child.try_wait().ok().flatten().is_some()
-    })
-    .await;
-    let _ = child.kill();
+    let _ = gateway.stop().await;
     assert!(reloaded, "SIGHUP reloaded the config: {}", models(&host));
 }

@@ -4,8 +4,6 @@
 //! Grafana dashboard's queries only name metrics a real scrape has.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,73 +12,29 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::process::Gateway;
 use crate::support::{ask, ask_stream, eventually, hanging_upstream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llmgate");
 const GATEWAY_KEY: &str = "sk-gw-Qm9vYmFyYmF6cXV4";
 const PROVIDER_KEY: &str = "sk-prov-WmFwcGFkb29kbGU";
 const SECRET_TEXT: &str = "purple-elephant-7731 whispers";
 
-/// The binary serving a config file, its stdout and stderr going to files.
-struct Binary {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-    client: reqwest::Client,
-}
+/// The binary at trace level with JSON logs, its output read back by the tests.
+struct Binary(Gateway);
 
 impl Binary {
-    fn start(name: &str, config: &str, env: &[(&str, &str)]) -> Binary {
-        llmgate::providers::http::install_crypto_provider();
-        let dir = std::env::temp_dir().join(format!("llmgate-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("llmgate.toml"), config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--config"])
-            .arg(dir.join("llmgate.toml"))
-            .env("LLMGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "trace")
-            .env("LLMGATE_LOG_FORMAT", "json")
-            .env_remove("LLMGATE_LOG")
-            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-            .stdin(Stdio::null());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command.spawn().unwrap();
-        Binary {
-            child,
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.client.get(self.url("/healthz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the gateway did not start: {}", self.output());
+    async fn start(name: &str, config: &str, env: &[(&str, &str)]) -> Binary {
+        let mut all = vec![("RUST_LOG", "trace"), ("LLMGATE_LOG_FORMAT", "json")];
+        all.extend_from_slice(env);
+        Binary(Gateway::start_with(name, config, &all).await)
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
+        self.0.url(path)
     }
 
     async fn chat(&self, key: Option<&str>, body: Value) -> reqwest::Response {
-        let mut request = self.client.post(self.url("/v1/chat/completions"));
+        let mut request = self.0.client.post(self.url("/v1/chat/completions"));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -88,37 +42,20 @@ impl Binary {
     }
 
     async fn scrape(&self) -> String {
-        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        let response = self
+            .0
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
 
     /// Stops the process (SIGTERM, then waits) and returns stdout and stderr.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.output()
-    }
-
-    fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout"), read("stderr"))
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    async fn stop(self) -> String {
+        self.0.stop().await.1
     }
 }
 
@@ -173,8 +110,8 @@ async fn no_secret_or_message_text_reaches_any_log_line() {
             ("TEST_GATEWAY_KEY", GATEWAY_KEY),
             ("TEST_PROVIDER_KEY", PROVIDER_KEY),
         ],
-    );
-    gateway.wait_ready().await;
+    )
+    .await;
     let key = Some(GATEWAY_KEY);
     let refused = gateway.chat(key, ask("up/bad", SECRET_TEXT)).await;
     assert_eq!(refused.status(), 502);
@@ -191,7 +128,7 @@ async fn no_secret_or_message_text_reaches_any_log_line() {
         .chat(Some("sk-wrong-key-ZZZ"), ask("echo/echo", SECRET_TEXT))
         .await;
     assert_eq!(unauthorized.status(), 401);
-    let output = gateway.stop();
+    let output = gateway.stop().await;
 
     for secret in [
         GATEWAY_KEY,
@@ -260,8 +197,7 @@ fn request_series(scrape: &str) -> BTreeSet<&str> {
 
 #[tokio::test]
 async fn a_flood_of_made_up_model_names_adds_no_series() {
-    let gateway = Binary::start("flood", "[providers.echo]\nkind = \"echo\"\n", &[]);
-    gateway.wait_ready().await;
+    let gateway = Binary::start("flood", "[providers.echo]\nkind = \"echo\"\n", &[]).await;
     for i in 0..300 {
         let model = if i % 2 == 0 {
             format!("flood-model-{i}")
@@ -302,7 +238,7 @@ async fn a_flood_of_made_up_model_names_adds_no_series() {
         count(r#"llmgate_requests_total{ingress="openai",model="echo/*""#),
         150.0
     );
-    gateway.stop();
+    gateway.stop().await;
 }
 
 /// Metric names in the dashboard's queries.
@@ -345,8 +281,7 @@ fn collect_exprs(value: &Value, out: &mut Vec<String>) {
 #[tokio::test]
 async fn every_metric_the_dashboard_queries_is_in_a_real_scrape() {
     let config = "[providers.echo]\nkind = \"echo\"\n[models.fast]\ntargets = [{ provider = \"echo\", model = \"echo\" }]\n";
-    let gateway = Binary::start("dashboard", config, &[]);
-    gateway.wait_ready().await;
+    let gateway = Binary::start("dashboard", config, &[]).await;
     gateway.chat(None, ask("fast", "hi there")).await;
     let streamed = gateway
         .chat(None, ask_stream("fast", "hi there", true))
@@ -369,7 +304,7 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape() {
             "the dashboard queries `{name}`, which /metrics does not have:\n{scrape}"
         );
     }
-    gateway.stop();
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -381,8 +316,7 @@ async fn a_stream_the_client_leaves_is_logged_once_as_client_closed() {
         "[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\nmodels = [\"m\"]\n",
         upstream.base_url
     );
-    let gateway = Binary::start("left", &config, &[]);
-    gateway.wait_ready().await;
+    let gateway = Binary::start("left", &config, &[]).await;
     let response = gateway.chat(None, ask_stream("up/m", "hi", false)).await;
     let mut body = response.bytes_stream();
     assert!(body.next().await.unwrap().unwrap().starts_with(b"data: "));
@@ -405,7 +339,7 @@ async fn a_stream_the_client_leaves_is_logged_once_as_client_closed() {
         scrape = gateway.scrape().await;
     }
     assert!(scrape.contains("llmgate_active_streams 0"), "{scrape}");
-    let output = gateway.stop();
+    let output = gateway.stop().await;
     let lines = access_lines(&output);
     let chat: Vec<&Value> = lines
         .iter()
@@ -435,9 +369,10 @@ async fn a_client_gone_before_the_answer_is_499_and_its_attempt_cancelled() {
             ("TEST_GATEWAY_KEY", GATEWAY_KEY),
             ("TEST_PROVIDER_KEY", PROVIDER_KEY),
         ],
-    );
-    gateway.wait_ready().await;
+    )
+    .await;
     let request = gateway
+        .0
         .client
         .post(gateway.url("/v1/chat/completions"))
         .bearer_auth(GATEWAY_KEY)
@@ -458,7 +393,7 @@ async fn a_client_gone_before_the_answer_is_499_and_its_attempt_cancelled() {
         scrape.contains(cancelled) && scrape.contains(gone),
         "{scrape}"
     );
-    let output = gateway.stop();
+    let output = gateway.stop().await;
     let lines = access_lines(&output);
     let line = lines
         .iter()

@@ -3,7 +3,6 @@
 //! must end in a clear error for itself alone, and the gateway's RSS must stay under
 //! [`RSS_LIMIT_KB`].
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llmgate");
+use crate::process::Gateway;
+
 /// The gateway's RSS bound under siege.
 const RSS_LIMIT_KB: u64 = 200 * 1024;
 /// Idle client connections held open during the siege (fewer if the descriptor limit is low).
@@ -144,52 +144,14 @@ async fn read_model(socket: &mut TcpStream) -> String {
     }
 }
 
-struct Gateway {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_gateway(upstream: &str) -> Gateway {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("llmgate-siege-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("siege.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nstream_idle_timeout_secs = 5\nmax_upstream_body_bytes = 1048576\nmax_upstream_event_bytes = 1048576\n\
-             [providers.echo]\nkind = \"echo\"\n\
-             [providers.bad]\nkind = \"openai\"\nbase_url = \"{upstream}\"\ntimeout_ms = 8000\n\
-             [models.long]\ntargets = [{{ provider = \"bad\", model = \"endless-stream\" }}]\ntimeout_ms = 4000\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gateway = Gateway { child, port };
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return gateway;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway did not start");
+    let config = format!(
+        "[server]\nstream_idle_timeout_secs = 5\nmax_upstream_body_bytes = 1048576\nmax_upstream_event_bytes = 1048576\n\
+         [providers.echo]\nkind = \"echo\"\n\
+         [providers.bad]\nkind = \"openai\"\nbase_url = \"{upstream}\"\ntimeout_ms = 8000\n\
+         [models.long]\ntargets = [{{ provider = \"bad\", model = \"endless-stream\" }}]\ntimeout_ms = 4000\n"
+    );
+    Gateway::start_with("siege", &config, &[("RUST_LOG", "warn")]).await
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -219,7 +181,7 @@ async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
     llmgate::providers::http::install_crypto_provider();
     let upstream = hostile_upstream().await;
     let gateway = start_gateway(&upstream).await;
-    let base = format!("http://127.0.0.1:{}", gateway.port);
+    let base = gateway.url("");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -228,7 +190,7 @@ async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
     // Thousands of idle connections, held for the whole siege.
     let mut idle = Vec::new();
     for _ in 0..affordable_connections() {
-        match TcpStream::connect(("127.0.0.1", gateway.port)).await {
+        match TcpStream::connect(gateway.addr()).await {
             Ok(stream) => idle.push(stream),
             Err(_) => break,
         }
@@ -289,7 +251,7 @@ async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
     let mut peak = 0;
     for case in cases {
         let (model, status, body) = case.await.unwrap();
-        peak = peak.max(rss_kb(gateway.child.id()));
+        peak = peak.max(rss_kb(gateway.pid()));
         let clear = if status == 200 {
             // Committed streams end with one error event, never with [DONE].
             let last = body.trim_end().rsplit("\n\n").next().unwrap_or_default();
@@ -303,7 +265,7 @@ async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
     siege_over.store(true, Ordering::SeqCst);
     let served = bystander.await.unwrap();
     assert!(served > 0);
-    peak = peak.max(rss_kb(gateway.child.id()));
+    peak = peak.max(rss_kb(gateway.pid()));
     eprintln!(
         "siege: {} idle connections, {served} bystander answers, gateway RSS peak {peak} kB",
         idle.len()

@@ -2,10 +2,6 @@
 //! runs, decoded with `opentelemetry-proto`; `traceparent` continued from the client and sent
 //! to the upstream; an unreachable collector costing only a log line.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -14,90 +10,21 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::process::Gateway;
 use crate::support::{ask, ask_stream, sse_chunks, sse_response};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llmgate");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
-/// The gateway binary on its own port and config file, its log in a file.
-struct Gateway {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-}
-
-impl Gateway {
-    /// Starts `llmgate serve` on `config` and waits until it answers.
-    async fn start(name: &str, config: &str) -> Gateway {
-        Gateway::start_logging(name, config, "info").await
-    }
-
-    /// Like [`Gateway::start`], with `log_filter` as `RUST_LOG`.
-    async fn start_logging(name: &str, config: &str, log_filter: &str) -> Gateway {
-        llmgate::providers::http::install_crypto_provider();
-        let dir =
-            std::env::temp_dir().join(format!("llmgate-traces-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("llmgate.toml"), config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(dir.join("llmgate.toml"))
-            .env("LLMGATE_LISTEN", &addr)
-            .env("RUST_LOG", log_filter)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let gateway = Gateway { child, addr, dir };
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client.get(gateway.url("/healthz")).send().await.is_ok() {
-                return gateway;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the gateway did not start: {}", gateway.log());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops it with SIGTERM (which flushes the spans) and returns its log.
-    async fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..400 {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                assert!(exit.success(), "clean exit: {exit:?}\n{}", self.log());
-                return self.log();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the gateway did not stop: {}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Stops `gateway` with SIGTERM (which flushes the spans), asserts a clean exit and returns
+/// its log.
+async fn stop(gateway: Gateway) -> String {
+    let (exit, log) = gateway.stop().await;
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "clean exit: {exit:?}\n{log}"
+    );
+    log
 }
 
 fn completion() -> Value {
@@ -223,7 +150,7 @@ async fn a_retried_request_exports_one_request_span_and_two_sibling_attempts() {
         .await
         .unwrap();
     assert_eq!(rejected.status(), 415);
-    let log = gateway.stop().await;
+    let log = stop(gateway).await;
 
     let mut spans = exported_spans(&collector).await;
     assert_eq!(spans.len(), 4, "{spans:#?}\n{log}");
@@ -319,7 +246,7 @@ async fn a_stream_request_span_ends_with_the_stream_and_carries_its_usage() {
         .await
         .unwrap();
     assert_eq!(sse_chunks(&body).len(), 2, "{body}");
-    let log = gateway.stop().await;
+    let log = stop(gateway).await;
 
     let spans = exported_spans(&collector).await;
     assert_eq!(spans.len(), 2, "{spans:#?}\n{log}");
@@ -357,7 +284,7 @@ async fn an_unreachable_collector_costs_a_log_line_not_requests() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let log = gateway.stop().await;
+    let log = stop(gateway).await;
     assert!(log.contains("exporting spans failed"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -366,7 +293,12 @@ async fn an_unreachable_collector_costs_a_log_line_not_requests() {
 async fn without_an_endpoint_upstream_requests_still_carry_a_traceparent() {
     let upstream = flaky_upstream().await;
     // Spans do not depend on the log filter.
-    let gateway = Gateway::start_logging("no-endpoint", &config(&upstream, ""), "off").await;
+    let gateway = Gateway::start_with(
+        "no-endpoint",
+        &config(&upstream, ""),
+        &[("RUST_LOG", "off")],
+    )
+    .await;
     let response = reqwest::Client::new()
         .post(gateway.url("/v1/chat/completions"))
         .json(&ask("fast", "hello"))
@@ -374,7 +306,7 @@ async fn without_an_endpoint_upstream_requests_still_carry_a_traceparent() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    gateway.stop().await;
+    stop(gateway).await;
     let sent = upstream_traceparents(&upstream).await;
     assert_eq!(sent.len(), 2);
     // One trace for the request, a span per attempt.
