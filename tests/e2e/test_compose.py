@@ -148,8 +148,7 @@ def test_a_load_balancer_on_8080_spreads_over_both_replicas(resolved: dict[str, 
 
 def test_nginx_accepts_the_load_balancer_config(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if nginx is None:
-        pytest.skip("nginx is not installed (optional: Debian's `nginx` package)")
+    assert nginx is not None, "nginx is not installed: scripts/test installs Debian's `nginx` package"
     conf = (REPO_ROOT / "deploy" / "compose" / "nginx.conf").read_text()
     # The compose service names do not resolve here: point them at loopback ports.
     conf = re.sub(r"llmgate-(\d+):8080", lambda m: f"127.0.0.1:{18080 + int(m.group(1))}", conf)
