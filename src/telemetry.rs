@@ -3,11 +3,13 @@
 //! `[telemetry] otlp_endpoint` is set.
 //!
 //! The spans are `tracing` spans of target [`TARGET`]; the `tracing-opentelemetry` layer
-//! ([`Telemetry::layer`]) turns them into OpenTelemetry spans. That layer is always installed
-//! (with an always-on sampler), export or not, so every upstream request carries a W3C
-//! `traceparent` naming its attempt span. Export is batched on the SDK's own thread; an
-//! unreachable collector costs a log line, never a request. Attributes hold names, numbers
-//! and statuses only: never message text, never a secret.
+//! ([`Telemetry::layer`]) turns them into OpenTelemetry spans (always-on sampler). The layer
+//! is installed only when spans are exported: without an endpoint the spans are disabled
+//! callsites that cost next to nothing, and every upstream request still carries a W3C
+//! `traceparent` ([`TraceParent`]): the client's trace (or a new one) and a new span id per
+//! attempt. Export is batched on the SDK's own thread; an unreachable collector costs a log
+//! line, never a request. Attributes hold names, numbers and statuses only: never message
+//! text, never a secret.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -43,6 +45,8 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// Whether spans go anywhere (else no OpenTelemetry span is made at all).
+    exporting: bool,
 }
 
 impl Telemetry {
@@ -64,14 +68,21 @@ impl Telemetry {
         }
         Ok(Telemetry {
             provider: builder.build(),
+            exporting: otlp_endpoint.is_some(),
         })
     }
 
-    /// The `tracing` layer that makes OpenTelemetry spans of the [`TARGET`] spans.
+    /// The `tracing` layer that makes OpenTelemetry spans of the [`TARGET`] spans. When they
+    /// are not exported its filter takes nothing, so the spans' callsites are disabled.
     pub fn layer<S>(&self) -> impl Layer<S>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
+        let targets = if self.exporting {
+            Targets::new().with_target(TARGET, tracing::Level::INFO)
+        } else {
+            Targets::new()
+        };
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("llmgate"))
             .with_location(false)
@@ -80,7 +91,7 @@ impl Telemetry {
             .with_level(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
+            .with_filter(targets)
     }
 
     /// Exports what is still buffered (waiting at most a few seconds) and stops exporting.
@@ -169,6 +180,9 @@ pub(crate) fn request_span(route: &str, headers: &HeaderMap) -> Span {
         llmgate.provider = Empty,
         llmgate.attempts = Empty,
     );
+    if span.is_disabled() {
+        return span;
+    }
     let parent = TraceContextPropagator::new()
         .extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
@@ -176,6 +190,72 @@ pub(crate) fn request_span(route: &str, headers: &HeaderMap) -> Span {
         let _ = span.set_parent(parent);
     }
     span
+}
+
+/// The W3C trace a request belongs to: the client's `traceparent`'s, or a new one. Used for
+/// the upstream `traceparent` when no OpenTelemetry spans are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceParent {
+    /// 0: none yet (a new one is made when needed).
+    trace_id: u128,
+    flags: u8,
+}
+
+impl TraceParent {
+    /// The trace of a request with `headers`.
+    pub(crate) fn of_request(headers: &HeaderMap) -> Self {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+            .unwrap_or_else(|| TraceParent {
+                trace_id: nonzero_u128(),
+                flags: 1,
+            })
+    }
+
+    /// `traceparent` of a new child span of this trace.
+    fn child_header(&self) -> String {
+        let trace_id = if self.trace_id == 0 {
+            nonzero_u128()
+        } else {
+            self.trace_id
+        };
+        let span_id = fastrand::u64(1..);
+        format!("00-{trace_id:032x}-{span_id:016x}-{:02x}", self.flags)
+    }
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+/// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, later versions may append fields);
+/// `None` when malformed or naming the invalid all-zero ids.
+fn parse_traceparent(value: &str) -> Option<TraceParent> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok()?;
+    let parent_id = u64::from_str_radix(parent, 16).ok()?;
+    if trace_id == 0 || parent_id == 0 {
+        return None;
+    }
+    Some(TraceParent {
+        trace_id,
+        flags: u8::from_str_radix(flags, 16).ok()?,
+    })
 }
 
 /// The span of attempt number `attempt` of a request, a child of `parent` (the request span).
@@ -252,12 +332,21 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The `traceparent` (and `tracestate`) of the current span, for an upstream request; empty
-/// when no span is current or no OpenTelemetry layer is installed.
-pub(crate) fn trace_headers() -> HeaderMap {
+/// The `traceparent` (and `tracestate`) for an upstream request: the current attempt span's
+/// when OpenTelemetry spans are made, else a new span id in the request's `trace`.
+pub(crate) fn trace_headers(trace: &TraceParent) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let cx = Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+    let current = Span::current();
+    if !current.is_disabled() {
+        let cx = current.context();
+        if cx.span().span_context().is_valid() {
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+            return headers;
+        }
+    }
+    if let Ok(value) = axum::http::HeaderValue::try_from(trace.child_header()) {
+        headers.insert("traceparent", value);
+    }
     headers
 }
 
@@ -298,10 +387,63 @@ pub(crate) mod testing {
                 .with_sampler(Sampler::AlwaysOn)
                 .with_simple_exporter(collected.clone())
                 .build(),
+            exporting: true,
         };
         let guard = tracing_subscriber::registry()
             .with(telemetry.layer())
             .set_default();
         (guard, collected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_are_parsed_strictly() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = parse_traceparent(good).unwrap();
+        assert_eq!(parsed.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(parsed.flags, 1);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        // A later version may append fields.
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn children_keep_the_trace_and_get_new_span_ids() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let trace = TraceParent::of_request(&headers);
+        let (a, b) = (trace.child_header(), trace.child_header());
+        assert!(
+            a.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && a.ends_with("-00"),
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(!a.contains("00f067aa0ba902b7"));
+        let fresh = TraceParent::of_request(&HeaderMap::new()).child_header();
+        assert_eq!(fresh.len(), 55);
+        assert!(parse_traceparent(&fresh).is_some());
     }
 }

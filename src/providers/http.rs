@@ -153,7 +153,7 @@ impl Upstream {
             request = request.header(name, value);
         }
         // `traceparent` of the attempt span this call runs in.
-        request = request.headers(telemetry::trace_headers());
+        request = request.headers(telemetry::trace_headers(&cx.trace));
         let response = request
             .send()
             .await

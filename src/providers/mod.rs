@@ -41,6 +41,8 @@ pub struct CallCx {
     pub session_id: Option<String>,
     /// The gateway's request id, sent upstream as `x-request-id`.
     pub request_id: String,
+    /// The request's trace, for the upstream `traceparent`.
+    pub trace: crate::telemetry::TraceParent,
 }
 
 /// A request translated for one provider, ready to send (and to send again on a retry).

@@ -54,6 +54,8 @@ pub(crate) struct ChatCall {
     pub(crate) start: Instant,
     /// The request's trace span.
     pub(crate) span: Span,
+    /// The request's W3C trace (for upstream `traceparent`s without OpenTelemetry spans).
+    pub(crate) trace: telemetry::TraceParent,
     /// The request's record (access log and metrics).
     pub(crate) observed: Observed,
 }
@@ -79,6 +81,7 @@ impl FromRequestParts<AppState> for ChatCall {
             .get::<MatchedPath>()
             .map_or("/v1/chat/completions", MatchedPath::as_str);
         let span = telemetry::request_span(route, &parts.headers);
+        let trace = telemetry::TraceParent::of_request(&parts.headers);
         Ok(ChatCall {
             // The auth layer puts the config it checked the key against there.
             state: parts
@@ -96,6 +99,7 @@ impl FromRequestParts<AppState> for ChatCall {
             request_id: request_id(parts.extensions.get::<RequestId>()),
             start,
             span,
+            trace,
             observed: (parts.extensions.get::<Observed>())
                 .cloned()
                 .unwrap_or_else(Observed::detached),
@@ -293,6 +297,7 @@ fn call_cx(call: &ChatCall, candidate: &Candidate) -> CallCx {
         upstream_model: candidate.upstream_model.clone(),
         session_id: call.session_id.clone(),
         request_id: call.request_id.clone(),
+        trace: call.trace,
     }
 }
 
