@@ -60,8 +60,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
     300.0, 600.0,
 ];
-/// How often recorded histogram samples are folded into their buckets.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often recorded histogram samples are folded into their buckets: samples wait in a
+/// buffer until then (at 10k requests/s and three histograms, ~240 KB per second of wait).
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
