@@ -49,9 +49,8 @@ fn settings() -> Settings {
             .unwrap_or(default)
     };
     let (streams, hold, binary) = if bench {
-        let binary = std::env::var("LLMGATE_BIN").unwrap_or_else(|_| {
-            format!("{}/target/release/llmgate", env!("CARGO_MANIFEST_DIR"))
-        });
+        let binary = std::env::var("LLMGATE_BIN")
+            .unwrap_or_else(|_| format!("{}/target/release/llmgate", env!("CARGO_MANIFEST_DIR")));
         (env("STREAMS", 10_000), env("HOLD_SECS", 20), binary)
     } else {
         (50, 1, env!("CARGO_BIN_EXE_llmgate").to_owned())
@@ -86,7 +85,8 @@ async fn mock(listener: TcpListener, stop: Arc<AtomicBool>) {
             let Some(slow) = read_request(&mut socket).await else {
                 return;
             };
-            let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            let head =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
             if socket.write_all(head).await.is_err() {
                 return;
             }
@@ -214,6 +214,20 @@ async fn wait_healthy(port: u16) {
     panic!("the gateway did not come up");
 }
 
+/// SIGTERM (a graceful stop, so a wrapping profiler writes its output), SIGKILL after 30 s.
+fn stop_gateway(gateway: &mut Child) {
+    let _ = Command::new("kill").arg(gateway.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = gateway.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -283,7 +297,10 @@ async fn main() {
     let open_took = opened.elapsed();
     let opened_count = sockets.len();
     // Every stream keeps receiving a chunk per 100 ms while this process reads them.
-    let readers: Vec<_> = sockets.into_iter().map(|s| tokio::spawn(drain(s))).collect();
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|s| tokio::spawn(drain(s)))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loaded_rss = rss_kb(pid);
     let (loaded_p50, loaded_max) = probe(port).await;
@@ -294,8 +311,7 @@ async fn main() {
     for reader in readers {
         let _ = tokio::time::timeout(Duration::from_secs(30), reader).await;
     }
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    stop_gateway(&mut gateway);
     let _ = std::fs::remove_dir_all(dir);
 
     first_chunks.sort();
@@ -303,7 +319,9 @@ async fn main() {
         .checked_div(opened_count as u64)
         .unwrap_or(0);
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    println!("| streams open | opened in | gateway RSS idle | with the streams | peak | per open stream | new stream TTFT p50 / max, idle | same, under load |");
+    println!(
+        "| streams open | opened in | gateway RSS idle | with the streams | peak | per open stream | new stream TTFT p50 / max, idle | same, under load |"
+    );
     println!("|--:|--:|--:|--:|--:|--:|--:|--:|");
     println!(
         "| {opened_count} of {} | {:.1} s | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} KB | {} / {} ms | {} / {} ms |",

@@ -17,6 +17,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// mimalloc instead of glibc's malloc: allocation was a fifth of the gateway's CPU under load
 /// (perf, `benches/load`), and mimalloc's thread-local free lists serve these small,
 /// short-lived request allocations faster.
+/// (`--no-default-features` keeps the system allocator, for heap profilers such as massif.)
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -217,6 +217,11 @@ fi
 
 # 3. the harness (direct floor unless NO_DIRECT=1, then each gateway)
 SPECS=()
+# Peers measured in the same run: nginx as a plain reverse proxy (the floor) unless PEERS says
+# otherwise (PEERS="" for none; any built-in of the harness: nginx-proxy litellm-1w portkey ...).
+if [[ "$LIMITS" != 1 ]]; then
+  for peer in ${PEERS-nginx-proxy}; do SPECS+=("$peer"); done
+fi
 for i in "${!G_NAME[@]}"; do
   spec="${G_NAME[$i]}=http://${G_LISTEN[$i]}/v1;pidfile=$(pidfile_of "${G_NAME[$i]}")"
   [[ -n "${G_HEADER[$i]}" ]] && spec+=";H=${G_HEADER[$i]}"
