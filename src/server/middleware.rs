@@ -1,42 +1,33 @@
-//! Request ids and the start of each request's record (access log and metrics).
+//! The one middleware every request passes first: its request id and the start of its
+//! record (access log and metrics).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::time::Instant;
-use tower_http::request_id::{MakeRequestId, RequestId};
+use tower_http::request_id::RequestId;
 
 use crate::observe::record::Finish;
-
-/// Makes a random 128-bit hex request id when the client sent none.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct MakeId;
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = format!("{:032x}", fastrand::u128(..));
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
-}
 
 /// The longest client `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Drops a client `x-request-id` that is too long or has characters other than letters,
-/// digits and `-_.:`, so a new id is made: the id reaches logs, upstreams and the response.
-pub(crate) async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
-    let valid = request
-        .headers()
-        .get(X_REQUEST_ID)
-        .is_none_or(|value| is_valid_request_id(value.as_bytes()));
-    if !valid {
-        request.headers_mut().remove(X_REQUEST_ID);
-    }
-    next.run(request).await
-}
-
 const X_REQUEST_ID: &str = "x-request-id";
+
+/// The request's id: the client's `x-request-id` when it is short and plain (letters, digits
+/// and `-_.:`, since it reaches logs, upstreams and the response), else a new random 128-bit
+/// hex id.
+fn request_id_of(request: &Request) -> HeaderValue {
+    match request.headers().get(X_REQUEST_ID) {
+        Some(value) if is_valid_request_id(value.as_bytes()) => value.clone(),
+        _ => {
+            let id = format!("{:032x}", fastrand::u128(..));
+            // Hex digits are always a valid header value.
+            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+        }
+    }
+}
 
 fn is_valid_request_id(id: &[u8]) -> bool {
     !id.is_empty()
@@ -50,7 +41,7 @@ fn is_valid_request_id(id: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestStart(pub(crate) Instant);
 
-/// The request id as text, from the extension `SetRequestIdLayer` put there.
+/// The request id as text, from the extension [`front`] put there.
 pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
     request_id
         .and_then(|id| id.header_value().to_str().ok())
@@ -58,20 +49,26 @@ pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
         .to_owned()
 }
 
-/// Records the start time and starts the request's record, which writes its one access-log
+/// Sets the request's id (on the request, as a [`RequestId`] extension, and on the response),
+/// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see
-/// [`crate::observe::record`]). The handlers fill it through its `Observed` extension.
-pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
+/// [`crate::observe::record`]). The handlers fill the record through its `Observed` extension.
+pub(crate) async fn front(mut request: Request, next: Next) -> Response {
     let start = Instant::now();
+    let id = request_id_of(&request);
     let finish = Finish::start(
-        request_id(request.extensions().get::<RequestId>()),
+        id.to_str().unwrap_or_default().to_owned(),
         request.method().to_string(),
         request.uri().path().to_owned(),
         start,
     );
-    request.extensions_mut().insert(RequestStart(start));
-    request.extensions_mut().insert(finish.observed());
-    let response = next.run(request).await;
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let extensions = request.extensions_mut();
+    extensions.insert(RequestId::new(id.clone()));
+    extensions.insert(RequestStart(start));
+    extensions.insert(finish.observed());
+    let mut response = next.run(request).await;
+    response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
     finish.respond(response)
 }
 

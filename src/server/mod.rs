@@ -1,9 +1,8 @@
 //! The HTTP server: routes, middleware, state and graceful shutdown.
 //!
-//! Middleware order, outermost first: drop a malformed client `x-request-id` -> set
-//! `x-request-id` (the client's or a new one) ->
-//! the request's record (access log and metrics) and start time -> propagate `x-request-id` to
-//! the response -> routes.
+//! One middleware comes first (`middleware::front`): the request id (the client's
+//! `x-request-id` when it is plain, else a new one; also on the response), the start time and
+//! the request's record (access log and metrics); then the routes.
 //! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
 //! admin-key check; health, readiness, metrics and the OpenAPI document need no key. The
 //! reloadable config sits behind an `ArcSwap` (`live`, `reload`).
@@ -34,7 +33,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::config::Config;
 use crate::state::SharedState;
@@ -174,10 +172,7 @@ fn app(state: AppState) -> Router {
         .fallback(openai::not_found)
         .method_not_allowed_fallback(openai::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.live().server.max_body_bytes))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(middleware::observe))
-        .layer(SetRequestIdLayer::x_request_id(middleware::MakeId))
-        .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
+        .layer(axum::middleware::from_fn(middleware::front))
         .with_state(state)
 }
 
