@@ -22,9 +22,9 @@ COPY benches ./benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin llmgate
 
 FROM debian:bookworm-slim
-# ca-certificates: upstream TLS trust roots; curl: the health check.
+# ca-certificates: upstream TLS trust roots (the health check is the binary's own).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin llmgate
 COPY --from=build /src/target/release/llmgate /usr/local/bin/llmgate
@@ -34,7 +34,7 @@ ENV LLMGATE_LISTEN=0.0.0.0:8080 \
     LLMGATE_LOG_FORMAT=json
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+    CMD ["llmgate", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["llmgate"]
 CMD ["serve"]

@@ -22,6 +22,16 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the OpenAPI 3.1 document.
     Openapi,
+    /// Exit 0 when the gateway's /healthz answers 200 within 2 s (the container's health check).
+    Health(HealthArgs),
+}
+
+/// `llmgate health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The URL to check; default `/healthz` on `LLMGATE_LISTEN` (else 127.0.0.1:8080).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 /// `llmgate serve`.

@@ -20,6 +20,7 @@
 //! - [`providers`]: the `providers::Provider` trait and one adapter per provider kind.
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 //! - [`observe`]: Prometheus metrics and the access log, from one record per request.
+//! - [`healthcheck`]: `llmgate health`, the container's health check.
 //! - [`telemetry`]: OpenTelemetry spans per request and upstream attempt, OTLP export,
 //!   `traceparent` in and out.
 
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 mod envelope;
 pub mod error;
+pub mod healthcheck;
 pub mod observe;
 pub mod providers;
 mod routing;

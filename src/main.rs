@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             print!("{}", server::openapi::document());
             Ok(())
         }
+        Command::Health(args) => health(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +40,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `llmgate health`: exit 0 when the gateway answers 200 on its health URL.
+fn health(args: &llmgate::cli::HealthArgs) -> anyhow::Result<()> {
+    let listen = std::env::var("LLMGATE_LISTEN").ok();
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| llmgate::healthcheck::default_url(listen.as_deref()));
+    llmgate::healthcheck::check(&url).map_err(|why| anyhow::anyhow!("unhealthy: {why}"))
 }
 
 /// Where the config comes from, with the precedence flag > environment > file > default.

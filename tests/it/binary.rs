@@ -135,3 +135,38 @@ fn get_is_ok(host: &str, path: &str) -> std::io::Result<bool> {
     stream.read_to_string(&mut response)?;
     Ok(response.starts_with("HTTP/1.1 200"))
 }
+
+/// `llmgate health` with `args` and `env`: (exit success, stderr).
+fn health(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = Command::new(BIN);
+    command
+        .arg("health")
+        .args(args)
+        .env_remove("LLMGATE_LISTEN");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn health_exits_zero_only_when_healthz_answers_200() {
+    let gateway =
+        crate::process::Gateway::start("health", "[providers.echo]\nkind = \"echo\"\n").await;
+    let url = gateway.url("/healthz");
+    assert_eq!(health(&["--url", &url], &[]), (true, String::new()));
+    // Without --url: /healthz on LLMGATE_LISTEN, an unspecified address meaning this host.
+    let port = gateway.addr().rsplit(':').next().unwrap().to_owned();
+    let listen = format!("0.0.0.0:{port}");
+    assert!(health(&[], &[("LLMGATE_LISTEN", listen.as_str())]).0);
+    let (ok, why) = health(&["--url", &gateway.url("/nowhere")], &[]);
+    assert!(!ok && why.contains("answered 404"), "{why}");
+    gateway.stop().await;
+    let closed = format!("http://127.0.0.1:{}/healthz", crate::process::free_port());
+    let (ok, why) = health(&["--url", &closed], &[]);
+    assert!(!ok && why.contains("unhealthy: cannot connect"), "{why}");
+}
