@@ -25,6 +25,7 @@
 //!   `traceparent` in and out.
 
 mod cache;
+mod calendar;
 pub mod cli;
 pub mod config;
 mod envelope;

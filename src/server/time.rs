@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::calendar::civil_from_days;
 use crate::stream::normalize::unix_now;
 
 /// `unix` seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -28,20 +29,6 @@ pub(crate) fn unix_of(instant: Instant) -> i64 {
         Some(ahead) => unix_now().saturating_add(seconds(ahead)),
         None => unix_now().saturating_sub(seconds(now - instant)),
     }
-}
-
-/// Year, month, day of the day `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
