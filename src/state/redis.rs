@@ -55,6 +55,16 @@ enum Write {
     },
 }
 
+/// `lua/<name>.lua` after the shared `lua/bucket.lua` (Redis's clock, the bucket arithmetic).
+macro_rules! script {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("lua/bucket.lua"),
+            include_str!(concat!("lua/", $name, ".lua"))
+        ))
+    };
+}
+
 /// The scripts, loaded into Redis on first use (and again after a Redis restart).
 struct Scripts {
     admit: Script,
@@ -108,10 +118,10 @@ impl RedisState {
             queued: tokio::sync::Mutex::new(queued),
             dropping: AtomicBool::new(false),
             scripts: Scripts {
-                admit: Script::new(include_str!("lua/admit.lua")),
-                settle: Script::new(include_str!("lua/settle.lua")),
-                renew: Script::new(include_str!("lua/renew.lua")),
-                usage: Script::new(include_str!("lua/usage.lua")),
+                admit: script!("admit"),
+                settle: script!("settle"),
+                renew: script!("renew"),
+                usage: script!("usage"),
             },
         })
     }

@@ -1,6 +1,6 @@
 -- Admits one request of a gateway key, or refuses it, atomically: every limit is checked
--- first and only when all pass is anything changed. Mirrors `state::memory` (the bucket
--- arithmetic is `state::limits::Bucket`). Time is the Redis server's, so replicas agree.
+-- first and only when all pass is anything changed. Mirrors `state::memory`; `now`, `level`,
+-- `ms_for` and `store` come from `bucket.lua`.
 --
 -- KEYS: 1 requests bucket (hash l, t), 2 tokens bucket (hash l, t), 3 concurrency slots
 --       (zset member -> lease end ms), 4 requests this minute, 5 spend in the budget window
@@ -8,34 +8,12 @@
 --       4 budget in nano-USD (-1: none), 5 estimated tokens, 6 slot member, 7 lease ms
 -- Returns {code, requests remaining, requests reset ms, tokens remaining, tokens reset ms,
 --          retry ms}; code 0 admitted, 1 requests, 2 tokens, 3 concurrency, 4 budget.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
 local max_concurrent = tonumber(ARGV[3])
 local budget = tonumber(ARGV[4])
 local estimate = tonumber(ARGV[5])
 local lease = tonumber(ARGV[7])
-
-local function level(key, capacity)
-  local v = redis.call('HMGET', key, 'l', 't')
-  local l, at = tonumber(v[1]), tonumber(v[2])
-  if l == nil or at == nil then return capacity end
-  if now > at then l = l + (now - at) * capacity / 60000 end
-  if l > capacity then l = capacity end
-  return l
-end
-
-local function ms_for(amount, capacity)
-  if amount <= 0 or capacity <= 0 then return 0 end
-  return math.ceil(amount * 60000 / capacity)
-end
-
-local function store(key, l, capacity)
-  redis.call('HSET', key, 'l', l, 't', now)
-  -- A bucket left alone until full needs no key: a missing one reads as full.
-  redis.call('PEXPIRE', key, ms_for(capacity - l, capacity) + 1000)
-end
 
 local rl, tl = 0, 0
 if rpm > 0 then rl = level(KEYS[1], rpm) end
