@@ -33,8 +33,8 @@ struct KeyState {
 pub(crate) struct Ask<'a> {
     pub(crate) estimate: u64,
     pub(crate) now_ms: u64,
-    /// The current budget window's name and seconds left (with a budget).
-    pub(crate) window: Option<&'a (String, Option<u64>)>,
+    /// The current spend window's name and seconds left.
+    pub(crate) window: &'a (String, Option<u64>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,7 +78,7 @@ impl MemoryState {
     }
 
     /// Key `name`'s usage now.
-    pub(crate) fn usage(&self, name: &str, window: Option<&str>, now_ms: u64) -> UsageView {
+    pub(crate) fn usage(&self, name: &str, window: &str, now_ms: u64) -> UsageView {
         let state = self.key(name);
         let state = lock(&state);
         let this_minute = state.minute == now_ms / 60_000;
@@ -94,9 +94,10 @@ impl MemoryState {
                 0
             },
             in_flight: state.in_flight,
-            spend_usd: match window {
-                Some(window) if window == state.spend_window => state.spend as f64 / 1e9,
-                _ => 0.0,
+            spend_usd: if window == state.spend_window {
+                state.spend as f64 / 1e9
+            } else {
+                0.0
             },
         }
     }
@@ -128,7 +129,8 @@ impl KeyState {
             retry_after: retry_ms.map(retry_secs),
             headers: headers(requests, tokens),
         };
-        if let (Some(budget), Some((window, left))) = (limits.budget, ask.window) {
+        if let Some(budget) = limits.budget {
+            let (window, left) = ask.window;
             let spent = if *window == self.spend_window {
                 self.spend
             } else {
@@ -194,9 +196,8 @@ impl KeyState {
         }
         self.roll_minute(now_ms);
         self.tokens_this_minute = self.tokens_this_minute.saturating_add(settlement.used);
-        if let Some((window, _)) = &settlement.window
-            && settlement.spend_nano > 0
-        {
+        if settlement.spend_nano > 0 {
+            let (window, _) = &settlement.window;
             if *window != self.spend_window {
                 self.spend_window.clone_from(window);
                 self.spend = 0;
@@ -229,7 +230,7 @@ mod tests {
         Ask {
             estimate,
             now_ms,
-            window: Some(window),
+            window,
         }
     }
 
@@ -239,7 +240,7 @@ mod tests {
             reserved,
             used,
             spend_nano,
-            window: Some(("total".to_owned(), None)),
+            window: ("total".to_owned(), None),
         }
     }
 
@@ -260,7 +261,7 @@ mod tests {
             Some(6),
             "10 tokens take 6 s at 100 per minute"
         );
-        assert_eq!(state.usage("k", Some("total"), 0).requests_this_minute, 1);
+        assert_eq!(state.usage("k", "total", 0).requests_this_minute, 1);
         // Settling with less than reserved gives tokens back.
         state.settle("k", &settlement(60, 10, 0), 0);
         // A request larger than the bucket needs it full (here 90 of 100: 6 s more).
@@ -276,7 +277,7 @@ mod tests {
         let refused = state.admit("k", &limits, &ask(1, 0, &window)).unwrap_err();
         assert_eq!(refused.limit, Limit::Requests);
         assert_eq!(refused.retry_after, Some(30), "rpm 2 refills one per 30 s");
-        assert_eq!(state.usage("k", Some("total"), 0).in_flight, 1);
+        assert_eq!(state.usage("k", "total", 0).in_flight, 1);
     }
 
     #[test]
@@ -298,7 +299,7 @@ mod tests {
         let refused = state.admit("k", &limits, &ask(0, 0, &window)).unwrap_err();
         assert_eq!(refused.limit, Limit::Budget);
         assert_eq!(refused.retry_after, None, "a total budget never comes back");
-        assert_eq!(state.usage("k", Some("total"), 0).spend_usd, 1.0);
+        assert_eq!(state.usage("k", "total", 0).spend_usd, 1.0);
         // Another window starts from nothing.
         let tomorrow = ("2026-11-30".to_owned(), Some(10));
         state.admit("k", &limits, &ask(0, 0, &tomorrow)).unwrap();
@@ -310,6 +311,6 @@ mod tests {
         let window = ("total".to_owned(), None);
         state.admit("gone", &limits(), &ask(0, 0, &window)).unwrap();
         state.retain(&["kept".to_owned()]);
-        assert_eq!(state.usage("gone", Some("total"), 0).in_flight, 0);
+        assert_eq!(state.usage("gone", "total", 0).in_flight, 0);
     }
 }

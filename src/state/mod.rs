@@ -58,7 +58,7 @@ pub(crate) struct Settlement {
     /// What they cost, in nano-USD.
     pub(crate) spend_nano: u64,
     /// The spend window's name and seconds left.
-    pub(crate) window: Option<(String, Option<u64>)>,
+    pub(crate) window: (String, Option<u64>),
 }
 
 /// An admitted request's hold on its key's state, settled exactly once: by
@@ -185,7 +185,7 @@ impl SharedState {
                 let ask = Ask {
                     estimate: reserved,
                     now_ms: now_ms(),
-                    window: Some(&window),
+                    window: &window,
                 };
                 match memory.admit(name, limits, &ask) {
                     Ok(headers) => (headers, None),
@@ -211,7 +211,7 @@ impl SharedState {
                 reserved,
                 used: 0,
                 spend_nano: 0,
-                window: Some(window),
+                window,
             },
             headers,
             settled: false,
@@ -225,7 +225,7 @@ impl SharedState {
                 .iter()
                 .map(|(name, limits)| {
                     let (window, _) = window_of(limits);
-                    Some(memory.usage(name, Some(&window), now_ms()))
+                    Some(memory.usage(name, &window, now_ms()))
                 })
                 .collect(),
             SharedState::Redis(redis) => {

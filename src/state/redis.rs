@@ -482,10 +482,7 @@ impl RedisState {
         settlement: &Settlement,
     ) -> redis::ScriptInvocation<'a> {
         let minute = super::now_ms() / 60_000;
-        let (window, left) = settlement
-            .window
-            .clone()
-            .unwrap_or_else(|| ("total".to_owned(), None));
+        let (window, left) = &settlement.window;
         let mut invocation = self.scripts.settle.prepare_invoke();
         invocation
             .key(self.key(name, "tpm"))
