@@ -159,16 +159,17 @@ async fn admit(
         return Ok(None);
     };
     let name: Arc<str> = Arc::from(key.name.as_str());
+    let prompt = limits::prompt_estimate(request);
     let admission = call
         .state
         .state
-        .admit(&name, &key.limits, limits::estimate_tokens(request))
+        .admit(&name, &key.limits, limits::reservation(prompt, request))
         .await;
     match admission {
         Admission::Admitted(ticket) => {
             let headers = ticket.headers;
             call.observed.update(|r| {
-                r.prompt_estimate = limits::prompt_estimate(request);
+                r.prompt_estimate = prompt;
                 r.ticket = Some(ticket);
             });
             Ok(key.limits.any().then_some(headers))

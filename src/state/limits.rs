@@ -145,10 +145,10 @@ pub(crate) struct Refusal {
     pub(crate) headers: RateHeaders,
 }
 
-/// Tokens reserved for a request before it is sent: its prompt's estimate, plus
-/// `max_completion_tokens` (or `max_tokens`) when given.
-pub(crate) fn estimate_tokens(request: &ChatRequest) -> u64 {
-    prompt_estimate(request).saturating_add(request.token_limit().unwrap_or(0))
+/// Tokens reserved for a request before it is sent: its prompt's estimate
+/// ([`prompt_estimate`]), plus `max_completion_tokens` (or `max_tokens`) when given.
+pub(crate) fn reservation(prompt: u64, request: &ChatRequest) -> u64 {
+    prompt.saturating_add(request.token_limit().unwrap_or(0))
 }
 
 /// A prompt's tokens estimated from its text: message text bytes / 4.
@@ -314,6 +314,7 @@ mod tests {
                 {"role":"user","content":[{"type":"text","text":"abcd"}]}]}"#,
         )
         .unwrap();
-        assert_eq!(estimate_tokens(&request), 3 + 10);
+        assert_eq!(prompt_estimate(&request), 3);
+        assert_eq!(reservation(prompt_estimate(&request), &request), 3 + 10);
     }
 }
