@@ -728,8 +728,9 @@ async fn each_target_is_planned_once_however_often_it_is_named() {
     assert_eq!((a.calls().len(), b.calls().len()), (1, 1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
+/// Alias `fast` over a slow `a` (5 s, nearly all the weight) and a quick `b` (10 ms), hedged
+/// after 100 ms: the hedge on `b` wins.
+fn hedged_world() -> (Arc<Scripted>, World) {
     let (a, b) = (
         Scripted::new(vec![slow_ok(5_000, "slow a")]),
         Scripted::new(vec![slow_ok(10, "quick b")]),
@@ -737,10 +738,16 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
     let mut fast = alias(&[("a", 1_000_000.0), ("b", 0.000_001)], &[], 1);
     fast.hedge_after = Some(Duration::from_millis(100));
     let w = world(
-        vec![("a", a.clone()), ("b", b.clone())],
+        vec![("a", a.clone()), ("b", b)],
         vec![("fast", fast)],
         ServerConfig::default(),
     );
+    (a, w)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
+    let (a, w) = hedged_world();
     let started = Instant::now();
     let (result, attempts) = run(&w, &request(json!({"model": "fast"})), None).await;
     assert_eq!(result.unwrap(), ("b".to_owned(), "quick b".to_owned()));
@@ -918,17 +925,7 @@ async fn retries_and_fallbacks_are_sibling_attempt_spans() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hedge_is_a_sibling_attempt_span() {
-    let (a, b) = (
-        Scripted::new(vec![slow_ok(5_000, "slow a")]),
-        Scripted::new(vec![slow_ok(10, "quick b")]),
-    );
-    let mut fast = alias(&[("a", 1_000_000.0), ("b", 0.000_001)], &[], 1);
-    fast.hedge_after = Some(Duration::from_millis(100));
-    let w = world(
-        vec![("a", a), ("b", b)],
-        vec![("fast", fast)],
-        ServerConfig::default(),
-    );
+    let (_, w) = hedged_world();
     let spans = traced_run(&w, json!({"model": "fast"})).await;
     let (request, attempts) = spans.split_last().unwrap();
     let mut providers: Vec<String> = attempts
