@@ -52,6 +52,7 @@ fn the_example_config_parses() {
         std::time::Duration::from_secs(5)
     );
     assert_eq!(config.providers["openai"].models, ["gpt-4o-mini", "gpt-4o"]);
+    assert!(config.providers["local"].discover_models);
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),
         Some("http://127.0.0.1:4318")

@@ -95,6 +95,8 @@ impl Discovery {
         let mut slots = BTreeMap::new();
         let mut tasks = JoinSet::new();
         for (name, config) in providers.iter().filter(|(_, c)| c.discover_models) {
+            // An aborted task that was already storing may still store once: into a slot
+            // of the same upstream (harmless), or into one no longer listed (unseen).
             let slot = match old.get(name) {
                 Some(slot) if slot.base_url == config.base_url => Arc::clone(slot),
                 _ => Arc::new(Slot {
