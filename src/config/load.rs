@@ -396,6 +396,8 @@ struct RawProvider {
     #[serde(default)]
     models: Vec<String>,
     #[serde(default)]
+    discover_models: bool,
+    #[serde(default)]
     prices: BTreeMap<String, Price>,
 }
 
@@ -739,10 +741,28 @@ impl RawProvider {
         }
         provider.headers = self.headers;
         provider.strict_params = self.strict_params;
-        if let Some(i) = self.models.iter().position(String::is_empty) {
-            return Err(err(format!("{path}.models[{i}]"), "must not be empty"));
+        if self.models.len() > MAX_PROVIDER_MODELS {
+            return Err(err(
+                format!("{path}.models"),
+                format!("must list at most {MAX_PROVIDER_MODELS} models"),
+            ));
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            if let Some(problem) = model_id_problem(model) {
+                return Err(err(format!("{path}.models[{i}]"), problem));
+            }
         }
         provider.models = self.models;
+        if self.discover_models && self.kind != ProviderKind::OpenAi {
+            return Err(err(
+                format!("{path}.discover_models"),
+                format!(
+                    "only an `openai`-kind provider can discover its models (this one is `{}`)",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        provider.discover_models = self.discover_models;
         for (model, price) in &self.prices {
             for (side, value) in [("input", price.input), ("output", price.output)] {
                 if !(value.is_finite() && (0.0..=MAX_PRICE_USD).contains(&value)) {

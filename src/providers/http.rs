@@ -58,16 +58,21 @@ struct Origin {
     url: String,
 }
 
+/// `url` without userinfo or query (which may hold credentials), for the log.
+pub(crate) fn shown_url(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    // Neither can fail on an http(s) URL; a failure would keep the URL as it was.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
+}
+
 impl Origin {
     fn new(provider: &str, endpoint: &reqwest::Url) -> Self {
-        let mut url = endpoint.clone();
-        // Neither can fail on an http(s) URL; a failure would keep the URL as it was.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
         Origin {
             provider: provider.to_owned(),
-            url: url.to_string(),
+            url: shown_url(endpoint),
         }
     }
 
@@ -103,33 +108,9 @@ impl Upstream {
     /// A client for provider `name`'s endpoint (`config`), sending its key and extra headers on
     /// every request and reading answers within `limits`.
     pub(crate) fn new(name: &str, config: &ProviderConfig, limits: Limits) -> anyhow::Result<Self> {
-        install_crypto_provider();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        for (name, value) in &config.headers {
-            headers.insert(
-                HeaderName::try_from(name.as_str())?,
-                HeaderValue::try_from(value.as_str())?,
-            );
-        }
-        // The fixed headers are the client's defaults, so no request copies them.
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
         let endpoint = reqwest::Url::parse(&config.endpoint())?;
         Ok(Upstream {
-            client,
+            client: client_for(config)?,
             origin: Arc::new(Origin::new(name, &endpoint)),
             endpoint,
             limits,
@@ -211,24 +192,61 @@ impl Upstream {
                 "the body is larger than {limit} bytes (server.max_upstream_body_bytes)"
             ))
         };
-        let announced = response.content_length().unwrap_or(0);
-        if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
-            return Err(too_large());
-        }
-        // Room for what was announced, but no more than a typical answer until it arrives.
-        let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
-        while let Some(piece) = response
-            .chunk()
+        read_at_most(&mut response, limit)
             .await
             .map_err(|e| self.origin.transport_error(e))?
-        {
-            if body.len().saturating_add(piece.len()) > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&piece);
-        }
-        Ok(body)
+            .ok_or_else(too_large)
     }
+}
+
+/// A pooled client for the provider `config` describes, sending its key (as a bearer token)
+/// and extra headers on every request.
+pub(crate) fn client_for(config: &ProviderConfig) -> anyhow::Result<reqwest::Client> {
+    install_crypto_provider();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(key) = &config.api_key {
+        let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    for (name, value) in &config.headers {
+        headers.insert(
+            HeaderName::try_from(name.as_str())?,
+            HeaderValue::try_from(value.as_str())?,
+        );
+    }
+    // The fixed headers are the client's defaults, so no request copies them.
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()?)
+}
+
+/// Reads a whole body of at most `limit` bytes: `Ok(None)` when it is larger, known as soon
+/// as it is announced or arrives (never buffered beyond `limit`).
+pub(crate) async fn read_at_most(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let announced = response.content_length().unwrap_or(0);
+    if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(None);
+    }
+    // Room for what was announced, but no more than a typical answer until it arrives.
+    let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
+    while let Some(piece) = response.chunk().await? {
+        if body.len().saturating_add(piece.len()) > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(Some(body))
 }
 
 /// The request side of an HTTP provider's dialect. Every HTTP provider answers in OpenAI's
@@ -313,7 +331,7 @@ pub fn install_crypto_provider() {
 }
 
 /// A transport failure's kind, in words that name no host or URL.
-fn failure_kind(error: &reqwest::Error) -> &'static str {
+pub(crate) fn failure_kind(error: &reqwest::Error) -> &'static str {
     use std::io::ErrorKind;
     if error.is_timeout() {
         return "timed out";
@@ -340,7 +358,7 @@ fn failure_kind(error: &reqwest::Error) -> &'static str {
 
 /// An error with its whole cause chain (reqwest's top message alone says only "error sending
 /// request"), for the log.
-fn cause_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn cause_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
