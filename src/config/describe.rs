@@ -138,7 +138,7 @@ fn limits_text(limits: &super::KeyLimits) -> String {
 
 /// `url` without userinfo and query, which may hold credentials.
 fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(mut parsed) => {
             // Both fail only for URLs that cannot have userinfo, which then has none.
             let _ = parsed.set_username("");

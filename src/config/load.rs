@@ -215,7 +215,7 @@ impl RawState {
             }
             (_, Some(url)) => {
                 // The URL may hold a password: the error never repeats it.
-                let parsed = reqwest::Url::parse(&url)
+                let parsed = url::Url::parse(&url)
                     .map_err(|e| err("state.url", format!("not a URL: {e}")))?;
                 if parsed.scheme() != "redis" || parsed.host_str().is_none_or(str::is_empty) {
                     return Err(err(
@@ -269,7 +269,7 @@ impl RawTelemetry {
             .transpose()?;
         // The endpoint is logged when export fails; credentials go in OTEL_EXPORTER_OTLP_HEADERS.
         if let Some(url) = &otlp_endpoint
-            && reqwest::Url::parse(url)
+            && url::Url::parse(url)
                 .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
         {
             return Err(err(
@@ -782,9 +782,18 @@ impl RawProvider {
 
 fn check_base_url(path: &str, url: &str) -> Result<String, ConfigError> {
     let parsed =
-        reqwest::Url::parse(url).map_err(|e| err(path, format!("`{url}` is not a URL: {e}")))?;
+        url::Url::parse(url).map_err(|e| err(path, format!("`{url}` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(err(path, format!("`{url}` must be an http or https URL")));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // The URL is not quoted: it holds a credential.
+        return Err(err(
+            path,
+            "must not carry credentials (`user:password@`): put the provider's key in \
+             `api_key`, or an `authorization` header in `headers`"
+                .to_owned(),
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(err(

@@ -286,7 +286,7 @@ fn discover_models_is_for_openai_kind_providers_only() {
 #[test]
 fn check_shows_model_lists_and_discovery() {
     let config = parse(
-        "[providers.o]\nkind = \"openai\"\nbase_url = \"http://u:pw@llm.internal/v1\"\nmodels = [\"a\", \"b\"]\ndiscover_models = true\n",
+        "[providers.o]\nkind = \"openai\"\nbase_url = \"http://llm.internal/v1\"\nmodels = [\"a\", \"b\"]\ndiscover_models = true\n",
     )
     .unwrap();
     let text = config.describe();
@@ -295,7 +295,20 @@ fn check_shows_model_lists_and_discovery() {
         text.contains("discover_models=true (GET http://llm.internal/v1/models)"),
         "{text}"
     );
-    assert!(!text.contains("pw"), "{text}");
+}
+
+#[test]
+fn base_urls_with_credentials_are_refused_without_quoting_them() {
+    let error = error(
+        "[providers.o]\nkind = \"openai\"\nbase_url = \"http://u:hunter2@llm.internal/v1\"\n",
+    );
+    assert_eq!(error.path, "providers.o.base_url");
+    assert!(
+        error.message.contains("must not carry credentials"),
+        "{}",
+        error.message
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
 #[test]

@@ -21,12 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, Uri, header};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use super::client::{self, Client};
 use super::http;
 use crate::config::{MAX_PROVIDER_MODELS, ProviderConfig, model_id_problem};
 
@@ -138,9 +140,9 @@ where
 #[derive(Clone)]
 struct Fetcher {
     provider: Arc<str>,
-    client: reqwest::Client,
+    client: Client,
     /// `{base_url}/models`.
-    url: reqwest::Url,
+    url: Uri,
     /// The same without userinfo or query, for the log.
     shown_url: Arc<str>,
     timeout: Duration,
@@ -148,12 +150,12 @@ struct Fetcher {
 
 impl Fetcher {
     fn new(name: &str, config: &ProviderConfig) -> anyhow::Result<Self> {
-        let url = reqwest::Url::parse(&format!("{}/models", config.base_url))?;
+        let url = url::Url::parse(&format!("{}/models", config.base_url))?;
         Ok(Fetcher {
             provider: Arc::from(name),
-            client: http::client_for(config)?,
+            client: Client::for_provider(config)?,
             shown_url: Arc::from(http::shown_url(&url)),
-            url,
+            url: Uri::try_from(url.as_str())?,
             timeout: config.timeout.min(FETCH_TIMEOUT),
         })
     }
@@ -189,27 +191,24 @@ impl Fetcher {
     }
 
     async fn get(&self) -> Result<Listing, String> {
-        let transport = |error: reqwest::Error| {
-            // reqwest's own text names the URL; the cause chain without it does not.
+        let transport = |error: client::Error| {
             format!(
                 "{} ({})",
-                http::failure_kind(&error),
-                http::cause_chain(&error.without_url())
+                client::failure_kind(error.as_ref()),
+                client::cause_chain(error.as_ref())
             )
         };
-        let mut response = self
-            .client
-            .get(self.url.clone())
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = self.client.request(Method::GET, &self.url, Bytes::new());
+        let headers = request.headers_mut();
+        headers.remove(header::CONTENT_TYPE);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let mut response = self.client.send(request).await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             // The body is not quoted: some upstreams repeat (part of) the key in it.
             return Err(format!("status {}", status.as_u16()));
         }
-        let body = http::read_at_most(&mut response, MAX_BODY_BYTES)
+        let body = client::read_at_most(&mut response, MAX_BODY_BYTES)
             .await
             .map_err(transport)?
             .ok_or_else(|| format!("the answer is larger than {MAX_BODY_BYTES} bytes"))?;
