@@ -26,7 +26,8 @@ The answer text is ``REPLY`` (streamed word by word). When the request has
 ``tool_calls_for``; each call's arguments JSON is streamed in fragments of
 ``FRAGMENT_LEN`` characters, ``finish_reason`` is ``tool_calls``. The usage
 numbers differ per dialect (``prompt_tokens(dialect)``) so a test can tell whose
-usage reached it. Every request is recorded (method, path, headers with lower-cased
+usage reached it. ``chunk_delay_s`` makes a stream trickle (a pause before each
+event). Every request is recorded (method, path, headers with lower-cased
 names, parsed JSON body) in ``MockUpstream.requests``.
 """
 
@@ -295,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.owner._record_sent(self._rec, chunks)
         try:
             for c in chunks:
+                time.sleep(self.server.owner.chunk_delay_s)
                 self.wfile.write(b"data: " + json.dumps(c).encode() + b"\n\n")
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
@@ -391,10 +393,11 @@ class MockUpstream:
     (``http://127.0.0.1:PORT/v1`` for openai, ``http://127.0.0.1:PORT`` for the others).
     """
 
-    def __init__(self, dialect: str = "openai") -> None:
+    def __init__(self, dialect: str = "openai", chunk_delay_s: float = 0.0) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}")
         self.dialect = dialect
+        self.chunk_delay_s = chunk_delay_s  # a stream waits this long before each event: a slow model
         self._lock = threading.Lock()
         self._counter = 0
         self.requests: list[dict[str, Any]] = []
