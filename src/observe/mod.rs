@@ -13,6 +13,7 @@
 //! client text, so the number of series is bounded by the config.
 
 pub(crate) mod record;
+pub(crate) mod window;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;

@@ -28,3 +28,4 @@ mod stream;
 mod support;
 mod traces;
 mod translate;
+mod ui;
