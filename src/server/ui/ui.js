@@ -248,15 +248,13 @@
     card.dataset.model = m.model;
     const last = m.series.requests[m.series.requests.length - 1] || 0;
     const summary = el('div', 'summary',
-      el('span', '', 'now ', el('b', '', fmtNumber(last, 1)), ' rps'),
-      el('span', '', 'avg ', el('b', '', fmtNumber(m.requests / windowSecs, 2)), ' rps'),
-      el('span', '', 'p50 ', el('b', '', fmtMs(m.latency.p50_ms))),
-      el('span', '', 'p95 ', el('b', '', fmtMs(m.latency.p95_ms))),
-      el('span', '', 'p99 ', el('b', '', fmtMs(m.latency.p99_ms))),
+      el('span', '', el('b', '', fmtNumber(last, 1)), ' rps now'),
+      el('span', '', el('b', '', fmtNumber(m.requests / windowSecs, 2)), ' rps avg'),
     );
-    if (m.errors > 0) summary.append(el('span', 'errors', 'errors ', el('b', '', fmtNumber(m.errors) + ' (' + fmtPercent(m.error_rate) + ')')));
+    summary.title = fmtNumber(m.requests) + ' requests, ' + fmtNumber(m.errors) + ' errors in the last ' + windowSecs + ' s';
+    if (m.errors > 0) summary.append(el('span', 'errors', el('b', '', fmtNumber(m.errors) + ' errors (' + fmtPercent(m.error_rate) + ')')));
     const legend = el('div', 'legend',
-      el('span', '', el('i', 'p50'), 'p50'), el('span', '', el('i', 'p95'), 'p95'), el('span', '', el('i', 'p99'), 'p99'));
+      ...['p50', 'p95', 'p99'].map((p) => el('span', '', el('i', p), p + ' ', el('b', '', fmtMs(m.latency[p + '_ms'])))));
     card.append(
       el('h3', '', m.model),
       summary,
