@@ -438,9 +438,13 @@ pub(crate) fn bench_record_request() {
         "/v1/chat/completions".to_owned(),
         start,
     );
+    static WINDOW: std::sync::OnceLock<Arc<super::window::ModelWindow>> =
+        std::sync::OnceLock::new();
+    let window = WINDOW.get_or_init(|| Arc::new(super::window::ModelWindow::new(start)));
     finish.observed().update(|r| {
         r.key = Some(Arc::from("team-a"));
         r.model = Some(Arc::from("fast"));
+        r.window = Some(Arc::clone(window));
         r.provider = Some("openai".to_owned());
         r.upstream_model = Some("gpt-4o-mini".to_owned());
         r.tally.attempts = 1;
