@@ -31,7 +31,7 @@ pub fn default_url(listen: Option<&str>) -> String {
 /// GETs `url`; `Ok` when it answers 200 within [`TIMEOUT`], else why not.
 pub fn check(url: &str) -> Result<(), String> {
     let deadline = Instant::now() + TIMEOUT;
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if parsed.scheme() != "http" {
         return Err(format!("`{url}` must be an http:// URL"));
     }

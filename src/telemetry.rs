@@ -102,6 +102,14 @@ impl Telemetry {
     }
 }
 
+/// Installs ring as the process's TLS crypto provider (idempotent). reqwest (the OTLP
+/// exporter's client, and the tests') is built without a bundled provider so that aws-lc-rs
+/// stays out of the build; such a client needs this first.
+pub fn install_crypto_provider() {
+    // `Err` means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The OTLP/HTTP exporter, logging when export starts failing and when it recovers (not
 /// every failed batch).
 #[derive(Debug)]
@@ -113,8 +121,7 @@ struct LoggedExporter {
 
 impl LoggedExporter {
     fn new(base: &str) -> anyhow::Result<Self> {
-        // reqwest is built without a default TLS crypto provider.
-        crate::providers::http::install_crypto_provider();
+        install_crypto_provider();
         let endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
         let inner = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -332,22 +339,20 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The `traceparent` (and `tracestate`) for an upstream request: the current attempt span's
+/// Adds the `traceparent` (and `tracestate`) for an upstream request: the current attempt span's
 /// when OpenTelemetry spans are made, else a new span id in the request's `trace`.
-pub(crate) fn trace_headers(trace: &TraceParent) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+pub(crate) fn add_trace_headers(trace: &TraceParent, headers: &mut HeaderMap) {
     let current = Span::current();
     if !current.is_disabled() {
         let cx = current.context();
         if cx.span().span_context().is_valid() {
-            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
-            return headers;
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+            return;
         }
     }
     if let Ok(value) = axum::http::HeaderValue::try_from(trace.child_header()) {
         headers.insert("traceparent", value);
     }
-    headers
 }
 
 /// Spans collected in memory, for unit tests.

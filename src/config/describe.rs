@@ -54,18 +54,29 @@ impl Config {
         out.push_str("providers:\n");
         for (name, p) in &self.providers {
             if p.kind == super::ProviderKind::Echo {
-                let _ = writeln!(out, "  {name}: kind=echo (built in, offline)");
-                continue;
+                let _ = write!(out, "  {name}: kind=echo (built in, offline)");
+            } else {
+                let key = if p.api_key.is_some() { "set" } else { "none" };
+                let _ = write!(
+                    out,
+                    "  {name}: kind={} base_url={} path={} key={key} timeout_ms={}",
+                    p.kind.as_str(),
+                    shown_url(&p.base_url),
+                    p.kind.operation_path(),
+                    p.timeout.as_millis()
+                );
             }
-            let key = if p.api_key.is_some() { "set" } else { "none" };
-            let _ = writeln!(
-                out,
-                "  {name}: kind={} base_url={} path={} key={key} timeout_ms={}",
-                p.kind.as_str(),
-                shown_url(&p.base_url),
-                p.kind.operation_path(),
-                p.timeout.as_millis()
-            );
+            if !p.models.is_empty() {
+                let _ = write!(out, " models=[{}]", p.models.join(", "));
+            }
+            if p.discover_models {
+                let _ = write!(
+                    out,
+                    " discover_models=true (GET {}/models)",
+                    shown_url(&p.base_url)
+                );
+            }
+            out.push('\n');
         }
         out.push_str("models:\n");
         if self.models.is_empty() {
@@ -127,7 +138,7 @@ fn limits_text(limits: &super::KeyLimits) -> String {
 
 /// `url` without userinfo and query, which may hold credentials.
 fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(mut parsed) => {
             // Both fail only for URLs that cannot have userinfo, which then has none.
             let _ = parsed.set_username("");

@@ -215,7 +215,7 @@ impl RawState {
             }
             (_, Some(url)) => {
                 // The URL may hold a password: the error never repeats it.
-                let parsed = reqwest::Url::parse(&url)
+                let parsed = url::Url::parse(&url)
                     .map_err(|e| err("state.url", format!("not a URL: {e}")))?;
                 if parsed.scheme() != "redis" || parsed.host_str().is_none_or(str::is_empty) {
                     return Err(err(
@@ -269,7 +269,7 @@ impl RawTelemetry {
             .transpose()?;
         // The endpoint is logged when export fails; credentials go in OTEL_EXPORTER_OTLP_HEADERS.
         if let Some(url) = &otlp_endpoint
-            && reqwest::Url::parse(url)
+            && url::Url::parse(url)
                 .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
         {
             return Err(err(
@@ -395,6 +395,8 @@ struct RawProvider {
     strict_params: bool,
     #[serde(default)]
     models: Vec<String>,
+    #[serde(default)]
+    discover_models: bool,
     #[serde(default)]
     prices: BTreeMap<String, Price>,
 }
@@ -739,10 +741,28 @@ impl RawProvider {
         }
         provider.headers = self.headers;
         provider.strict_params = self.strict_params;
-        if let Some(i) = self.models.iter().position(String::is_empty) {
-            return Err(err(format!("{path}.models[{i}]"), "must not be empty"));
+        if self.models.len() > MAX_PROVIDER_MODELS {
+            return Err(err(
+                format!("{path}.models"),
+                format!("must list at most {MAX_PROVIDER_MODELS} models"),
+            ));
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            if let Some(problem) = model_id_problem(model) {
+                return Err(err(format!("{path}.models[{i}]"), problem));
+            }
         }
         provider.models = self.models;
+        if self.discover_models && self.kind != ProviderKind::OpenAi {
+            return Err(err(
+                format!("{path}.discover_models"),
+                format!(
+                    "only an `openai`-kind provider can discover its models (this one is `{}`)",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        provider.discover_models = self.discover_models;
         for (model, price) in &self.prices {
             for (side, value) in [("input", price.input), ("output", price.output)] {
                 if !(value.is_finite() && (0.0..=MAX_PRICE_USD).contains(&value)) {
@@ -762,9 +782,18 @@ impl RawProvider {
 
 fn check_base_url(path: &str, url: &str) -> Result<String, ConfigError> {
     let parsed =
-        reqwest::Url::parse(url).map_err(|e| err(path, format!("`{url}` is not a URL: {e}")))?;
+        url::Url::parse(url).map_err(|e| err(path, format!("`{url}` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(err(path, format!("`{url}` must be an http or https URL")));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // The URL is not quoted: it holds a credential.
+        return Err(err(
+            path,
+            "must not carry credentials (`user:password@`): put the provider's key in \
+             `api_key`, or an `authorization` header in `headers`"
+                .to_owned(),
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(err(

@@ -418,6 +418,8 @@ pub struct ProviderConfig {
     pub(crate) strict_params: bool,
     /// Upstream models listed in `/v1/models` as `<provider>/<model>`.
     pub(crate) models: Vec<String>,
+    /// `openai` kind only: also list what the upstream's `GET {base_url}/models` lists.
+    pub(crate) discover_models: bool,
     /// Prices by upstream model (`*`: any other).
     pub(crate) prices: BTreeMap<String, Price>,
 }
@@ -433,6 +435,7 @@ impl ProviderConfig {
             headers: BTreeMap::new(),
             strict_params: false,
             models: Vec::new(),
+            discover_models: false,
             prices: BTreeMap::new(),
         }
     }
@@ -448,6 +451,25 @@ impl ProviderConfig {
     /// The full URL of the chat operation.
     pub(crate) fn endpoint(&self) -> String {
         format!("{}{}", self.base_url, self.kind.operation_path())
+    }
+}
+
+/// The longest upstream model name (configured or discovered), in bytes.
+pub(crate) const MAX_MODEL_ID_BYTES: usize = 256;
+/// The most models one provider lists (configured, or discovered).
+pub(crate) const MAX_PROVIDER_MODELS: usize = 10_000;
+
+/// Why `id` cannot be an upstream model name, if it cannot: it must be non-empty, at most
+/// [`MAX_MODEL_ID_BYTES`] long and free of control characters.
+pub(crate) fn model_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if id.len() > MAX_MODEL_ID_BYTES {
+        Some(format!("must be at most {MAX_MODEL_ID_BYTES} bytes"))
+    } else if id.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else {
+        None
     }
 }
 

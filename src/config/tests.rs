@@ -52,6 +52,7 @@ fn the_example_config_parses() {
         std::time::Duration::from_secs(5)
     );
     assert_eq!(config.providers["openai"].models, ["gpt-4o-mini", "gpt-4o"]);
+    assert!(config.providers["local"].discover_models);
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),
         Some("http://127.0.0.1:4318")
@@ -238,6 +239,76 @@ fn routing_server_keys_and_provider_model_lists_are_read_and_checked() {
         error("[providers.o]\nkind = \"openai\"\nmodels = [\"a\", \"\"]\n").path,
         "providers.o.models[1]"
     );
+}
+
+#[test]
+fn provider_model_names_are_bounded() {
+    let models = |list: &str| format!("[providers.o]\nkind = \"openai\"\nmodels = [{list}]\n");
+    let long = format!("\"{}\"", "m".repeat(257));
+    assert_eq!(error(&models(&long)).path, "providers.o.models[0]");
+    assert!(error(&models(&long)).message.contains("256 bytes"));
+    let at_limit = format!("\"{}\"", "m".repeat(256));
+    assert!(parse(&models(&at_limit)).is_ok());
+    let control = error(&models("\"a\", \"b\\u0007\""));
+    assert_eq!(control.path, "providers.o.models[1]");
+    assert!(control.message.contains("control"), "{control}");
+    let many = vec!["\"m\""; 10_001].join(",");
+    assert_eq!(error(&models(&many)).path, "providers.o.models");
+    assert!(
+        parse(&models(
+            "\"meta-llama/Llama-3.3-70B-Instruct\", \"llama3:8b\""
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn discover_models_is_for_openai_kind_providers_only() {
+    let config = parse("[providers.o]\nkind = \"openai\"\ndiscover_models = true\n").unwrap();
+    assert!(config.providers["o"].discover_models);
+    let off = parse("[providers.o]\nkind = \"openai\"\n").unwrap();
+    assert!(!off.providers["o"].discover_models, "off by default");
+    for kind in ["nugen", "atoma", "orq", "echo"] {
+        let e = error(&format!(
+            "[providers.p]\nkind = \"{kind}\"\ndiscover_models = true\n"
+        ));
+        assert_eq!(e.path, "providers.p.discover_models", "{kind}");
+        assert!(e.message.contains("openai"), "{e}");
+    }
+    // `false` says nothing, so any kind may carry it.
+    assert!(parse("[providers.n]\nkind = \"nugen\"\ndiscover_models = false\n").is_ok());
+    assert_eq!(
+        error("[providers.o]\nkind = \"openai\"\ndiscover_models = \"yes\"\n").path,
+        "providers.o.discover_models"
+    );
+}
+
+#[test]
+fn check_shows_model_lists_and_discovery() {
+    let config = parse(
+        "[providers.o]\nkind = \"openai\"\nbase_url = \"http://llm.internal/v1\"\nmodels = [\"a\", \"b\"]\ndiscover_models = true\n",
+    )
+    .unwrap();
+    let text = config.describe();
+    assert!(text.contains("models=[a, b]"), "{text}");
+    assert!(
+        text.contains("discover_models=true (GET http://llm.internal/v1/models)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn base_urls_with_credentials_are_refused_without_quoting_them() {
+    let error = error(
+        "[providers.o]\nkind = \"openai\"\nbase_url = \"http://u:hunter2@llm.internal/v1\"\n",
+    );
+    assert_eq!(error.path, "providers.o.base_url");
+    assert!(
+        error.message.contains("must not carry credentials"),
+        "{}",
+        error.message
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
 #[test]

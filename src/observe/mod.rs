@@ -46,6 +46,7 @@ pub(crate) mod names {
     pub(crate) const RELOADS: &str = "llmgate_config_reloads_total";
     pub(crate) const STATE_UP: &str = "llmgate_state_backend_up";
     pub(crate) const BUILD_INFO: &str = "llmgate_build_info";
+    pub(crate) const DISCOVERED: &str = "llmgate_discovered_models";
 }
 
 /// The label value of a model that did not resolve, or of a missing provider or key.
@@ -279,9 +280,28 @@ pub(crate) fn upstream_attempt(provider: &str, outcome: AttemptOutcome) {
 
 /// The `/metrics` text: the recorder's metrics, then the families written from state.
 /// `ejected` is every configured target with whether it is ejected now; `keys` the key
-/// names (`none` without auth).
-pub(crate) fn render(ejected: &[(String, bool)], keys: &[String]) -> String {
+/// names (`none` without auth); `discovered` each provider with `discover_models` and how
+/// many models its last good list holds.
+pub(crate) fn render(
+    ejected: &[(String, bool)],
+    keys: &[String],
+    discovered: &[(String, usize)],
+) -> String {
     let mut out = install().render();
+    let _ = writeln!(
+        out,
+        "# HELP {} Models in the provider's last good discovered list (discover_models)",
+        names::DISCOVERED
+    );
+    let _ = writeln!(out, "# TYPE {} gauge", names::DISCOVERED);
+    for (provider, count) in discovered {
+        let _ = writeln!(
+            out,
+            "{}{{provider=\"{}\"}} {count}",
+            names::DISCOVERED,
+            escape(provider)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP {} Spend in USD (this process), by key",

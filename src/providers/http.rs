@@ -6,20 +6,20 @@
 //! Everything an upstream sends is bounded: a JSON answer or error body by
 //! `max_upstream_body_bytes`, one stream event by `max_upstream_event_bytes` (both 502, or an
 //! error event mid-stream), and an error message passed on by `MAX_MESSAGE_BYTES`. A
-//! transport failure tells the client only what kind it was: reqwest's text names the
-//! upstream URL (an internal host, perhaps with credentials), so that goes to the log alone,
-//! without userinfo or query.
+//! transport failure tells the client only what kind it was; the upstream's URL (an internal
+//! host) goes to the log alone, without query.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use bytes::Bytes;
+use axum::http::{HeaderValue, Method, Uri, header};
 use futures_util::StreamExt;
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::client::{self, Client, Response, cause_chain, failure_kind};
 use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
 use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
@@ -58,27 +58,32 @@ struct Origin {
     url: String,
 }
 
+/// `url` without userinfo or query (which may hold credentials), for the log.
+pub(crate) fn shown_url(url: &url::Url) -> String {
+    let mut url = url.clone();
+    // Neither can fail on an http(s) URL; a failure would keep the URL as it was.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
+}
+
 impl Origin {
-    fn new(provider: &str, endpoint: &reqwest::Url) -> Self {
-        let mut url = endpoint.clone();
-        // Neither can fail on an http(s) URL; a failure would keep the URL as it was.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
+    fn new(provider: &str, endpoint: &url::Url) -> Self {
         Origin {
             provider: provider.to_owned(),
-            url: url.to_string(),
+            url: shown_url(endpoint),
         }
     }
 
-    /// Logs a transport failure in full and describes it for the client by its kind alone.
-    fn transport_error(&self, error: reqwest::Error) -> ProviderError {
-        let reason = failure_kind(&error);
-        let reading = error.is_body() || error.is_decode();
+    /// Logs a transport failure in full and describes it for the client by its kind alone:
+    /// a failure while `reading` an answer is a broken stream, else a failed connection.
+    fn transport_error(&self, error: &client::Error, reading: bool) -> ProviderError {
+        let reason = failure_kind(error.as_ref());
         tracing::warn!(
             provider = %self.provider,
             url = %self.url,
-            error = %cause_chain(&error.without_url()),
+            error = %cause_chain(error.as_ref()),
             "upstream transport failure"
         );
         if reading {
@@ -92,9 +97,9 @@ impl Origin {
 /// An upstream endpoint with its pooled client (which carries the fixed headers).
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
-    client: reqwest::Client,
-    /// Parsed once: reqwest would parse a string URL on every request.
-    endpoint: reqwest::Url,
+    client: Client,
+    /// Parsed once, not on every request.
+    endpoint: Uri,
     origin: Arc<Origin>,
     limits: Limits,
 }
@@ -103,35 +108,13 @@ impl Upstream {
     /// A client for provider `name`'s endpoint (`config`), sending its key and extra headers on
     /// every request and reading answers within `limits`.
     pub(crate) fn new(name: &str, config: &ProviderConfig, limits: Limits) -> anyhow::Result<Self> {
-        install_crypto_provider();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        for (name, value) in &config.headers {
-            headers.insert(
-                HeaderName::try_from(name.as_str())?,
-                HeaderValue::try_from(value.as_str())?,
-            );
-        }
-        // The fixed headers are the client's defaults, so no request copies them.
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
-        let endpoint = reqwest::Url::parse(&config.endpoint())?;
+        // The URL parser normalizes (an international host becomes ASCII, say); the
+        // request's URI is that normal form.
+        let url = url::Url::parse(&config.endpoint())?;
         Ok(Upstream {
-            client,
-            origin: Arc::new(Origin::new(name, &endpoint)),
-            endpoint,
+            client: Client::for_provider(config)?,
+            origin: Arc::new(Origin::new(name, &url)),
+            endpoint: Uri::try_from(url.as_str())?,
             limits,
         })
     }
@@ -141,23 +124,24 @@ impl Upstream {
         &self,
         prepared: &Prepared,
         cx: &CallCx,
-    ) -> Result<reqwest::Response, ProviderError> {
+    ) -> Result<Response, ProviderError> {
         let mut request = self
             .client
-            .post(self.endpoint.clone())
-            .body(prepared.body.clone());
+            .request(Method::POST, &self.endpoint, prepared.body.clone());
+        let headers = request.headers_mut();
         if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
-            request = request.header("x-request-id", id);
+            headers.insert("x-request-id", id);
         }
         for (name, value) in &prepared.headers {
-            request = request.header(name, value);
+            headers.insert(name, value.clone());
         }
         // `traceparent` of the attempt span this call runs in.
-        request = request.headers(telemetry::trace_headers(&cx.trace));
-        let response = request
-            .send()
+        telemetry::add_trace_headers(&cx.trace, headers);
+        let response = self
+            .client
+            .send(request)
             .await
-            .map_err(|e| self.origin.transport_error(e))?;
+            .map_err(|e| self.origin.transport_error(&e, false))?;
         telemetry::record_http_status(&tracing::Span::current(), response.status().as_u16());
         if response.status().is_success() {
             Ok(response)
@@ -167,7 +151,7 @@ impl Upstream {
     }
 
     /// Reads a non-2xx answer into [`ProviderError::Status`].
-    async fn error_from_response(&self, response: reqwest::Response) -> ProviderError {
+    async fn error_from_response(&self, response: Response) -> ProviderError {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -194,40 +178,24 @@ impl Upstream {
     }
 
     /// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
-    async fn read_json<T: DeserializeOwned>(
-        &self,
-        response: reqwest::Response,
-    ) -> Result<T, ProviderError> {
+    async fn read_json<T: DeserializeOwned>(&self, response: Response) -> Result<T, ProviderError> {
         let body = self.read_body(response).await?;
         serde_json::from_slice(&body).map_err(|e| unreadable(format!("{e}; the body was:"), &body))
     }
 
     /// Reads a whole body of at most `max_upstream_body_bytes`; a larger one is refused as
     /// soon as it is known to be larger, never buffered.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, ProviderError> {
         let limit = self.limits.body_bytes;
         let too_large = || {
             ProviderError::Decode(format!(
                 "the body is larger than {limit} bytes (server.max_upstream_body_bytes)"
             ))
         };
-        let announced = response.content_length().unwrap_or(0);
-        if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
-            return Err(too_large());
-        }
-        // Room for what was announced, but no more than a typical answer until it arrives.
-        let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
-        while let Some(piece) = response
-            .chunk()
+        client::read_at_most(&mut response, limit)
             .await
-            .map_err(|e| self.origin.transport_error(e))?
-        {
-            if body.len().saturating_add(piece.len()) > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&piece);
-        }
-        Ok(body)
+            .map_err(|e| self.origin.transport_error(&e, true))?
+            .ok_or_else(too_large)
     }
 }
 
@@ -303,52 +271,6 @@ impl<D: Dialect> Provider for HttpProvider<D> {
             Err(error) => Err(self.dialect.map_error(error)),
         }
     }
-}
-
-/// Installs ring as the process's TLS crypto provider (idempotent). reqwest is built without a
-/// bundled provider so that aws-lc-rs stays out of the build; every client needs this first.
-pub fn install_crypto_provider() {
-    // `Err` means a provider is already installed, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A transport failure's kind, in words that name no host or URL.
-fn failure_kind(error: &reqwest::Error) -> &'static str {
-    use std::io::ErrorKind;
-    if error.is_timeout() {
-        return "timed out";
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                ErrorKind::ConnectionRefused => "connection refused",
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
-                ErrorKind::TimedOut => "timed out",
-                ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => "connection closed",
-                _ => "connection failed",
-            };
-        }
-        source = cause.source();
-    }
-    if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    }
-}
-
-/// An error with its whole cause chain (reqwest's top message alone says only "error sending
-/// request"), for the log.
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// `text` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked with `…`.
@@ -531,7 +453,7 @@ fn error_event(value: &Value) -> ProviderError {
 
 /// The reading state of one upstream event stream.
 struct ChunkReader {
-    events: SseStream<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    events: SseStream<BodyDataStream<Incoming>>,
     origin: Arc<Origin>,
     finished_choice: bool,
 }
@@ -545,7 +467,7 @@ impl ChunkReader {
             None => Err(ProviderError::Stream(
                 "the upstream closed the stream before it finished".to_owned(),
             )),
-            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(e)),
+            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(&e.into(), true)),
             Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
             Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default()),
             Some(Ok(SseItem::Event(event))) => match openai_event(&event) {
@@ -569,9 +491,12 @@ impl Upstream {
     /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
     /// finished is an error (a cut connection must not look like a complete answer); after
     /// an error the stream ends.
-    fn chunk_stream(&self, response: reqwest::Response) -> ChunkStream {
+    fn chunk_stream(&self, response: Response) -> ChunkStream {
         let reader = ChunkReader {
-            events: SseStream::new(response.bytes_stream().boxed(), self.limits.event_bytes),
+            events: SseStream::new(
+                BodyDataStream::new(response.into_body()),
+                self.limits.event_bytes,
+            ),
             origin: self.origin.clone(),
             finished_choice: false,
         };
@@ -697,7 +622,7 @@ mod tests {
 
     #[test]
     fn logged_urls_carry_no_credentials_or_query() {
-        let url = reqwest::Url::parse("https://user:secret@10.0.0.7:8443/v1/chat?key=k").unwrap();
+        let url = url::Url::parse("https://user:secret@10.0.0.7:8443/v1/chat?key=k").unwrap();
         let origin = Origin::new("p", &url);
         assert_eq!(origin.url, "https://10.0.0.7:8443/v1/chat");
     }

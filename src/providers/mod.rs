@@ -7,6 +7,8 @@
 //! (see [`crate::stream::normalize`]).
 
 pub mod atoma;
+pub(crate) mod client;
+pub(crate) mod discover;
 pub(crate) mod echo;
 pub mod http;
 pub mod nugen;

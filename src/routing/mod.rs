@@ -166,9 +166,19 @@ impl Router {
         &self.registry
     }
 
-    /// Every name a client can send: each alias, and `provider/model` for every model named
-    /// in an alias target or fallback or in a provider's `models` list.
+    /// Every configured name a client can send: each alias, and `provider/model` for every
+    /// model named in an alias target or fallback or in a provider's `models` list.
     pub(crate) fn listed_models(&self) -> Vec<ListedModel> {
+        self.listed_models_with(&|_| Arc::default())
+    }
+
+    /// [`Router::listed_models`] and, for each provider with `discover_models`, the models
+    /// `discovered` gives for its name: aliases first, then `provider/model` names, each
+    /// group sorted and without duplicates.
+    pub(crate) fn listed_models_with(
+        &self,
+        discovered: &dyn Fn(&str) -> Arc<Vec<String>>,
+    ) -> Vec<ListedModel> {
         let mut listed: Vec<ListedModel> = self
             .aliases
             .keys()
@@ -193,6 +203,11 @@ impl Router {
         for provider in self.registry.iter() {
             for model in &provider.config.models {
                 direct.insert((provider.name.clone(), model.clone()));
+            }
+            if provider.config.discover_models {
+                for model in discovered(&provider.name).iter() {
+                    direct.insert((provider.name.clone(), model.clone()));
+                }
             }
         }
         listed.extend(direct.into_iter().map(|(provider, model)| ListedModel {

@@ -24,7 +24,11 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Response {
             (target, ejected)
         })
         .collect();
-    let text = observe::render(&ejected, &key_names(live.auth.as_ref()));
+    let discovered: Vec<(String, usize)> = (live.router.registry().iter())
+        .filter(|p| p.config.discover_models)
+        .map(|p| (p.name.clone(), state.discovery().models(&p.name).len()))
+        .collect();
+    let text = observe::render(&ejected, &key_names(live.auth.as_ref()), &discovered);
     (
         [(
             header::CONTENT_TYPE,

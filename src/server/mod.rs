@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::providers::discover::Discovery;
 use crate::state::SharedState;
 use crate::stream::normalize::unix_now;
 pub use live::ConfigSource;
@@ -59,6 +60,8 @@ struct Shared {
     ready: AtomicBool,
     /// When the process started, for `/v1/models`.
     started: i64,
+    /// The model lists of providers with `discover_models`, kept fresh while [`run`] serves.
+    discovery: Discovery,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(true),
             started: unix_now(),
+            discovery: Discovery::default(),
         })))
     }
 
@@ -109,6 +113,23 @@ impl AppState {
     /// When the process started (unix seconds).
     pub(crate) fn started(&self) -> i64 {
         self.0.started
+    }
+
+    /// The discovered model lists.
+    pub(crate) fn discovery(&self) -> &Discovery {
+        &self.0.discovery
+    }
+
+    /// Keeps the discovered model lists of the current config's providers fresh until
+    /// dropped (see [`Discovery::run`]).
+    async fn discover_models(&self) {
+        let providers = || -> std::collections::BTreeMap<_, _> {
+            let live = self.live();
+            (live.router.registry().iter())
+                .map(|p| (p.name.clone(), p.config.clone()))
+                .collect()
+        };
+        self.0.discovery.run(providers).await;
     }
 
     /// Whether the gateway takes new traffic.
@@ -200,6 +221,8 @@ pub async fn run(
     // the server accepts connections.
     let background = futures_util::FutureExt::fuse(shared_state.clone().run());
     tokio::pin!(background);
+    // Model discovery runs while connections are accepted; dropping it stops its tasks.
+    let mut discovery = Box::pin(futures_util::FutureExt::fuse(state.discover_models()));
     let slots = connection::ConnectionSlots::new(limits.max_connections);
     let router = app(state.clone());
     // Turns true when no new connection is taken: open ones finish what they serve and close.
@@ -234,9 +257,11 @@ pub async fn run(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut background => {}
+            () = &mut discovery => {}
             () = &mut drain => break,
         }
     }
+    drop(discovery);
     drop(listener);
     let grace = state.live().server.shutdown_grace;
     tracing::info!(?grace, "no longer accepting connections");

@@ -80,9 +80,10 @@ pub(crate) async fn list_models(
     caller: axum::Extension<Caller>,
     live: axum::Extension<Arc<Live>>,
 ) -> Json<ModelList> {
+    let discovery = state.discovery();
     let data = live
         .router
-        .listed_models()
+        .listed_models_with(&|provider| discovery.models(provider))
         .into_iter()
         .filter(|m| caller.allows(&live, &m.id))
         .map(|m| Model {

@@ -55,6 +55,7 @@ impl AppState {
                     restart_required,
                 };
                 self.0.live.store(Arc::new(new));
+                self.0.discovery.config_changed();
                 tracing::info!(path = %answer.path, hash = %answer.config_hash,
                     restart_required = ?answer.restart_required, "config reloaded");
                 reloaded(true);

@@ -195,17 +195,14 @@ async fn an_unreachable_upstream_is_named_without_its_address() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = closed.local_addr().unwrap().to_string();
     drop(closed);
-    let base_url = format!("http://user:hunter2@{address}/v1");
+    let base_url = format!("http://{address}/v1");
     let app = spawn_app(&openai_config(&base_url, "")).await;
     for request in [ask("up/m", "x"), ask_stream("up/m", "x", false)] {
         let response = app.chat(request).await;
         assert_eq!(response.status(), 502);
         let body = response.text().await.unwrap();
         assert!(!body.contains(&address), "{body}");
-        assert!(
-            !body.contains("127.0.0.1") && !body.contains("hunter2"),
-            "{body}"
-        );
+        assert!(!body.contains("127.0.0.1"), "{body}");
         assert!(body.contains("provider `up`"), "{body}");
         assert!(body.contains("connection refused"), "{body}");
     }

@@ -15,6 +15,7 @@ mod cache;
 mod chat;
 mod connections;
 mod contract;
+mod discover;
 mod errors;
 mod hostile;
 mod observe;

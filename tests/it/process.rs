@@ -68,7 +68,7 @@ impl Gateway {
     /// Like [`Gateway::start`] with extra environment variables (which may override
     /// `RUST_LOG`).
     pub(crate) async fn start_with(name: &str, config: &str, env: &[(&str, &str)]) -> Gateway {
-        llmgate::providers::http::install_crypto_provider();
+        llmgate::telemetry::install_crypto_provider();
         let dir = temp_dir(name);
         std::fs::write(dir.join("llmgate.toml"), config).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());

@@ -455,7 +455,7 @@ async fn routing_lists_are_bounded() {
 
 /// A gateway on an already-built config (the embedded default, here).
 async fn spawn_config(config: &Config) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    llmgate::providers::http::install_crypto_provider();
+    llmgate::telemetry::install_crypto_provider();
     let state = AppState::new(config).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -178,7 +178,7 @@ fn affordable_connections() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_upstreams_and_idle_connections_hurt_no_one_else() {
-    llmgate::providers::http::install_crypto_provider();
+    llmgate::telemetry::install_crypto_provider();
     let upstream = hostile_upstream().await;
     let gateway = start_gateway(&upstream).await;
     let base = gateway.url("");

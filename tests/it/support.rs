@@ -70,14 +70,14 @@ pub(crate) fn test_env() -> BTreeMap<String, String> {
 
 /// Starts a gateway on `config` (TOML) at `127.0.0.1:0`.
 pub(crate) async fn spawn_app(config: &str) -> TestApp {
-    llmgate::providers::http::install_crypto_provider();
+    llmgate::telemetry::install_crypto_provider();
     let config = from_toml_str(config, &test_env()).expect("valid test config");
     spawn_state(AppState::new(&config).expect("adapters build")).await
 }
 
 /// Starts a gateway on the config file `path` (which `/admin/reload` re-reads).
 pub(crate) async fn spawn_app_from_file(path: &std::path::Path) -> TestApp {
-    llmgate::providers::http::install_crypto_provider();
+    llmgate::telemetry::install_crypto_provider();
     let source = server::ConfigSource {
         path: Some(path.to_owned()),
         listen: None,
