@@ -8,11 +8,13 @@
 //!
 //! Each request has one record (`record::Record`), filled along the chat flow and finished once,
 //! when the response body ends or is dropped: that writes the access-log line and the
-//! request's metrics, so both always agree. Every label value is a configured name (alias,
+//! request's metrics (and counts it in its model's recent window, `window`, which the status
+//! page charts), so both always agree. Every label value is a configured name (alias,
 //! configured `provider/model`, `provider/*`, provider, key name) or a fixed word, never
 //! client text, so the number of series is bounded by the config.
 
 pub(crate) mod record;
+pub(crate) mod window;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;

@@ -62,6 +62,8 @@ pub(crate) struct Record {
     pub(crate) key: Option<Arc<str>>,
     /// The model label (see `Router::model_label`).
     pub(crate) model: Option<Arc<str>>,
+    /// The label's recent window (status page), when it has one.
+    pub(crate) window: Option<Arc<super::window::ModelWindow>>,
     /// The provider that answered (or whose error the client got).
     pub(crate) provider: Option<String>,
     pub(crate) upstream_model: Option<String>,
@@ -128,6 +130,7 @@ impl Record {
             ingress,
             key: None,
             model: None,
+            window: None,
             provider: None,
             upstream_model: None,
             stream: false,
@@ -386,6 +389,10 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent
     .increment(1);
     histogram!(DURATION, "ingress" => ingress, "model" => model.clone(), "provider" => provider.clone())
         .record(ending.duration.as_secs_f64());
+    if let Some(window) = &record.window {
+        let error = ending.status >= 500 || record.stream_failed;
+        window.record(Instant::now(), error, Some(ending.duration));
+    }
     let per_ingress = super::per_ingress(ingress);
     per_ingress.overhead.record(ending.overhead.as_secs_f64());
     per_ingress.active.decrement(1.0);
@@ -431,9 +438,13 @@ pub(crate) fn bench_record_request() {
         "/v1/chat/completions".to_owned(),
         start,
     );
+    static WINDOW: std::sync::OnceLock<Arc<super::window::ModelWindow>> =
+        std::sync::OnceLock::new();
+    let window = WINDOW.get_or_init(|| Arc::new(super::window::ModelWindow::new(start)));
     finish.observed().update(|r| {
         r.key = Some(Arc::from("team-a"));
         r.model = Some(Arc::from("fast"));
+        r.window = Some(Arc::clone(window));
         r.provider = Some("openai".to_owned());
         r.upstream_model = Some("gpt-4o-mini".to_owned());
         r.tally.attempts = 1;

@@ -207,6 +207,23 @@ impl Drop for CountAttempt<'_> {
     }
 }
 
+/// Counts a finished attempt in its target's recent window (for the status page): failed
+/// when the failure is the target's own; an attempt the candidate could not take is not one.
+fn count_attempt<T>(
+    health: &Health,
+    target: &str,
+    result: &Result<T, AttemptError>,
+    client_timeout: bool,
+) {
+    match result {
+        Ok(_) => health.count_attempt(target, false),
+        Err(AttemptError::Provider(e)) => {
+            health.count_attempt(target, counts_against_target(e, client_timeout));
+        }
+        Err(AttemptError::Unsupported(_)) => {}
+    }
+}
+
 fn attempt_outcome<T>(result: &Result<T, AttemptError>) -> Option<AttemptOutcome> {
     match result {
         Ok(_) => Some(AttemptOutcome::Ok),
@@ -307,6 +324,7 @@ where
         tokio::select! {
             Some(outcome) = running.next() => {
                 let candidate = &plan.candidates[outcome.index];
+                count_attempt(health, &candidate.key, &outcome.result, outcome.client_timeout);
                 let error = match outcome.result {
                     Ok(value) => {
                         health.success(&candidate.key);

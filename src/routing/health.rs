@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::observe::window::{Recent, TargetWindow};
+
 /// The most targets tracked at once.
 const MAX_TARGETS: usize = 10_000;
 /// Longer target names (only clients make such) are not tracked: always available.
@@ -76,6 +78,30 @@ pub(crate) struct Health {
     capacity: usize,
     /// Shared with the `Health` of the configs before and after a reload.
     targets: Arc<Mutex<Targets>>,
+    /// Recent attempts and failures of each configured target (lock-free counters).
+    recent: Recent<0>,
+}
+
+/// A circuit's state, as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Circuit {
+    /// Healthy: requests go to it.
+    Closed,
+    /// Cool-down running: skipped while another candidate is healthy.
+    Ejected,
+    /// Cool-down over: the next request probes it (or one does now).
+    HalfOpen,
+}
+
+impl Circuit {
+    /// `closed`, `ejected` or `half_open`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Ejected => "ejected",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
 }
 
 /// What `/admin/status` shows of one tracked target.
@@ -89,6 +115,8 @@ pub(crate) struct TargetHealth {
     pub(crate) consecutive_failures: u32,
     /// The end of its latest cool-down, if it was ejected.
     pub(crate) cooldown_until: Option<Instant>,
+    /// Closed, ejected or half-open.
+    pub(crate) circuit: Circuit,
 }
 
 impl Health {
@@ -103,7 +131,31 @@ impl Health {
             cooldown: cooldown.min(MAX_COOLDOWN),
             capacity: capacity.max(1),
             targets: Arc::default(),
+            recent: Recent::default(),
         }
+    }
+
+    /// Gives each of `targets` (configured names only) a recent window, reusing the ones
+    /// `previous` has by the same name.
+    pub(crate) fn set_windows<'a>(
+        &mut self,
+        targets: impl IntoIterator<Item = &'a str>,
+        previous: Option<&Health>,
+    ) {
+        self.recent = Recent::new(targets, previous.map(|p| &p.recent));
+    }
+
+    /// Counts one finished attempt of `target` in its recent window (a configured target's
+    /// only); `failed` when the failure was the target's own.
+    pub(crate) fn count_attempt(&self, target: &str, failed: bool) {
+        if let Some(window) = self.recent.get(target) {
+            window.record(Instant::now(), failed, None);
+        }
+    }
+
+    /// The recent window of `target`, if it is a configured one.
+    pub(crate) fn recent(&self, target: &str) -> Option<&TargetWindow> {
+        self.recent.get(target).map(|w| &**w)
     }
 
     /// The health for a reloaded config: the new thresholds over the same target states
@@ -121,6 +173,7 @@ impl Health {
             cooldown: cooldown.min(MAX_COOLDOWN),
             capacity: self.capacity,
             targets: self.targets.clone(),
+            recent: Recent::default(),
         }
     }
 
@@ -136,6 +189,7 @@ impl Health {
                     ejected: matches!(availability(state, now), Availability::Ejected { .. }),
                     consecutive_failures: state.consecutive_failures,
                     cooldown_until: state.ejected_until,
+                    circuit: circuit(state, now),
                 })
                 .collect()
         });
@@ -233,6 +287,14 @@ impl Health {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.with(|targets| targets.map.len())
+    }
+}
+
+fn circuit(state: &TargetState, now: Instant) -> Circuit {
+    match state.ejected_until {
+        None => Circuit::Closed,
+        Some(until) if until > now => Circuit::Ejected,
+        Some(_) => Circuit::HalfOpen,
     }
 }
 
@@ -382,6 +444,43 @@ mod tests {
             Availability::Available,
             "the new threshold"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_circuit_goes_ejected_then_half_open_then_closed() {
+        let health = Health::new(1, Duration::from_secs(30));
+        let circuit = |health: &Health| health.snapshot().first().map(|t| t.circuit);
+        health.failure("a", None);
+        assert_eq!(circuit(&health), Some(Circuit::Ejected));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(circuit(&health), Some(Circuit::HalfOpen));
+        probe(&health, "a");
+        assert_eq!(
+            circuit(&health),
+            Some(Circuit::HalfOpen),
+            "while it is probed"
+        );
+        health.success("a");
+        assert_eq!(
+            circuit(&health),
+            None,
+            "healthy again: not tracked, so closed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_configured_targets_have_recent_counts_and_they_survive_a_reload() {
+        let mut health = Health::new(3, Duration::from_secs(30));
+        health.set_windows(["p/m"], None);
+        health.count_attempt("p/m", false);
+        health.count_attempt("p/m", true);
+        health.count_attempt("p/client-made", true);
+        assert!(health.recent("p/client-made").is_none());
+        let mut next = health.reconfigured(3, Duration::from_secs(30), |_| true);
+        next.set_windows(["p/m"], Some(&health));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let counts = next.recent("p/m").unwrap().counts(Instant::now());
+        assert_eq!((counts.total_requests(), counts.total_errors()), (2, 1));
     }
 
     #[test]

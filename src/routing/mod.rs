@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ModelConfig, ServerConfig};
+use crate::observe::window::{LATENCY_BINS, ModelWindow, Recent};
 use crate::providers::Registry;
 use health::Health;
 
@@ -34,6 +35,8 @@ pub(crate) struct Router {
     /// `provider/*` by provider name.
     labels: HashMap<String, Arc<str>>,
     wildcards: HashMap<String, Arc<str>>,
+    /// Recent requests and latencies of each model label (carried over by name on reload).
+    recent: Recent<LATENCY_BINS>,
 }
 
 /// One entry of `/v1/models`.
@@ -52,13 +55,27 @@ impl Router {
         aliases: BTreeMap<String, ModelConfig>,
         server: &ServerConfig,
     ) -> Self {
+        let health = Health::new(server.circuit_failures, server.circuit_cooldown);
+        Self::build(registry, aliases, server, health, None)
+    }
+
+    /// The router over `health`, with recent windows for every label and configured target
+    /// (reusing `previous`'s by name).
+    fn build(
+        registry: Registry,
+        aliases: BTreeMap<String, ModelConfig>,
+        server: &ServerConfig,
+        health: Health,
+        previous: Option<&Router>,
+    ) -> Self {
         let mut router = Router {
             registry,
             aliases,
             max_retry_wait: server.max_retry_wait,
-            health: Health::new(server.circuit_failures, server.circuit_cooldown),
+            health,
             labels: HashMap::new(),
             wildcards: HashMap::new(),
+            recent: Recent::default(),
         };
         router.labels = (router.listed_models().into_iter())
             .map(|m| (m.id.clone(), Arc::from(m.id)))
@@ -66,7 +83,31 @@ impl Router {
         router.wildcards = (router.registry.iter())
             .map(|p| (p.name.clone(), Arc::from(format!("{}/*", p.name))))
             .collect();
+        let mut labels: Vec<&str> = (router.labels.values().chain(router.wildcards.values()))
+            .map(|l| &**l)
+            .collect();
+        labels.sort_unstable();
+        labels.push(crate::observe::UNKNOWN);
+        router.recent = Recent::new(labels, previous.map(|p| &p.recent));
+        let targets = router.configured_targets();
+        (router.health).set_windows(
+            targets.iter().map(String::as_str),
+            previous.map(|p| &p.health),
+        );
         router
+    }
+
+    /// The recent window of a model label (see [`Router::model_label`]).
+    pub(crate) fn model_window(&self, label: &str) -> Option<Arc<ModelWindow>> {
+        self.recent.get(label).cloned()
+    }
+
+    /// Every model label's recent window, by label.
+    pub(crate) fn model_windows(&self) -> Vec<(&str, &ModelWindow)> {
+        let mut all: Vec<(&str, &ModelWindow)> =
+            self.recent.iter().map(|(name, w)| (name, &**w)).collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
     }
 
     /// The metric label of the model name a client sent: the name itself when configured
@@ -117,10 +158,7 @@ impl Router {
             server.circuit_cooldown,
             unchanged,
         );
-        Router {
-            health,
-            ..Router::new(registry, aliases, server)
-        }
+        Self::build(registry, aliases, server, health, Some(previous))
     }
 
     /// The registry of configured providers.

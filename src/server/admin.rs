@@ -14,7 +14,8 @@ use super::reload::Reloaded;
 use super::time::{rfc3339, unix_of};
 use crate::envelope::ErrorEnvelope;
 use crate::error::GatewayError;
-use crate::routing::health::TargetHealth;
+use crate::observe::window::{self, ModelStats};
+use crate::routing::health::{Circuit, Health, TargetHealth};
 use crate::state::UsageView;
 
 /// `GET /admin/keys` answer.
@@ -68,6 +69,8 @@ impl From<&crate::config::KeyLimits> for KeyLimits {
 /// `GET /admin/status` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Status {
+    /// The gateway's version.
+    pub(crate) version: &'static str,
     /// Every configured `provider/model` target and every other one the circuit breaker
     /// tracks, by name.
     pub(crate) targets: Vec<TargetStatus>,
@@ -88,6 +91,52 @@ pub(crate) struct TargetStatus {
     pub(crate) consecutive_failures: u32,
     /// The end of its latest cool-down (RFC 3339), if it was ejected.
     pub(crate) cooldown_until: Option<String>,
+    /// `closed` (healthy), `ejected` (cool-down running) or `half_open` (cool-down over: the
+    /// next request probes it, or one does now).
+    #[schema(example = "closed")]
+    pub(crate) circuit: &'static str,
+    /// Attempts that ended in the last 60 s (configured targets only; cancelled hedges and
+    /// attempts the provider could not take are not counted).
+    pub(crate) recent_attempts: u64,
+    /// Of those, failures that are the target's own (the ones that count toward ejection).
+    pub(crate) recent_errors: u64,
+    /// `recent_errors / recent_attempts`; null without attempts.
+    pub(crate) recent_error_rate: Option<f64>,
+}
+
+impl TargetStatus {
+    /// A target's circuit (`None`: not tracked, so healthy) and recent counts.
+    fn new(target: String, health: Option<&TargetHealth>, breaker: &Health) -> Self {
+        let counts = breaker
+            .recent(&target)
+            .map(|w| w.counts(tokio::time::Instant::now()));
+        let (attempts, errors) = counts.map_or((0, 0), |c| (c.total_requests(), c.total_errors()));
+        TargetStatus {
+            target,
+            ejected: health.is_some_and(|h| h.ejected),
+            consecutive_failures: health.map_or(0, |h| h.consecutive_failures),
+            cooldown_until: (health.and_then(|h| h.cooldown_until))
+                .map(|until| rfc3339(unix_of(until))),
+            circuit: health.map_or(Circuit::Closed, |h| h.circuit).as_str(),
+            recent_attempts: attempts,
+            recent_errors: errors,
+            recent_error_rate: window::rate(errors, attempts),
+        }
+    }
+}
+
+/// `GET /admin/stats` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Stats {
+    /// Seconds each series covers (complete seconds before now).
+    pub(crate) window_secs: u64,
+    /// Seconds per point.
+    pub(crate) bucket_secs: u64,
+    /// Seconds up to each point that its latency percentiles cover.
+    pub(crate) percentile_window_secs: u64,
+    /// Every model label of the config (aliases, configured `provider/model`, `provider/*`
+    /// of each provider, and `unknown`), by name.
+    pub(crate) models: Vec<ModelStats>,
 }
 
 /// The state backend.
@@ -161,6 +210,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     let live = state.live();
     let loaded = &live.loaded;
     Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
         targets: targets(&live),
         state_backend: StateBackend::of(&live),
         config: ConfigStatus {
@@ -173,41 +223,46 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
 
 /// The tracked targets, plus the configured ones the breaker does not track (healthy).
 fn targets(live: &Live) -> Vec<TargetStatus> {
-    let tracked = live.router.health.snapshot();
+    let breaker = &live.router.health;
+    let tracked = breaker.snapshot();
     let known: BTreeSet<&str> = tracked.iter().map(|t| t.target.as_str()).collect();
     let healthy: BTreeSet<String> = live
         .router
-        .listed_models()
+        .configured_targets()
         .into_iter()
-        .filter(|m| m.owned_by != "llmgate" && !known.contains(m.id.as_str()))
-        .map(|m| m.id)
+        .filter(|t| !known.contains(t.as_str()))
         .collect();
     let mut list: Vec<TargetStatus> = tracked
         .into_iter()
-        .map(
-            |TargetHealth {
-                 target,
-                 ejected,
-                 consecutive_failures,
-                 cooldown_until,
-             }| {
-                TargetStatus {
-                    target,
-                    ejected,
-                    consecutive_failures,
-                    cooldown_until: cooldown_until.map(|until| rfc3339(unix_of(until))),
-                }
-            },
-        )
-        .chain(healthy.into_iter().map(|target| TargetStatus {
-            target,
-            ejected: false,
-            consecutive_failures: 0,
-            cooldown_until: None,
-        }))
+        .map(|health| TargetStatus::new(health.target.clone(), Some(&health), breaker))
+        .chain((healthy.into_iter()).map(|target| TargetStatus::new(target, None, breaker)))
         .collect();
     list.sort_by(|a, b| a.target.cmp(&b.target));
     list
+}
+
+/// `GET /admin/stats`: each model's requests, errors and latency percentiles over the last
+/// minute, per second (for the status page's charts).
+#[utoipa::path(get, path = "/admin/stats", tag = "admin", operation_id = "adminStats",
+    responses(
+        (status = 200, description = "Recent traffic per model", body = Stats),
+        (status = 401, description = "No key", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = ErrorEnvelope),
+        (status = 404, description = "No admin keys are configured", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn stats(State(state): State<AppState>) -> Json<Stats> {
+    let live = state.live();
+    let now = tokio::time::Instant::now();
+    let models = (live.router.model_windows().into_iter())
+        .map(|(model, window)| window.stats(model, now))
+        .collect();
+    Json(Stats {
+        window_secs: window::SECONDS as u64,
+        bucket_secs: 1,
+        percentile_window_secs: window::SMOOTHING as u64,
+        models,
+    })
 }
 
 /// `POST /admin/reload`: re-reads the config file; an invalid one changes nothing.

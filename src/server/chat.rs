@@ -131,8 +131,10 @@ async fn answer(
     call.span
         .record("gen_ai.request.model", request.model.as_str());
     let model = call.state.router.model_label(&request.model);
+    let window = call.state.router.model_window(&model);
     call.observed.update(|r| {
         r.model = Some(model);
+        r.window = window;
         r.stream = request.is_stream();
     });
     check_allowed(&call, &request)?;

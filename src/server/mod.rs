@@ -4,7 +4,8 @@
 //! `x-request-id` when it is plain, else a new one; also on the response), the start time and
 //! the request's record (access log and metrics); then the routes.
 //! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
-//! admin-key check; health, readiness, metrics and the OpenAPI document need no key. The
+//! admin-key check; health, readiness, metrics, the OpenAPI document and the status page
+//! (`ui`: static files, its data comes from the admin API) need no key. The
 //! reloadable config sits behind an `ArcSwap` (`live`, `reload`).
 
 mod admin;
@@ -21,6 +22,7 @@ mod openai;
 pub mod openapi;
 mod reload;
 mod time;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -172,6 +174,10 @@ fn app(state: AppState) -> Router {
             get(admin::status).fallback(openai::method_not_allowed),
         )
         .route(
+            "/admin/stats",
+            get(admin::stats).fallback(openai::method_not_allowed),
+        )
+        .route(
             "/admin/reload",
             post(admin::reload).fallback(openai::method_not_allowed),
         )
@@ -185,7 +191,10 @@ fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
-        .route("/metrics", get(metrics::serve));
+        .route("/metrics", get(metrics::serve))
+        .route("/ui", get(ui::page))
+        .route("/ui/ui.js", get(ui::script))
+        .route("/ui/ui.css", get(ui::style));
     Router::new()
         .merge(api)
         .merge(admin)

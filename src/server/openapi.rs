@@ -35,6 +35,7 @@ impl Modify for BearerAuth {
         super::health::readyz,
         super::admin::keys,
         super::admin::status,
+        super::admin::stats,
         super::admin::reload,
         super::metrics::serve,
     ),

@@ -29,3 +29,4 @@ mod stream;
 mod support;
 mod traces;
 mod translate;
+mod ui;
