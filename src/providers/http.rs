@@ -18,6 +18,7 @@ use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::client::{self, Client, Response, cause_chain, failure_kind};
 use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
@@ -402,9 +403,12 @@ pub fn openai_event(event: &SseEvent) -> EventOutcome {
     }
     match serde_json::from_str::<ChatChunk>(data) {
         Ok(mut chunk) => match chunk.extra.remove("error") {
-            Some(error) => EventOutcome::Fail(error_event(&serde_json::json!({ "error": error }))),
+            Some(error) => {
+                EventOutcome::Fail(error_event(&serde_json::json!({ "error": parsed(&error) })))
+            }
             None if event.event.as_deref() == Some("error") => {
-                EventOutcome::Fail(error_event(&Value::Object(chunk.extra)))
+                let fields = chunk.extra.iter().map(|(k, v)| (k.clone(), parsed(v)));
+                EventOutcome::Fail(error_event(&Value::Object(fields.collect())))
             }
             None => EventOutcome::Chunk(chunk),
         },
@@ -425,6 +429,11 @@ pub fn openai_event(event: &SseEvent) -> EventOutcome {
             )),
         },
     }
+}
+
+/// A kept raw value as a tree (it was checked as JSON when it was read).
+fn parsed(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 /// An error sent as an event: its status is the one it names, or implied by its code.

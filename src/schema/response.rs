@@ -5,12 +5,19 @@
 //! level are kept in `extra` (Nugen's `confidence_score`, vLLM's `stop_reason`, reasoning
 //! deltas ...).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::de::{Count, Timestamp, deserialize_with_extras};
-use super::request::{Extra, FunctionCall, ToolCall};
+use super::request::{FunctionCall, ToolCall};
+
+/// The keys a response type does not know, each value kept as the upstream wrote it: checked
+/// as JSON and passed on with one copy, never built into a tree of values.
+pub(crate) type RawExtra = BTreeMap<String, Box<RawValue>>;
 
 /// A non-streamed chat completion.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -31,7 +38,7 @@ pub struct ChatResponse {
     /// Provider extras (`system_fingerprint`, `service_tier`, `confidence_score` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(ChatResponse, "a chat completion object",
@@ -57,7 +64,7 @@ pub(crate) struct Choice {
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(Choice, "a choice object",
@@ -86,7 +93,7 @@ pub(crate) struct ResponseMessage {
     /// Provider extras (`annotations`, `audio`, `reasoning_content` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(ResponseMessage, "a message object",
@@ -98,7 +105,7 @@ deserialize_with_extras!(ResponseMessage, "a message object",
 );
 
 /// Token usage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub(crate) struct Usage {
     /// Prompt tokens.
     pub(crate) prompt_tokens: u64,
@@ -109,7 +116,7 @@ pub(crate) struct Usage {
     /// Provider details (`prompt_tokens_details`, `completion_tokens_details` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(Usage, "a usage object",
@@ -140,7 +147,7 @@ pub struct ChatChunk {
     /// Provider extras (`system_fingerprint` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(ChatChunk, "a chat completion chunk object",
@@ -166,7 +173,7 @@ pub(crate) struct ChunkChoice {
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(ChunkChoice, "a chunk choice object",
@@ -198,7 +205,7 @@ pub(crate) struct Delta {
     /// Provider extras (`reasoning_content` ...).
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(Delta, "a delta object",
@@ -226,7 +233,7 @@ pub(crate) struct ToolCallDelta {
     /// Provider extras.
     #[serde(flatten)]
     #[schema(ignore)]
-    pub(crate) extra: Extra,
+    pub(crate) extra: RawExtra,
 }
 
 deserialize_with_extras!(ToolCallDelta, "a tool call delta object",
@@ -258,7 +265,7 @@ mod tests {
             "confidence_score":89.5454}"#;
         let r: ChatResponse = serde_json::from_str(body).unwrap();
         assert_eq!(r.created, 1_704_123_600);
-        assert_eq!(r.extra["confidence_score"], serde_json::json!(89.5454));
+        assert_eq!(r.extra["confidence_score"].get(), "89.5454");
         let out = serde_json::to_value(&r).unwrap();
         assert_eq!(out["created"], serde_json::json!(1_704_123_600));
         assert_eq!(out["choices"][0]["logprobs"], Value::Null);
@@ -282,6 +289,9 @@ mod tests {
         let chunk = r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m",
             "choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":null}]}"#;
         let c: ChatChunk = serde_json::from_str(chunk).unwrap();
-        assert_eq!(c.choices[0].delta.extra["reasoning_content"], "hmm");
+        assert_eq!(
+            c.choices[0].delta.extra["reasoning_content"].get(),
+            "\"hmm\""
+        );
     }
 }

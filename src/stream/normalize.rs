@@ -54,10 +54,15 @@ pub(crate) fn completion_id() -> String {
 /// and sends `0.0`; OpenAI's shape, and typed clients, want integers).
 pub(crate) fn integer_counts(usage: &mut Usage) {
     for details in usage.extra.values_mut() {
-        let Some(details) = details.as_object_mut() else {
+        // Most upstreams write integers: only details that may hold a number with a
+        // fraction or an exponent are parsed and written again.
+        if !may_hold_a_float(details.get()) {
+            continue;
+        }
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(details.get()) else {
             continue;
         };
-        for value in details.values_mut() {
+        for value in fields.values_mut() {
             if let Some(f) = value.as_f64().filter(|_| value.is_f64())
                 && f.fract() == 0.0
                 && (0.0..9.0e15).contains(&f)
@@ -65,7 +70,23 @@ pub(crate) fn integer_counts(usage: &mut Usage) {
                 *value = serde_json::Value::from(f as u64);
             }
         }
+        if let Ok(text) = serde_json::to_string(&fields)
+            && let Ok(raw) = serde_json::value::RawValue::from_string(text)
+        {
+            *details = raw;
+        }
     }
+}
+
+/// Whether JSON `text` may hold a number written with a fraction or an exponent: it has a
+/// `.`, or a digit followed by `e` or `E` (a word in a string may match too; that only costs
+/// a parse).
+fn may_hold_a_float(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.contains(&b'.')
+        || bytes
+            .windows(2)
+            .any(|pair| pair[0].is_ascii_digit() && matches!(pair[1], b'e' | b'E'))
 }
 
 /// Normalizes a whole (non-streamed) completion in place; `choices` is the request's `n`.
@@ -358,6 +379,22 @@ mod tests {
             json!({"reasoning_tokens": 0, "audio_tokens": null, "odd": 1.5})
         );
         assert!(usage["completion_tokens_details"]["reasoning_tokens"].is_u64());
+    }
+
+    #[test]
+    fn only_details_that_may_hold_a_float_are_parsed_again() {
+        assert!(!may_hold_a_float(r#"{"cached_tokens":0,"audio_tokens":12}"#));
+        assert!(may_hold_a_float(r#"{"cached_tokens":0.0}"#));
+        assert!(may_hold_a_float(r#"{"cached_tokens":1e2}"#));
+        assert!(may_hold_a_float(r#"{"cached_tokens":1E2}"#));
+        let mut r: ChatResponse = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,
+                "prompt_tokens_details":{"cached_tokens":1e2}}}"#,
+        )
+        .unwrap();
+        normalize_response(&mut r, "m", 1).unwrap();
+        let usage = r.usage.unwrap();
+        assert_eq!(usage.extra["prompt_tokens_details"].get(), r#"{"cached_tokens":100}"#);
     }
 
     #[test]
