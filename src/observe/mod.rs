@@ -14,6 +14,7 @@
 //! client text, so the number of series is bounded by the config.
 
 pub(crate) mod record;
+mod series;
 pub(crate) mod window;
 
 use std::fmt::Write as _;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use http_body::{Frame, SizeHint};
-use metrics::{SharedString, counter, gauge, histogram};
+use metrics::{counter, gauge};
 use tokio::time::Instant;
 
 use super::names;
@@ -367,28 +367,22 @@ fn access_line(record: &Record, ending: &Ending, spent: &Spent) {
     );
 }
 
-fn shared(value: Option<&Arc<str>>, default: &'static str) -> SharedString {
-    value.map_or(SharedString::const_str(default), |v| {
-        SharedString::from_shared(Arc::clone(v))
-    })
-}
-
 /// The request's metrics (chat paths only).
 fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent: &Spent) {
     use names::*;
-    let model = shared(record.model.as_ref(), UNKNOWN);
-    let key = shared(record.key.as_ref(), NONE);
     // A cache hit did not reach the provider: its latency is not the provider's.
-    let provider: SharedString = match (&record.provider, record.cache) {
-        (Some(p), CacheUse::None | CacheUse::Miss) => p.clone().into(),
-        _ => SharedString::const_str(NONE),
+    let provider = match (&record.provider, record.cache) {
+        (Some(p), CacheUse::None | CacheUse::Miss) => p.as_str(),
+        _ => NONE,
     };
-    let code = SharedString::from(ending.status.to_string());
-    counter!(REQUESTS, "ingress" => ingress, "model" => model.clone(), "provider" => provider.clone(),
-        "key" => key.clone(), "code" => code)
-    .increment(1);
-    histogram!(DURATION, "ingress" => ingress, "model" => model.clone(), "provider" => provider.clone())
-        .record(ending.duration.as_secs_f64());
+    let series = super::series::of(super::series::Labels {
+        ingress,
+        model: record.model.as_deref().unwrap_or(UNKNOWN),
+        provider,
+        key: record.key.as_deref().unwrap_or(NONE),
+    });
+    series.requests(ending.status).increment(1);
+    series.duration.record(ending.duration.as_secs_f64());
     if let Some(window) = &record.window {
         let error = ending.status >= 500 || record.stream_failed;
         window.record(Instant::now(), error, Some(ending.duration));
@@ -400,17 +394,13 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent
         gauge!(ACTIVE_STREAMS).decrement(1.0);
     }
     if let Some(ttft) = ending.ttft {
-        histogram!(TTFT, "model" => model.clone(), "provider" => provider.clone())
-            .record(ttft.as_secs_f64());
+        series.ttft.record(ttft.as_secs_f64());
     }
     if spent.tokens() > 0 {
-        for (kind, count) in [("prompt", spent.prompt), ("completion", spent.completion)] {
-            counter!(TOKENS, "model" => model.clone(), "provider" => provider.clone(),
-                "key" => key.clone(), "type" => kind)
-            .increment(count);
-        }
+        series.prompt_tokens.increment(spent.prompt);
+        series.completion_tokens.increment(spent.completion);
         if spent.unpriced {
-            counter!(UNPRICED, "provider" => provider.clone()).increment(spent.tokens());
+            counter!(UNPRICED, "provider" => provider.to_owned()).increment(spent.tokens());
         }
         super::add_spend(record.key.as_deref().unwrap_or(NONE), spent.nano_usd);
     }
@@ -421,7 +411,8 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent
         (HEDGES, tally.hedges),
     ] {
         if count > 0 {
-            counter!(name, "model" => model.clone()).increment(u64::from(count));
+            let model = record.model.as_deref().unwrap_or(UNKNOWN).to_owned();
+            counter!(name, "model" => model).increment(u64::from(count));
         }
     }
     if record.cache != CacheUse::None {

@@ -383,7 +383,9 @@ mod tests {
 
     #[test]
     fn only_details_that_may_hold_a_float_are_parsed_again() {
-        assert!(!may_hold_a_float(r#"{"cached_tokens":0,"audio_tokens":12}"#));
+        assert!(!may_hold_a_float(
+            r#"{"cached_tokens":0,"audio_tokens":12}"#
+        ));
         assert!(may_hold_a_float(r#"{"cached_tokens":0.0}"#));
         assert!(may_hold_a_float(r#"{"cached_tokens":1e2}"#));
         assert!(may_hold_a_float(r#"{"cached_tokens":1E2}"#));
@@ -394,7 +396,10 @@ mod tests {
         .unwrap();
         normalize_response(&mut r, "m", 1).unwrap();
         let usage = r.usage.unwrap();
-        assert_eq!(usage.extra["prompt_tokens_details"].get(), r#"{"cached_tokens":100}"#);
+        assert_eq!(
+            usage.extra["prompt_tokens_details"].get(),
+            r#"{"cached_tokens":100}"#
+        );
     }
 
     #[test]
