@@ -7,13 +7,14 @@
 //! Its errors are hyper's, whose text names no URL; [`failure_kind`] describes one in words
 //! fit for a client.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -90,7 +91,7 @@ fn pool()
     // The TLS layer decides which schemes are taken.
     tcp.enforce_http(false);
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())?
+        .with_tls_config(tls_config()?)
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(tcp);
@@ -100,6 +101,22 @@ fn pool()
             .pool_timer(TokioTimer::new())
             .build(tls),
     )
+}
+
+/// The TLS settings every upstream client shares: ring, the platform's trust roots. Built
+/// once (reading the roots takes milliseconds), not per provider and reload.
+fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .try_with_platform_verifier()?
+    .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| config).clone())
 }
 
 /// The length an answer announces, if any.
