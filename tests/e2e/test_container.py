@@ -248,6 +248,28 @@ def test_build_stage_stubs_every_manifest_target_and_builds_locked() -> None:
         assert "--release --locked" in run, run
 
 
+def test_build_context_holds_only_what_the_dockerfile_copies() -> None:
+    """.dockerignore excludes everything, then lets in exactly the Dockerfile's COPY sources."""
+    lines = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0] == "*", "the context must start from nothing"
+    allowed = {line[1:] for line in lines[1:] if line.startswith("!")}
+    assert len(allowed) == len(lines) - 1, lines
+    copied: set[str] = set()
+    for stage in _stages():
+        for ins in stage.all("COPY"):
+            words = [w for w in ins.args.split() if not w.startswith("--")]
+            if any(w.startswith("--from") for w in ins.args.split()):
+                continue
+            copied.update(w.rstrip("/") for w in words[:-1])
+    assert copied == allowed, f"COPY sources {sorted(copied)} != .dockerignore's {sorted(allowed)}"
+    for path in allowed:
+        assert (REPO_ROOT / path).exists(), f"{path} is let into the context but does not exist"
+
+
 # --------------------------------------------------------------------------- the release binary
 
 
