@@ -15,6 +15,7 @@ fuzz_target!(|body: &[u8]| {
         upstream_model: "m".to_owned(),
         session_id: Some("s".to_owned()),
         request_id: "r".to_owned(),
+        trace: Default::default(),
     };
     let _ = OpenAi.prepare("openai", &request, &cx);
     let _ = Nugen.prepare("nugen", &request, &cx);
