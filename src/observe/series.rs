@@ -44,6 +44,23 @@ pub(crate) struct Series {
 }
 
 impl Series {
+    fn new(labels: Owned) -> Self {
+        let l = &labels;
+        let tokens = |kind: &'static str| {
+            counter!(names::TOKENS, "model" => l.model.clone(), "provider" => l.provider.clone(),
+                "key" => l.key.clone(), "type" => kind)
+        };
+        Series {
+            duration: histogram!(names::DURATION, "ingress" => l.ingress,
+                "model" => l.model.clone(), "provider" => l.provider.clone()),
+            ttft: histogram!(names::TTFT, "model" => l.model.clone(), "provider" => l.provider.clone()),
+            prompt_tokens: tokens("prompt"),
+            completion_tokens: tokens("completion"),
+            requests: Mutex::default(),
+            labels,
+        }
+    }
+
     /// The request counter of status `code`.
     pub(crate) fn requests(&self, code: u16) -> Counter {
         let mut codes = self.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,25 +91,6 @@ pub(crate) fn of(labels: Labels<'_>) -> Arc<Series> {
     let series = Arc::new(Series::new(owned.clone()));
     sets.insert(owned, series.clone());
     series
-}
-
-impl Series {
-    fn new(labels: Owned) -> Self {
-        let l = &labels;
-        let tokens = |kind: &'static str| {
-            counter!(names::TOKENS, "model" => l.model.clone(), "provider" => l.provider.clone(),
-                "key" => l.key.clone(), "type" => kind)
-        };
-        Series {
-            duration: histogram!(names::DURATION, "ingress" => l.ingress,
-                "model" => l.model.clone(), "provider" => l.provider.clone()),
-            ttft: histogram!(names::TTFT, "model" => l.model.clone(), "provider" => l.provider.clone()),
-            prompt_tokens: tokens("prompt"),
-            completion_tokens: tokens("completion"),
-            requests: Mutex::default(),
-            labels,
-        }
-    }
 }
 
 /// [`Labels`] with owned strings, as the cache's key.

@@ -43,6 +43,8 @@ from typing import Iterator
 
 import pytest
 
+from conftest import _free_port, _wait_healthy
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -296,12 +298,6 @@ def release_bin() -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
     """Every path under root: (mode, size, mtime_ns)."""
     out = {}
@@ -434,13 +430,7 @@ def _serve(image: Image, args: list[str], extra_env: dict[str, str] | None = Non
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             proc = image.run(args, env, stdout=out, stderr=err)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        healthy = False
-        while not healthy and time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                healthy = _get(url + "/healthz", timeout=1.0) == 200
-            if not healthy:
-                time.sleep(0.05)
+        healthy = _wait_healthy(proc, url, time.monotonic() + STARTUP_TIMEOUT_S)
         running = Running(proc, url, port, env, stdout, stderr)
         if healthy:
             try:

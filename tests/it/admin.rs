@@ -71,15 +71,6 @@ async fn admin_json(app: &TestApp, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn reload(app: &TestApp) -> reqwest::Response {
-    app.client
-        .post(app.url("/admin/reload"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn chat_as(app: &TestApp, key: Option<&str>, body: Value) -> reqwest::Response {
     let mut request = app.client.post(app.url("/v1/chat/completions")).json(&body);
     if let Some(key) = key {
@@ -123,7 +114,7 @@ async fn admin_keys_only_open_the_admin_api() {
             "{path}"
         );
     }
-    assert_eq!(reload(&no_admin).await.status(), 404);
+    assert_eq!(no_admin.reload(ADMIN).await.status(), 404);
 
     // Only admin keys: completions need no key, but refuse the admin key.
     let admin_only = spawn_app(&format!(
@@ -172,7 +163,7 @@ async fn keys_show_names_models_and_counts_never_secrets_and_counts_survive_a_re
         "\nkeys = [",
         "\nkeys = [{ name = \"new\", key = \"sk-new-secret\" }, ",
     ));
-    assert_eq!(reload(&app).await.status(), 200);
+    assert_eq!(app.reload(ADMIN).await.status(), 200);
     let keys = admin_json(&app, "/admin/keys").await;
     assert_eq!(keys["keys"][0]["name"], "new");
     assert_eq!(keys["keys"][0]["usage"]["spend_usd"], 0.0);
@@ -208,7 +199,7 @@ async fn a_reload_adds_an_alias_and_a_broken_file_changes_nothing() {
     file.write(&with_keys(
         "[models.quick]\ntargets = [{ provider = \"echo\", model = \"echo\" }]\n",
     ));
-    let answer = reload(&app).await;
+    let answer = app.reload(ADMIN).await;
     assert_eq!(answer.status(), 200);
     let reloaded: Value = answer.json().await.unwrap();
     assert_ne!(reloaded["config_hash"], hash.as_str());
@@ -223,7 +214,7 @@ async fn a_reload_adds_an_alias_and_a_broken_file_changes_nothing() {
 
     // A broken file: 400 naming the problem, and the running config keeps serving.
     file.write(&with_keys("[providers.bad]\nkind = \"nope\"\n"));
-    let refused = reload(&app).await;
+    let refused = app.reload(ADMIN).await;
     assert_eq!(refused.status(), 400);
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"]["code"], "reload_failed");
@@ -242,7 +233,7 @@ async fn a_reload_adds_an_alias_and_a_broken_file_changes_nothing() {
         "[server]\nlisten = \"127.0.0.1:1\"\n{}",
         with_keys("")
     ));
-    let answer = reload(&app).await;
+    let answer = app.reload(ADMIN).await;
     assert_eq!(answer.status(), 200);
     let reloaded: Value = answer.json().await.unwrap();
     let notes = reloaded["restart_required"].to_string();
@@ -253,7 +244,7 @@ async fn a_reload_adds_an_alias_and_a_broken_file_changes_nothing() {
 #[tokio::test]
 async fn the_embedded_default_cannot_be_reloaded() {
     let app = spawn_app(&with_keys("")).await;
-    let refused = reload(&app).await;
+    let refused = app.reload(ADMIN).await;
     assert_eq!(refused.status(), 400);
     let error: Value = refused.json().await.unwrap();
     let message = error["error"]["message"].as_str().unwrap();
@@ -294,7 +285,7 @@ async fn circuit_state_of_an_unchanged_provider_survives_a_reload() {
     file.write(&config(
         "[models.quick]\ntargets = [{ provider = \"echo\", model = \"e\" }]\n",
     ));
-    assert_eq!(reload(&app).await.status(), 200);
+    assert_eq!(app.reload(ADMIN).await.status(), 200);
     let status = admin_json(&app, "/admin/status").await;
     assert_eq!(ejected(&status).unwrap()["ejected"], true, "{status}");
     assert!(
@@ -358,7 +349,7 @@ async fn a_reload_during_fifty_open_streams_loses_none() {
     // alias goes away.
     tokio::time::sleep(Duration::from_millis(300)).await;
     file.write(&config(30_000, "new"));
-    assert_eq!(reload(&app).await.status(), 200);
+    assert_eq!(app.reload(ADMIN).await.status(), 200);
     let gone = chat_as(&app, None, ask("old", "x")).await;
     assert_eq!(gone.status(), 404, "new requests use the new config");
     for stream in streams {

@@ -176,15 +176,7 @@ async fn discovered_models_are_listed_routable_and_filtered_by_key() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200, "a discovered model routes");
-    let scrape = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = app.get_text("/metrics").await;
     assert!(
         scrape.contains("llmgate_discovered_models{provider=\"up\"} 4"),
         "{scrape}"
@@ -246,16 +238,7 @@ async fn the_last_good_list_survives_failures_and_reloads_fetch_again() {
     let pairs = listed_until(&app.client, &base, |ids| ids.contains(&"up/a")).await;
     assert_eq!(ids(&pairs), good);
 
-    let reload = || async {
-        let answer = app
-            .client
-            .post(app.url("/admin/reload"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-    };
+    let reload = || async { assert_eq!(app.reload(ADMIN).await.status(), 200) };
     let oversize = format!(
         "{{\"object\":\"list\",\"data\":[{{\"id\":\"big\"}}],\"pad\":\"{}\"}}",
         "x".repeat(5 * 1024 * 1024)
@@ -314,14 +297,7 @@ async fn a_new_upstream_starts_over() {
     let base = app.url("");
     listed_until(&app.client, &base, |ids| ids.contains(&"up/old")).await;
     file.write(&config(&second.uri(), "discover_models = true"));
-    let answer = app
-        .client
-        .post(app.url("/admin/reload"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(app.reload(ADMIN).await.status(), 200);
     wait_fetches(&second, 1).await;
     let pairs = listed(&app.client, &base, "sk-gateway").await;
     assert_eq!(

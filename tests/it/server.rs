@@ -105,15 +105,7 @@ async fn every_response_carries_a_request_id() {
 #[tokio::test]
 async fn the_openapi_document_is_served_and_committed() {
     let app = echo_app().await;
-    let served = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = app.get_text("/openapi.json").await;
     assert_eq!(served, llmgate::server::openapi::document());
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))

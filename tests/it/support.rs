@@ -41,6 +41,28 @@ impl TestApp {
             .expect("gateway reachable")
     }
 
+    /// The body of `GET path`, as text.
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("gateway reachable")
+            .text()
+            .await
+            .expect("a readable body")
+    }
+
+    /// `POST /admin/reload` with `admin_key`.
+    pub(crate) async fn reload(&self, admin_key: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/admin/reload"))
+            .bearer_auth(admin_key)
+            .send()
+            .await
+            .expect("gateway reachable")
+    }
+
     /// Starts the graceful shutdown.
     pub(crate) fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -121,15 +121,7 @@ async fn the_page_and_its_assets_are_served_locked_down_without_a_key() {
         assert!(!csp.contains("unsafe"), "no inline script or style: {csp}");
         assert!(response.headers().contains_key("x-request-id"));
     }
-    let page = app
-        .client
-        .get(app.url("/ui"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/ui").await;
     assert_eq!(
         page.matches("<script").count(),
         1,
