@@ -80,7 +80,12 @@ impl Series {
 pub(crate) fn of(labels: Labels<'_>) -> Arc<Series> {
     static CACHE: OnceLock<Mutex<HashMap<Owned, Arc<Series>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
-    let mut sets = cache.lock().unwrap_or_else(|e| e.into_inner());
+    find_or_make(&mut cache.lock().unwrap_or_else(|e| e.into_inner()), labels)
+}
+
+/// The series of `labels` in `sets`, made and kept there when missing; `sets` starts over
+/// when it holds [`MAX_SETS`].
+fn find_or_make(sets: &mut HashMap<Owned, Arc<Series>>, labels: Labels<'_>) -> Arc<Series> {
     if let Some(series) = sets.get(&labels as &dyn View) {
         return series.clone();
     }
@@ -182,5 +187,27 @@ mod tests {
         first.requests(200).increment(1);
         first.requests(502).increment(1);
         assert_eq!(first.requests.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_max_sets() {
+        let mut sets = HashMap::new();
+        for i in 0..=MAX_SETS {
+            let key = format!("bound-{i}");
+            let labels = Labels {
+                ingress: "nugen",
+                model: "series-bound-test",
+                provider: "p",
+                key: &key,
+            };
+            let made = find_or_make(&mut sets, labels);
+            assert!(Arc::ptr_eq(&made, &find_or_make(&mut sets, labels)));
+            assert!(sets.len() <= MAX_SETS, "{}", sets.len());
+        }
+        assert_eq!(
+            sets.len(),
+            1,
+            "full at MAX_SETS: started over with the new set"
+        );
     }
 }
