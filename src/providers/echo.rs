@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
+use super::{CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::error::ProviderError;
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, ResponseMessage, Role, Usage,
@@ -203,20 +203,20 @@ impl EchoStream {
 }
 
 impl Iterator for EchoStream {
-    type Item = Result<ChatChunk, ProviderError>;
+    type Item = Result<StreamItem, ProviderError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(chunk) = self.next_piece() {
-            return Some(Ok(chunk));
+            return Some(Ok(chunk.into()));
         }
         if !self.finished {
             self.finished = true;
-            return Some(Ok(self.finish_chunk()));
+            return Some(Ok(self.finish_chunk().into()));
         }
         let usage = self.usage.take()?;
         let mut chunk = self.chunk(Vec::new());
         chunk.usage = Some(usage);
-        Some(Ok(chunk))
+        Some(Ok(chunk.into()))
     }
 }
 
@@ -342,15 +342,10 @@ mod tests {
         for text in ["  hello   big\nworld  ", "one", "", "émoji 😀 ok"] {
             let r = request(json!({"model": "echo/x", "stream": true,
                 "messages": [{"role": "user", "content": text}]}));
-            let chunks: Vec<_> = EchoProvider
-                .chat_stream(&r, &Prepared::default(), &cx())
-                .await
-                .unwrap()
-                .collect()
-                .await;
+            let chunks = stream_of(&r).await;
             let content: String = chunks
                 .iter()
-                .filter_map(|c| c.as_ref().unwrap().choices.first())
+                .filter_map(|c| c.choices.first())
                 .filter_map(|c| c.delta.content.clone())
                 .collect();
             assert_eq!(content, text);
@@ -366,7 +361,10 @@ mod tests {
             .unwrap()
             .collect()
             .await;
-        chunks.into_iter().map(Result::unwrap).collect()
+        chunks
+            .into_iter()
+            .map(|item| item.unwrap().into_parsed().unwrap())
+            .collect()
     }
 
     /// Each choice's content, concatenated from a stream's deltas.

@@ -21,11 +21,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::client::{self, Client, Response, cause_chain, failure_kind};
-use super::{CallCx, ChunkStream, Prepared, Provider, Unsupported};
+use super::{CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
+use crate::stream::splice::InShape;
 use crate::telemetry;
 
 /// How much of an unreadable body an error message quotes.
@@ -469,8 +470,9 @@ struct ChunkReader {
 
 impl ChunkReader {
     /// The next chunk; `None` at the end. Bytes that complete no event, and events that carry
-    /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]).
-    async fn next(&mut self) -> Option<Result<ChatChunk, ProviderError>> {
+    /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]). A chunk already in
+    /// shape is passed on unparsed ([`InShape`]).
+    async fn next(&mut self) -> Option<Result<StreamItem, ProviderError>> {
         let item = match self.events.next().await {
             None if self.finished_choice => return None,
             None => Err(ProviderError::Stream(
@@ -478,17 +480,23 @@ impl ChunkReader {
             )),
             Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(&e.into(), true)),
             Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
-            Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default()),
-            Some(Ok(SseItem::Event(event))) => match openai_event(&event) {
-                EventOutcome::Chunk(chunk) => {
-                    if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
-                        self.finished_choice = true;
-                    }
-                    Ok(chunk)
+            Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default().into()),
+            Some(Ok(SseItem::Event(event))) => match InShape::scan(event) {
+                Ok(chunk) => {
+                    self.finished_choice |= chunk.finished;
+                    Ok(StreamItem::InShape(chunk))
                 }
-                EventOutcome::Skip => Ok(ChatChunk::default()),
-                EventOutcome::Done => return None,
-                EventOutcome::Fail(e) => Err(e),
+                Err(event) => match openai_event(&event) {
+                    EventOutcome::Chunk(chunk) => {
+                        if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                            self.finished_choice = true;
+                        }
+                        Ok(chunk.into())
+                    }
+                    EventOutcome::Skip => Ok(ChatChunk::default().into()),
+                    EventOutcome::Done => return None,
+                    EventOutcome::Fail(e) => Err(e),
+                },
             },
         };
         Some(item)

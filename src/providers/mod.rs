@@ -28,11 +28,38 @@ use futures_util::Stream;
 use crate::config::{ProviderConfig, ProviderKind, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::stream::splice::InShape;
 
 /// The chunks of one upstream stream. Item errors are failures after the stream opened. A
 /// chunk without choices and usage is a sign of life (bytes arrived, no event yet): it sends
 /// nothing but keeps the stream from counting as idle.
-pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ProviderError>> + Send>>;
+
+/// One chunk of an upstream stream.
+#[derive(Debug)]
+pub(crate) enum StreamItem {
+    /// A parsed chunk.
+    Parsed(ChatChunk),
+    /// An OpenAI-shaped chunk already in the contract's shape, still as the upstream's text
+    /// (the stream's fast path).
+    InShape(InShape),
+}
+
+impl StreamItem {
+    /// The chunk, parsed.
+    pub(crate) fn into_parsed(self) -> Result<ChatChunk, ProviderError> {
+        match self {
+            StreamItem::Parsed(chunk) => Ok(chunk),
+            StreamItem::InShape(chunk) => chunk.parse(),
+        }
+    }
+}
+
+impl From<ChatChunk> for StreamItem {
+    fn from(chunk: ChatChunk) -> Self {
+        StreamItem::Parsed(chunk)
+    }
+}
 
 /// What one call needs besides the request.
 #[derive(Debug, Clone, Default)]

@@ -531,7 +531,9 @@ async fn replay(
     });
     let mut answer = if request.is_stream() {
         let chunks = cache::replay_chunks(&hit.response);
-        let upstream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+        let upstream = Box::pin(futures_util::stream::iter(
+            chunks.into_iter().map(|chunk| Ok(chunk.into())),
+        ));
         let settings = &call.state.server;
         let timing = StreamTiming {
             keepalive: settings.stream_keepalive,

@@ -23,9 +23,9 @@ use futures_util::Stream;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
     /// The `event:` field, if any.
-    pub(crate) event: Option<String>,
+    pub event: Option<String>,
     /// The `data:` lines joined by `\n`.
-    pub(crate) data: String,
+    pub data: String,
 }
 
 /// The default limit of one event (or line), in bytes.

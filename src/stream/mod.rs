@@ -19,6 +19,7 @@
 
 pub mod decode;
 pub mod normalize;
+pub mod splice;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -34,7 +35,7 @@ use crate::cache::StreamRecorder;
 use crate::envelope::ErrorEnvelope;
 use crate::error::{GatewayError, ProviderError};
 use crate::observe::record::{Observed, Record};
-use crate::providers::ChunkStream;
+use crate::providers::{ChunkStream, StreamItem};
 use crate::schema::{ChatChunk, ChatResponse};
 use crate::telemetry;
 use normalize::ChunkNormalizer;
@@ -215,7 +216,19 @@ impl SseBody {
     }
 
     /// Normalizes an upstream chunk and queues its event; false when nothing was queued.
-    fn relay(&mut self, chunk: ChatChunk) -> Result<bool, ProviderError> {
+    fn relay(&mut self, item: StreamItem) -> Result<bool, ProviderError> {
+        // The fast path, unless the answer is recorded (the cache keeps parsed chunks) or
+        // the upstream's model is still to be traced.
+        if let StreamItem::InShape(chunk) = &item
+            && self.recorder.is_none()
+            && (self.model_traced || self.spans.is_empty())
+            && let Some(event) = self.normalizer.splice(chunk)
+        {
+            self.text_bytes = self.text_bytes.saturating_add(chunk.text_bytes);
+            self.queue_event(event);
+            return Ok(true);
+        }
+        let chunk = item.into_parsed()?;
         if let Some(usage) = &chunk.usage {
             let counts = (usage.prompt_tokens, usage.completion_tokens);
             self.usage = Some(counts);
@@ -235,13 +248,18 @@ impl SseBody {
             let text = choice.delta.content.as_ref().map_or(0, String::len);
             self.text_bytes = self.text_bytes.saturating_add(text as u64);
         }
-        self.queue.push_back(data_event(&chunk));
+        self.queue_event(data_event(&chunk));
+        Ok(true)
+    }
+
+    /// Queues a chunk's event, noting when the first one came.
+    fn queue_event(&mut self, event: Bytes) {
+        self.queue.push_back(event);
         if self.first_chunk.is_none() {
             let now = Instant::now();
             self.first_chunk = Some(now);
             self.note(|r| r.first_token = Some(now));
         }
-        Ok(true)
     }
 
     /// Records the upstream's model (first chunk) and usage (when it comes) on the spans.

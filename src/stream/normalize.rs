@@ -12,6 +12,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
+use super::splice::InShape;
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 
@@ -89,6 +92,19 @@ fn may_hold_a_float(text: &str) -> bool {
             .any(|pair| pair[0].is_ascii_digit() && matches!(pair[1], b'e' | b'E'))
 }
 
+/// `data: {` and a chunk's members the normalizer rewrites, as [`ChatChunk`] writes them.
+fn event_prefix(id: &str, created: i64, model: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + id.len() + model.len());
+    out.extend_from_slice(b"data: {\"id\":");
+    // Writing a string into a Vec cannot fail.
+    serde_json::to_writer(&mut out, id).unwrap_or_default();
+    out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+    out.extend_from_slice(created.to_string().as_bytes());
+    out.extend_from_slice(b",\"model\":");
+    serde_json::to_writer(&mut out, model).unwrap_or_default();
+    out
+}
+
 /// Normalizes a whole (non-streamed) completion in place; `choices` is the request's `n`.
 pub fn normalize_response(
     response: &mut ChatResponse,
@@ -152,7 +168,7 @@ impl ChoiceState {
 }
 
 /// Rewrites the chunks of one stream to the contract's shape.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChunkNormalizer {
     id: Option<String>,
     created: i64,
@@ -162,6 +178,9 @@ pub struct ChunkNormalizer {
     max_choices: u32,
     choices: Vec<ChoiceState>,
     usage: Option<Usage>,
+    /// Once `id` and `created` are known: `data: {` and the members every chunk gets anew,
+    /// for chunks relayed as written ([`Self::splice`]).
+    prefix: Option<Vec<u8>>,
 }
 
 impl ChunkNormalizer {
@@ -175,7 +194,27 @@ impl ChunkNormalizer {
             max_choices: choices,
             choices: Vec::new(),
             usage: None,
+            prefix: None,
         }
+    }
+
+    /// The event for a chunk in shape, when this stream's state lets it pass as written: the
+    /// stream's `id` and `created` are known, and every choice is below `n` and already had
+    /// its role. `None`: it takes the slow path ([`Self::push`]).
+    pub fn splice(&self, chunk: &InShape) -> Option<Bytes> {
+        let prefix = self.prefix.as_deref()?;
+        let role_sent = |index: u32| {
+            index < self.max_choices
+                && self
+                    .choices
+                    .get(index as usize)
+                    .is_some_and(|state| state.role_sent)
+        };
+        chunk
+            .indexes()
+            .iter()
+            .all(|&index| role_sent(index))
+            .then(|| chunk.event(prefix))
     }
 
     /// Normalizes one upstream chunk. `Ok(None)` when nothing is left to send (a usage-only
@@ -249,6 +288,9 @@ impl ChunkNormalizer {
         chunk.created = self.created;
         "chat.completion.chunk".clone_into(&mut chunk.object);
         chunk.model.clone_from(&self.model);
+        if self.prefix.is_none() {
+            self.prefix = Some(event_prefix(id, self.created, &self.model));
+        }
     }
 }
 

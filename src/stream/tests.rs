@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn chunk(value: Value) -> Result<ChatChunk, ProviderError> {
-    Ok(serde_json::from_value(value).unwrap())
+fn chunk(value: Value) -> Result<StreamItem, ProviderError> {
+    Ok(StreamItem::Parsed(serde_json::from_value(value).unwrap()))
 }
 
 fn timing() -> StreamTiming {
@@ -18,7 +18,7 @@ fn timing() -> StreamTiming {
     }
 }
 
-fn body_of(items: Vec<Result<ChatChunk, ProviderError>>, include_usage: bool) -> SseBody {
+fn body_of(items: Vec<Result<StreamItem, ProviderError>>, include_usage: bool) -> SseBody {
     SseBody::new(
         Box::pin(futures_util::stream::iter(items)),
         ChunkNormalizer::new("client-model", include_usage, 1),
@@ -120,7 +120,7 @@ async fn events_ready_together_share_one_write() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalives_while_quiet_then_idle_timeout() {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ChatChunk, ProviderError>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamItem, ProviderError>>(4);
     let upstream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
@@ -151,7 +151,7 @@ async fn keepalives_while_quiet_then_idle_timeout() {
     drop(tx);
 }
 
-type Item = Result<ChatChunk, ProviderError>;
+type Item = Result<StreamItem, ProviderError>;
 
 /// An upstream that yields each item `secs` after the previous one, then stays silent
 /// (`silent`) or ends.
@@ -234,7 +234,7 @@ async fn without_a_commit_time_only_the_idle_timeout_ends_the_wait() {
 async fn signs_of_life_keep_an_upstream_from_idling_but_send_nothing() {
     // Bytes without a complete event (an empty chunk) every 30 s, idle timeout 40 s: for two
     // minutes before the first chunk and two minutes after it.
-    let alive = || (30, Ok(ChatChunk::default()));
+    let alive = || (30, Ok(ChatChunk::default().into()));
     let mut script: Vec<(u64, Item)> = (0..4).map(|_| alive()).collect();
     script.push((30, content("x")));
     script.extend((0..4).map(|_| alive()));

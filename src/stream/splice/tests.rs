@@ -1,0 +1,290 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::stream::data_event;
+use crate::stream::normalize::ChunkNormalizer;
+
+/// A chunk the way OpenAI (and the bench's mock) streams it.
+const TYPICAL: &str = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_06","choices":[{"index":0,"delta":{"content":" mock"},"logprobs":null,"finish_reason":null}]}"#;
+
+/// A normalizer for `n` choices that has seen a first chunk giving every choice its role, so
+/// only the chunk itself decides between the paths.
+fn primed(n: u32) -> ChunkNormalizer {
+    let mut normalizer = ChunkNormalizer::new("client/model", false, n);
+    let choices: Vec<Value> = (0..n)
+        .map(|i| json!({"index": i, "delta": {"content": ""}, "finish_reason": null}))
+        .collect();
+    let first = json!({"id": "first-id", "created": 7, "choices": choices});
+    normalizer
+        .push(serde_json::from_value(first).unwrap())
+        .unwrap();
+    normalizer
+}
+
+fn scan(text: &str) -> Option<InShape> {
+    InShape::scan(SseEvent {
+        event: None,
+        data: text.to_owned(),
+    })
+    .ok()
+}
+
+/// The JSON of an event (`data: ...\n\n`).
+fn event_json(event: &[u8]) -> Value {
+    let text = std::str::from_utf8(event).unwrap();
+    let json = text.strip_prefix("data: ").unwrap().strip_suffix("\n\n");
+    serde_json::from_str(json.unwrap()).unwrap()
+}
+
+/// What the slow path makes of `text`: the event's JSON, or `None` when it sends nothing or
+/// refuses the chunk.
+fn slow(normalizer: &ChunkNormalizer, text: &str) -> Option<Value> {
+    let chunk: ChatChunk = serde_json::from_str(text).ok()?;
+    let out = normalizer.clone().push(chunk).ok()??;
+    Some(event_json(&data_event(&out)))
+}
+
+/// The fast path's event for `text`, if it takes it.
+fn fast(normalizer: &ChunkNormalizer, text: &str) -> Option<Value> {
+    let chunk = scan(text)?;
+    Some(event_json(&normalizer.splice(&chunk)?))
+}
+
+#[test]
+fn a_typical_chunk_is_spliced_with_the_streams_members() {
+    let normalizer = primed(1);
+    let out = fast(&normalizer, TYPICAL).expect("the typical chunk takes the fast path");
+    assert_eq!(out["id"], "first-id");
+    assert_eq!(out["created"], 7);
+    assert_eq!(out["model"], "client/model");
+    assert_eq!(out["object"], "chat.completion.chunk");
+    assert_eq!(out["system_fingerprint"], "fp_06");
+    assert_eq!(out["choices"][0]["delta"]["content"], " mock");
+    assert_eq!(Some(out), slow(&normalizer, TYPICAL));
+    let chunk = scan(TYPICAL).unwrap();
+    assert_eq!((chunk.text_bytes, chunk.finished), (5, false));
+}
+
+#[test]
+fn text_bytes_are_unescaped_and_a_finish_is_seen() {
+    let text = r#"{"choices":[{"index":0,"delta":{"content":"a\"\u00e9"},"logprobs":null,"finish_reason":"stop"}]}"#;
+    let chunk = scan(text).unwrap();
+    assert_eq!((chunk.text_bytes, chunk.finished), (4, true));
+    assert_eq!(fast(&primed(1), text), slow(&primed(1), text));
+}
+
+#[test]
+fn the_first_chunk_and_a_choice_without_its_role_take_the_slow_path() {
+    let fresh = ChunkNormalizer::new("m", false, 2);
+    let chunk = scan(TYPICAL).unwrap();
+    assert!(fresh.splice(&chunk).is_none(), "no id and created yet");
+    let mut one_role = ChunkNormalizer::new("m", false, 2);
+    one_role
+        .push(serde_json::from_str(TYPICAL).unwrap())
+        .unwrap();
+    assert!(one_role.splice(&chunk).is_some());
+    let second = TYPICAL.replace(r#""index":0"#, r#""index":1"#);
+    assert!(one_role.splice(&scan(&second).unwrap()).is_none());
+    let beyond_n = TYPICAL.replace(r#""index":0"#, r#""index":2"#);
+    assert!(one_role.splice(&scan(&beyond_n).unwrap()).is_none());
+}
+
+#[test]
+fn chunks_the_slow_path_would_change_are_not_in_shape() {
+    let cases = [
+        // Usage is held back for the final chunk; an error ends the stream.
+        r#"{"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        // Tool calls get indexes and types; `null` members are dropped; missing ones added.
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[]},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"function_call":{"name":"f"}},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":null},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"role":null},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"logprobs":null}]}"#,
+        r#"{"choices":[{"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"logprobs":null,"finish_reason":null}]}"#,
+        // Numbers written as floats become integers.
+        r#"{"choices":[{"index":0.0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        // A member named twice; an escaped name; no choices.
+        r#"{"id":"a","id":"b","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"x":1,"x":2,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"\u0078":1,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":[]}"#,
+        r#"{"id":"a"}"#,
+        // Wrong types are the slow path's to report.
+        r#"{"model":7,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"created":"now","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":{"index":0}}"#,
+        r#"[DONE]"#,
+        r#"{"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]} x"#,
+    ];
+    for text in cases {
+        assert!(scan(text).is_none(), "{text}");
+    }
+    let named = SseEvent {
+        event: Some("error".to_owned()),
+        data: TYPICAL.to_owned(),
+    };
+    assert!(InShape::scan(named).is_err());
+}
+
+#[test]
+fn more_members_than_the_cap_take_the_slow_path() {
+    let members: String = (0..MAX_MEMBERS)
+        .map(|i| format!(r#""x{i}":{i},"#))
+        .collect();
+    let text = format!(
+        r#"{{{members}"choices":[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":null}}]}}"#
+    );
+    assert!(scan(&text).is_none());
+    let fewer = text.replacen(r#""x0":0,"#, "", 1);
+    assert!(scan(&fewer).is_some());
+}
+
+/// A JSON value of the kinds chunks hold, for members whose shape is free.
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<i32>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        "[a-z\"\\\\é ]{0,6}".prop_map(Value::from),
+        Just(json!({"a": [1, 2.5, null], "b": {"c": "d"}})),
+    ]
+}
+
+/// A member that is mostly present and holds one of `values`. The weights make about one
+/// chunk in seven one the fast path takes.
+fn member(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<Value>> {
+    prop::option::weighted(0.9, values)
+}
+
+/// A member the fast path needs: almost always present.
+fn needed(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<Value>> {
+    prop::option::weighted(0.97, values)
+}
+
+fn text_or_null() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        12 => "[a-z\"\\\\é\n ]{0,8}".prop_map(Value::from),
+        1 => Just(Value::Null),
+        1 => any::<i8>().prop_map(Value::from),
+    ]
+}
+
+fn delta() -> impl Strategy<Value = Value> {
+    (
+        member(text_or_null()),
+        member(text_or_null()),
+        member(text_or_null()),
+        prop::option::weighted(
+            0.05,
+            Just(json!([{"index": 0, "function": {"arguments": "{"}}])),
+        ),
+        member(any_value()),
+    )
+        .prop_map(|(role, content, refusal, tool_calls, extra)| {
+            let mut delta = serde_json::Map::new();
+            for (key, value) in [
+                ("role", role),
+                ("content", content),
+                ("refusal", refusal),
+                ("tool_calls", tool_calls),
+                ("reasoning_content", extra),
+            ] {
+                if let Some(value) = value {
+                    delta.insert(key.to_owned(), value);
+                }
+            }
+            Value::Object(delta)
+        })
+}
+
+fn choice() -> impl Strategy<Value = Value> {
+    (
+        needed(prop_oneof![
+            12 => (0u32..3).prop_map(Value::from),
+            1 => Just(json!(3)),
+            1 => Just(json!(1.0)),
+        ]),
+        needed(delta()),
+        needed(prop_oneof![5 => Just(Value::Null), 5 => Just(json!("stop")), 1 => Just(json!(3))]),
+        needed(any_value()),
+        member(any_value()),
+    )
+        .prop_map(|(index, delta, finish_reason, logprobs, extra)| {
+            let mut choice = serde_json::Map::new();
+            for (key, value) in [
+                ("index", index),
+                ("delta", delta),
+                ("finish_reason", finish_reason),
+                ("logprobs", logprobs),
+                ("provider_extra", extra),
+            ] {
+                if let Some(value) = value {
+                    choice.insert(key.to_owned(), value);
+                }
+            }
+            Value::Object(choice)
+        })
+}
+
+fn chunk_text() -> impl Strategy<Value = String> {
+    (
+        member(text_or_null()),
+        member(prop_oneof![4 => Just(json!(5)), 4 => Just(json!(5.5)), 1 => Just(json!("x"))]),
+        member(text_or_null()),
+        prop::collection::vec(choice(), 0..3),
+        prop::option::weighted(0.05, Just(json!({"prompt_tokens": 1, "total_tokens": 1}))),
+        member(any_value()),
+    )
+        .prop_map(|(id, created, model, choices, usage, extra)| {
+            let mut chunk = serde_json::Map::new();
+            for (key, value) in [
+                ("id", id),
+                ("created", created),
+                ("model", model),
+                ("choices", Some(Value::from(choices))),
+                ("usage", usage),
+                ("system_fingerprint", extra),
+            ] {
+                if let Some(value) = value {
+                    chunk.insert(key.to_owned(), value);
+                }
+            }
+            serde_json::to_string(&Value::Object(chunk)).unwrap()
+        })
+}
+
+proptest! {
+    /// Whatever the fast path takes, the client reads the same JSON as from the slow path,
+    /// and the stream counts the same text and sees the same finish.
+    #[test]
+    fn the_fast_path_changes_no_json(compact in chunk_text()) {
+        let normalizer = primed(3);
+        // Whitespace between the members must not matter either.
+        let value: Value = serde_json::from_str(&compact).unwrap();
+        let pretty = format!(" {} ", serde_json::to_string_pretty(&value).unwrap());
+        for text in [compact, pretty] {
+            let Some(spliced) = fast(&normalizer, &text) else {
+                continue;
+            };
+            prop_assert_eq!(Some(spliced), slow(&normalizer, &text));
+            let chunk: ChatChunk = serde_json::from_str(&text).unwrap();
+            let content: usize = chunk.choices.iter()
+                .map(|c| c.delta.content.as_ref().map_or(0, String::len))
+                .sum();
+            let in_shape = scan(&text).unwrap();
+            prop_assert_eq!(in_shape.text_bytes, content as u64);
+            prop_assert_eq!(in_shape.finished, chunk.choices.iter().any(|c| c.finish_reason.is_some()));
+        }
+    }
+
+    /// The scan never panics, whatever the bytes.
+    #[test]
+    fn the_scan_takes_any_text(text in "\\PC{0,64}") {
+        let _ = scan(&text);
+    }
+}
