@@ -1,5 +1,6 @@
 //! An upstream event stream, cut into reads where the input says: decoded, read as OpenAI
-//! events, normalized for a client that asked for two choices, and re-encoded.
+//! events, normalized for a client that asked for two choices, and re-encoded. Every chunk
+//! the fast path takes is also sent down the slow path, and both must write the same JSON.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -9,6 +10,8 @@ use llmgate::providers::http::{EventOutcome, openai_event};
 use llmgate::stream::data_event;
 use llmgate::stream::decode::SseDecoder;
 use llmgate::stream::normalize::ChunkNormalizer;
+use llmgate::stream::splice::InShape;
+use serde_json::Value;
 
 /// A small cap, so the fuzzer reaches it.
 const MAX_EVENT_BYTES: usize = 4096;
@@ -28,7 +31,23 @@ fuzz_target!(|input: &[u8]| {
         }
         assert!(decoder.buffered() <= MAX_EVENT_BYTES + read);
         for event in events.drain(..) {
-            match openai_event(&event) {
+            let outcome = match InShape::scan(event) {
+                Ok(chunk) => {
+                    if let Some(spliced) = normalizer.splice(&chunk) {
+                        let parsed = chunk.parse().expect("a chunk in shape parses");
+                        let slow = normalizer.clone().push(parsed);
+                        let slow = slow.expect("and normalizes").expect("to an event");
+                        assert_eq!(json_of(&spliced), json_of(&data_event(&slow)));
+                        continue;
+                    }
+                    match chunk.parse() {
+                        Ok(chunk) => EventOutcome::Chunk(chunk),
+                        Err(_) => return,
+                    }
+                }
+                Err(event) => openai_event(&event),
+            };
+            match outcome {
                 EventOutcome::Chunk(chunk) => match normalizer.push(chunk) {
                     Ok(Some(chunk)) => drop(data_event(&chunk)),
                     Ok(None) => {}
@@ -45,3 +64,9 @@ fuzz_target!(|input: &[u8]| {
         drop(data_event(&chunk));
     }
 });
+
+/// The JSON of one `data: ...\n\n` event.
+fn json_of(event: &[u8]) -> Value {
+    let json = event.strip_prefix(b"data: ").and_then(|e| e.strip_suffix(b"\n\n"));
+    serde_json::from_slice(json.expect("an event")).expect("JSON")
+}

@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::{CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
+use super::{Answer, CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::error::ProviderError;
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, ResponseMessage, Role, Usage,
@@ -31,14 +31,14 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct EchoProvider;
 
 /// The answer to a request: its content, whether it was cut, and how many choices repeat it.
-struct Answer {
+struct Echoed {
     content: String,
     cut: bool,
     choices: u32,
 }
 
-impl Answer {
-    fn of(request: &ChatRequest) -> Answer {
+impl Echoed {
+    fn of(request: &ChatRequest) -> Echoed {
         let mut content = request
             .messages
             .iter()
@@ -52,7 +52,7 @@ impl Answer {
         let max_words = requested.unwrap_or(usize::MAX).min(MAX_WORDS / share);
         let (end, cut) = cut_point(&content, max_words, MAX_BYTES / share);
         content.truncate(end);
-        Answer {
+        Echoed {
             content,
             cut,
             choices,
@@ -127,7 +127,7 @@ fn count_words(text: &str) -> usize {
 /// An echo stream, generated as it is polled: each piece goes to every choice in turn, then
 /// one chunk finishes every choice, then the usage chunk.
 struct EchoStream {
-    answer: Answer,
+    answer: Echoed,
     usage: Option<Usage>,
     id: String,
     created: i64,
@@ -141,7 +141,7 @@ struct EchoStream {
 
 impl EchoStream {
     fn new(request: &ChatRequest, cx: &CallCx) -> Self {
-        let answer = Answer::of(request);
+        let answer = Echoed::of(request);
         EchoStream {
             usage: Some(answer.usage(request)),
             piece: (0, piece_end(&answer.content, 0)),
@@ -232,8 +232,8 @@ impl Provider for EchoProvider {
         request: &ChatRequest,
         _prepared: &Prepared,
         cx: &CallCx,
-    ) -> Result<ChatResponse, ProviderError> {
-        let answer = Answer::of(request);
+    ) -> Result<Answer, ProviderError> {
+        let answer = Echoed::of(request);
         let choices = (0..answer.choices)
             .map(|index| Choice {
                 index,
@@ -254,7 +254,8 @@ impl Provider for EchoProvider {
             choices,
             usage: Some(answer.usage(request)),
             ..ChatResponse::default()
-        })
+        }
+        .into())
     }
 
     async fn chat_stream(
@@ -296,6 +297,7 @@ mod tests {
         let response = EchoProvider
             .chat(&r, &Prepared::default(), &cx())
             .await
+            .and_then(Answer::into_parsed)
             .unwrap();
         assert_eq!(response.choices.len(), 2);
         assert_eq!(
@@ -322,6 +324,7 @@ mod tests {
         let response = EchoProvider
             .chat(&r, &Prepared::default(), &cx())
             .await
+            .and_then(Answer::into_parsed)
             .unwrap();
         assert_eq!(
             response.choices[0].message.content.as_deref(),
@@ -333,6 +336,7 @@ mod tests {
         let response = EchoProvider
             .chat(&r, &Prepared::default(), &cx())
             .await
+            .and_then(Answer::into_parsed)
             .unwrap();
         assert_eq!(response.choices[0].finish_reason.as_deref(), Some("stop"));
     }
@@ -404,6 +408,7 @@ mod tests {
         let response = EchoProvider
             .chat(&r, &Prepared::default(), &cx())
             .await
+            .and_then(Answer::into_parsed)
             .unwrap();
         let share = MAX_WORDS / 128;
         assert!(share < words);

@@ -16,17 +16,16 @@ use axum::http::{HeaderValue, Method, Uri, header};
 use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::client::{self, Client, Response, cause_chain, failure_kind};
-use super::{CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
+use super::{Answer, CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
-use crate::stream::splice::InShape;
+use crate::stream::splice::{AnswerInShape, InShape};
 use crate::telemetry;
 
 /// How much of an unreadable body an error message quotes.
@@ -179,10 +178,14 @@ impl Upstream {
         }
     }
 
-    /// Reads a JSON body; an unreadable one is a [`ProviderError::Decode`] quoting its start.
-    async fn read_json<T: DeserializeOwned>(&self, response: Response) -> Result<T, ProviderError> {
-        let body = self.read_body(response).await?;
-        serde_json::from_slice(&body).map_err(|e| unreadable(format!("{e}; the body was:"), &body))
+    /// Reads a whole answer: passed on as written when it is in shape, parsed otherwise.
+    async fn read_answer(&self, response: Response) -> Result<Answer, ProviderError> {
+        match AnswerInShape::scan(self.read_body(response).await?) {
+            Ok(answer) => Ok(Answer::InShape(answer)),
+            Err(body) => serde_json::from_slice::<ChatResponse>(&body)
+                .map(Answer::Parsed)
+                .map_err(|e| unreadable(format!("{e}; the body was:"), &body)),
+        }
     }
 
     /// Reads a whole body of at most `max_upstream_body_bytes`; a larger one is refused as
@@ -254,10 +257,10 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         _request: &ChatRequest,
         prepared: &Prepared,
         cx: &CallCx,
-    ) -> Result<ChatResponse, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let call = async {
             let response = self.upstream.post(prepared, cx).await?;
-            self.upstream.read_json(response).await
+            self.upstream.read_answer(response).await
         };
         call.await.map_err(|e| self.dialect.map_error(e))
     }

@@ -28,7 +28,7 @@ use futures_util::Stream;
 use crate::config::{ProviderConfig, ProviderKind, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
-use crate::stream::splice::InShape;
+use crate::stream::splice::{AnswerInShape, InShape};
 
 /// The chunks of one upstream stream. Item errors are failures after the stream opened. A
 /// chunk without choices and usage is a sign of life (bytes arrived, no event yet): it sends
@@ -43,6 +43,32 @@ pub(crate) enum StreamItem {
     /// An OpenAI-shaped chunk already in the contract's shape, still as the upstream's text
     /// (the stream's fast path).
     InShape(InShape),
+}
+
+/// An upstream's whole answer.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A parsed answer.
+    Parsed(ChatResponse),
+    /// An answer already in the contract's shape, still as the upstream's text (the fast
+    /// path).
+    InShape(AnswerInShape),
+}
+
+impl Answer {
+    /// The answer, parsed.
+    pub(crate) fn into_parsed(self) -> Result<ChatResponse, ProviderError> {
+        match self {
+            Answer::Parsed(response) => Ok(response),
+            Answer::InShape(answer) => answer.parse(),
+        }
+    }
+}
+
+impl From<ChatResponse> for Answer {
+    fn from(response: ChatResponse) -> Self {
+        Answer::Parsed(response)
+    }
 }
 
 impl StreamItem {
@@ -107,7 +133,7 @@ pub(crate) trait Provider: Send + Sync + 'static {
         request: &ChatRequest,
         prepared: &Prepared,
         cx: &CallCx,
-    ) -> Result<ChatResponse, ProviderError>;
+    ) -> Result<Answer, ProviderError>;
 
     /// Opens a stream. `Err`: it could not be opened (connect, non-2xx status) and is safe to
     /// retry or fall back from.

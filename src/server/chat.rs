@@ -27,9 +27,9 @@ use super::auth::Caller;
 use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, ProviderError};
 use crate::observe::record::{CacheUse, Observed};
-use crate::providers::{CallCx, Prepared, Unsupported};
+use crate::providers::{Answer, CallCx, Prepared, Unsupported};
 use crate::routing::execute::{AttemptError, Failure, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
@@ -349,37 +349,43 @@ async fn whole(
     let routing_start = Instant::now();
     let result = execute(plan, &call.state.router.health, |candidate, _timeout| {
         let cx = call_cx(call, candidate);
+        let keep = cache.is_some();
         async move {
             let prepared = prepare(candidate, request, &cx).map_err(AttemptError::Unsupported)?;
-            let mut response = candidate
+            let answer = candidate
                 .provider
                 .adapter
                 .chat(request, &prepared, &cx)
                 .await?;
-            let upstream_model = response.model.clone();
-            trace_answer(&Span::current(), &upstream_model, response.usage.as_ref());
             // Inside the attempt: an unusable answer is retried like any failure.
-            normalize_response(&mut response, &request.model, choice_count(request))?;
-            Ok((response, prepared.dropped, upstream_model))
+            let answer = Normalized::from(answer, request, keep)?;
+            trace_answer(
+                &Span::current(),
+                &answer.upstream_model,
+                answer.usage.as_ref(),
+            );
+            Ok((answer, prepared.dropped))
         }
     })
     .await;
     let upstream_time = routing_start.elapsed();
     let Success {
-        value: (response, dropped, upstream_model),
+        value: (answer, dropped),
         candidate,
         attempts,
         ..
     } = note_result(call, result, upstream_time)?;
     telemetry::record_answered(&call.span, &candidate, attempts);
-    trace_answer(&call.span, &upstream_model, response.usage.as_ref());
-    note_answer(call, &response);
-    let body = serde_json::to_vec(&response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    trace_answer(&call.span, &answer.upstream_model, answer.usage.as_ref());
+    call.observed
+        .update(|r| r.answer_text_bytes = Some(answer.text_bytes));
+    note_usage(call, answer.usage.as_ref());
     if let Some((key, ttl)) = cache
-        && is_complete(&response)
+        && let Some(response) = answer.parsed.filter(is_complete)
     {
         cache_store(&call.state, key, cached(&candidate, response), ttl);
     }
+    let body = answer.body;
     let answered = Answered::by(&candidate, attempts, &dropped, upstream_time);
     Ok(json_answer(call, body, &answered))
 }
@@ -482,17 +488,53 @@ fn note_usage(call: &ChatCall, usage: Option<&Usage>) {
     }
 }
 
-/// Notes a whole answer's usage, and its text size for when it reports none.
-fn note_answer(call: &ChatCall, response: &ChatResponse) {
-    let text_bytes = response
-        .choices
-        .iter()
-        .filter_map(|c| c.message.content.as_ref())
-        .map(|text| text.len() as u64)
-        .fold(0u64, u64::saturating_add);
-    call.observed
-        .update(|r| r.answer_text_bytes = Some(text_bytes));
-    note_usage(call, response.usage.as_ref());
+/// A whole answer, normalized: the client's body and what the gateway notes of it.
+struct Normalized {
+    body: Vec<u8>,
+    upstream_model: String,
+    usage: Option<Usage>,
+    /// Bytes of answer text, for settling an answer that reports no usage.
+    text_bytes: u64,
+    /// The answer parsed, when it was asked for (to be cached).
+    parsed: Option<ChatResponse>,
+}
+
+impl Normalized {
+    /// Normalizes `answer` for `request`, through the fast path when the answer is in shape
+    /// and need not be kept parsed (`keep`).
+    fn from(answer: Answer, request: &ChatRequest, keep: bool) -> Result<Self, ProviderError> {
+        let choices = choice_count(request);
+        if let Answer::InShape(fast) = &answer
+            && !keep
+            && let Some(body) = fast.client_body(&request.model, choices)
+        {
+            return Ok(Normalized {
+                body,
+                upstream_model: fast.model.clone(),
+                usage: fast.usage.clone(),
+                text_bytes: fast.text_bytes,
+                parsed: None,
+            });
+        }
+        let mut response = answer.into_parsed()?;
+        let upstream_model = response.model.clone();
+        normalize_response(&mut response, &request.model, choices)?;
+        let text_bytes = response
+            .choices
+            .iter()
+            .filter_map(|c| c.message.content.as_ref())
+            .map(|text| text.len() as u64)
+            .fold(0u64, u64::saturating_add);
+        // Serializing plain data into a Vec cannot fail.
+        let body = serde_json::to_vec(&response).unwrap_or_default();
+        Ok(Normalized {
+            body,
+            upstream_model,
+            usage: response.usage.clone(),
+            text_bytes,
+            parsed: keep.then_some(response),
+        })
+    }
 }
 
 /// Whether an answer is worth caching: it has choices and every one finished.

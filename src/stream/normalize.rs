@@ -84,7 +84,7 @@ pub(crate) fn integer_counts(usage: &mut Usage) {
 /// Whether JSON `text` may hold a number written with a fraction or an exponent: it has a
 /// `.`, or a digit followed by `e` or `E` (a word in a string may match too; that only costs
 /// a parse).
-fn may_hold_a_float(text: &str) -> bool {
+pub(crate) fn may_hold_a_float(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.contains(&b'.')
         || bytes

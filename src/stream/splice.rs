@@ -1,6 +1,7 @@
-//! The fast path of a stream: a chunk that is already in the contract's shape is relayed as
-//! the upstream wrote it, with only the members normalization rewrites (`id`, `object`,
-//! `created`, `model`) written anew.
+//! The fast path of normalization: a chunk (here) or a whole answer ([`AnswerInShape`]) that
+//! is already in the contract's shape is relayed as the upstream wrote it, with only the
+//! members normalization rewrites (for a chunk `id`, `object`, `created`, `model`) written
+//! anew.
 //!
 //! [`InShape::scan`] reads an event once, copying nothing, and takes it only when the slow
 //! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
@@ -31,8 +32,6 @@ pub struct InShape {
     text: String,
     /// The top-level members passed on as written (`"key":value`), in the upstream's order.
     kept: Vec<Range<usize>>,
-    /// The `choices` array.
-    choices: Range<usize>,
     /// Each choice's index.
     indexes: Vec<u32>,
     /// Whether a choice has a `finish_reason`.
@@ -60,22 +59,14 @@ impl InShape {
     /// the members' extents follow from where their keys are, since the text is valid JSON.
     fn read(text: &str) -> Option<InShape> {
         let top: Top = serde_json::from_str(text).ok()?;
-        let mut kept = Vec::with_capacity(top.members.len());
-        let mut choices = None;
-        for (i, &(key, role)) in top.members.iter().enumerate() {
-            let next = match top.members.get(i + 1) {
-                Some((next, _)) => (offset(text, next)? - 1, b','),
-                None => (text.len(), b'}'),
-            };
-            let end = before(text, next.0, next.1)?;
-            match role {
-                Role::Kept => kept.push(offset(text, key)? - 1..end),
-                Role::Choices => {
-                    choices = Some(after(text, offset(text, key)? + key.len() + 1)?..end)
-                }
-                Role::Rewritten => {}
-            }
-        }
+        let keys: Vec<&str> = top.members.iter().map(|(key, _)| *key).collect();
+        let kept = top
+            .members
+            .iter()
+            .zip(members(text.as_bytes(), &keys)?)
+            .filter(|((_, kept), _)| *kept)
+            .map(|(_, member)| member)
+            .collect();
         let Choices {
             indexes,
             finished,
@@ -84,7 +75,6 @@ impl InShape {
         Some(InShape {
             text: String::new(),
             kept,
-            choices: choices?,
             indexes,
             finished,
             text_bytes,
@@ -96,18 +86,16 @@ impl InShape {
         &self.indexes
     }
 
-    /// The client's event: `prefix` (`data: {` and the rewritten members), the kept members,
-    /// the choices, and the end of the event.
+    /// The client's event: `prefix` (`data: {` and the rewritten members), the kept members
+    /// (the choices among them), and the end of the event.
     pub(crate) fn event(&self, prefix: &[u8]) -> Bytes {
         let kept: usize = self.kept.iter().map(|r| r.len() + 1).sum();
-        let mut out = Vec::with_capacity(prefix.len() + kept + self.choices.len() + 16);
+        let mut out = Vec::with_capacity(prefix.len() + kept + 3);
         out.extend_from_slice(prefix);
         for member in &self.kept {
             out.push(b',');
             out.extend_from_slice(&self.text.as_bytes()[member.clone()]);
         }
-        out.extend_from_slice(b",\"choices\":");
-        out.extend_from_slice(&self.text.as_bytes()[self.choices.clone()]);
         out.extend_from_slice(b"}\n\n");
         Bytes::from(out)
     }
@@ -120,50 +108,52 @@ impl InShape {
     }
 }
 
-/// Where `part`, a slice of `text`, starts in it.
-fn offset(text: &str, part: &str) -> Option<usize> {
-    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-    (start + part.len() <= text.len()).then_some(start)
+/// Where each member of the JSON object `text` is, from its key's opening quote to the end of
+/// its value, given its keys in order, each borrowed from `text` (so without escapes). Since
+/// the text is valid JSON, only a `,` (or the closing `}`) and whitespace follow a value.
+pub(super) fn members(text: &[u8], keys: &[&str]) -> Option<Vec<Range<usize>>> {
+    let starts = keys
+        .iter()
+        .map(|key| offset(text, key.as_bytes())?.checked_sub(1))
+        .collect::<Option<Vec<usize>>>()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, &start) in starts.iter().enumerate() {
+        let end = match starts.get(i + 1) {
+            Some(&next) => before(text, next, b',')?,
+            None => before(text, text.len(), b'}')?,
+        };
+        (start < end).then_some(())?;
+        out.push(start..end);
+    }
+    Some(out)
 }
 
-/// Where the value ends whose member is followed, at `at`, by `separator` (`,` or `}`),
-/// with only whitespace between.
-fn before(text: &str, at: usize, separator: u8) -> Option<usize> {
-    let bytes = text.as_bytes().get(..at)?;
-    let end = bytes.trim_ascii_end();
+/// Where `part`, a slice of `text`, starts in it.
+fn offset(text: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= text.len()).then_some(start)
+}
+
+/// Where the value ends that is followed, at `at`, by `separator` with only whitespace
+/// around it.
+fn before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
+    let end = text.get(..at)?.trim_ascii_end();
     (end.last() == Some(&separator)).then(|| end[..end.len() - 1].trim_ascii_end().len())
 }
 
-/// Where the value starts whose key ends at `at` (after its closing quote).
-fn after(text: &str, at: usize) -> Option<usize> {
-    let rest = text.as_bytes().get(at..)?.trim_ascii_start();
-    let value = rest.strip_prefix(b":")?.trim_ascii_start();
-    Some(text.len() - value.len())
-}
-
 /// The most members a chunk may have on the fast path.
-const MAX_MEMBERS: usize = 24;
+pub(super) const MAX_MEMBERS: usize = 24;
 
-/// What becomes of a top-level member.
-#[derive(Clone, Copy)]
-enum Role {
-    /// Passed on as written.
-    Kept,
-    /// Written anew by the normalizer (`id`, `object`, `created`, `model`), or dropped
-    /// (`usage: null`).
-    Rewritten,
-    /// The `choices`.
-    Choices,
-}
-
-/// The top level of a chunk in shape: its members' keys in order, and its choices.
+/// The top level of a chunk in shape: its members' keys in order, each with whether it is
+/// passed on as written (the others are written anew by the normalizer, or dropped, like
+/// `usage: null`), and its choices.
 struct Top<'a> {
-    members: Vec<(&'a str, Role)>,
+    members: Vec<(&'a str, bool)>,
     choices: Option<Choices>,
 }
 
 /// Why a chunk is not in shape (the caller only sees that it is not).
-fn not_in_shape<E: de::Error>() -> E {
+pub(super) fn not_in_shape<E: de::Error>() -> E {
     E::custom("not in shape")
 }
 
@@ -183,39 +173,39 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-        let mut members: Vec<(&'de str, Role)> = Vec::with_capacity(8);
+        let mut members: Vec<(&'de str, bool)> = Vec::with_capacity(8);
         let mut choices = None;
         // Keys with escapes are not borrowed, so they are refused here.
         while let Some(key) = map.next_key::<&'de str>()? {
             if members.len() == MAX_MEMBERS || members.iter().any(|(k, _)| *k == key) {
                 return Err(not_in_shape());
             }
-            let role = match key {
+            let kept = match key {
                 "id" | "object" | "model" => {
                     map.next_value::<Option<Text>>()?;
-                    Role::Rewritten
+                    false
                 }
                 "created" => {
                     map.next_value::<Option<Timestamp>>()?;
-                    Role::Rewritten
+                    false
                 }
                 "usage" => {
                     if map.next_value::<Option<IgnoredAny>>()?.is_some() {
                         return Err(not_in_shape());
                     }
-                    Role::Rewritten
+                    false
                 }
                 "choices" => {
                     choices = Some(map.next_value::<Choices>()?);
-                    Role::Choices
+                    true
                 }
                 "error" => return Err(not_in_shape()),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
-                    Role::Kept
+                    true
                 }
             };
-            members.push((key, role));
+            members.push((key, kept));
         }
         Ok(Top { members, choices })
     }
@@ -247,7 +237,7 @@ impl<'de> Deserialize<'de> for Choices {
                         return Err(not_in_shape());
                     }
                     out.indexes.push(choice.index);
-                    out.finished |= choice.finish_reason.is_some;
+                    out.finished |= choice.finish_reason.len.is_some();
                     out.text_bytes += choice.delta.content.len as u64;
                 }
                 if out.indexes.is_empty() {
@@ -265,7 +255,7 @@ impl<'de> Deserialize<'de> for Choices {
 struct ChoiceView {
     index: u32,
     delta: DeltaView,
-    finish_reason: FinishReason,
+    finish_reason: Nullable,
     #[allow(
         dead_code,
         reason = "required to be present; its value passes as written"
@@ -295,8 +285,8 @@ struct DeltaView {
 
 /// A string member's unescaped length (0 when absent).
 #[derive(Default)]
-struct Text {
-    len: usize,
+pub(super) struct Text {
+    pub(super) len: usize,
 }
 
 impl<'de> Deserialize<'de> for Text {
@@ -317,7 +307,7 @@ impl<'de> Deserialize<'de> for Text {
 
 /// A member the fast path does not take whatever its value.
 #[derive(Default)]
-struct Refused;
+pub(super) struct Refused;
 
 impl<'de> Deserialize<'de> for Refused {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
@@ -325,31 +315,34 @@ impl<'de> Deserialize<'de> for Refused {
     }
 }
 
-/// A `finish_reason` that must be present: a string or `null`.
-struct FinishReason {
-    is_some: bool,
+/// A member that must be present and be a string or `null`: the string's unescaped length.
+pub(super) struct Nullable {
+    pub(super) len: Option<usize>,
 }
 
-impl<'de> Deserialize<'de> for FinishReason {
+impl<'de> Deserialize<'de> for Nullable {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FinishVisitor;
-        impl Visitor<'_> for FinishVisitor {
-            type Value = FinishReason;
+        struct NullableVisitor;
+        impl Visitor<'_> for NullableVisitor {
+            type Value = Nullable;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string or null")
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<FinishReason, E> {
-                Ok(FinishReason { is_some: true })
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Nullable, E> {
+                Ok(Nullable { len: Some(v.len()) })
             }
-            fn visit_unit<E: de::Error>(self) -> Result<FinishReason, E> {
-                Ok(FinishReason { is_some: false })
+            fn visit_unit<E: de::Error>(self) -> Result<Nullable, E> {
+                Ok(Nullable { len: None })
             }
         }
         // `deserialize_any`, not `deserialize_option`: a missing member is then an error
         // rather than `null`.
-        deserializer.deserialize_any(FinishVisitor)
+        deserializer.deserialize_any(NullableVisitor)
     }
 }
 
+mod answer;
 #[cfg(test)]
 mod tests;
+
+pub use answer::AnswerInShape;

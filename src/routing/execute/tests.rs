@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::config::{ModelConfig, ProviderConfig, ProviderKind, RetryConfig, ServerConfig, Target};
-use crate::providers::{CallCx, ChunkStream, Prepared, Provider, ProviderHandle, Registry};
+use crate::providers::{Answer, CallCx, ChunkStream, Prepared, Provider, ProviderHandle, Registry};
 use crate::routing::Router;
 use crate::schema::{ChatRequest, ChatResponse};
 
@@ -121,16 +121,17 @@ impl Provider for Scripted {
         _: &ChatRequest,
         _: &Prepared,
         _: &CallCx,
-    ) -> Result<ChatResponse, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         self.calls.lock().unwrap().push(Instant::now());
         let step = self.next_step();
         let mut guard = CancelGuard(&self.cancelled, false);
         tokio::time::sleep(step.delay).await;
         guard.1 = true;
         let text = step.result?;
-        Ok(serde_json::from_value(json!({"choices": [{"index": 0,
+        let response: ChatResponse = serde_json::from_value(json!({"choices": [{"index": 0,
             "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}))
-        .unwrap())
+        .unwrap();
+        Ok(response.into())
     }
 
     async fn chat_stream(
@@ -234,7 +235,8 @@ async fn run_plan(
                 .provider
                 .adapter
                 .chat(request, &prepared, &cx)
-                .await?)
+                .await?
+                .into_parsed()?)
         }
     })
     .await;
