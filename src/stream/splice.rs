@@ -5,13 +5,14 @@
 //!
 //! [`InShape::scan`] reads an event once, copying nothing, and takes it only when the slow
 //! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
-//! `usage` and no `error`, no member named twice, and every choice has an integer `index`, a
-//! `finish_reason` (string or `null`), a `logprobs`, and a `delta` whose known members are
-//! strings and that makes no tool or function call. The normalizer then decides with the
-//! stream's state ([`super::normalize::ChunkNormalizer::splice`]): the stream's `id` and
-//! `created` are known and every choice already had its role. Anything else takes the slow
-//! path, so the fast path changes the bytes, never the JSON a client reads (a property test
-//! checks both paths against each other).
+//! `usage` and no `error`, no member named twice, and every choice has an integer `index`
+//! and a `delta` whose known members are strings and that makes no tool or function call. A
+//! choice without `finish_reason` or `logprobs` gets them as `null` (as the slow path writes
+//! them), which costs the chunk a second read. The normalizer then decides with the stream's
+//! state ([`super::normalize::ChunkNormalizer::splice`]): the stream's `id` and `created` are
+//! known and every choice already had its role. Anything else takes the slow path, so the fast
+//! path changes the bytes, never the JSON a client reads (a property test and the
+//! `upstream_stream` fuzz target check both paths against each other).
 
 use std::fmt;
 use std::ops::Range;
@@ -47,38 +48,43 @@ impl InShape {
             return Err(event);
         }
         match Self::read(&event.data) {
-            Some(found) => Ok(InShape {
+            Some(Read::InShape(found)) => Ok(InShape {
                 text: event.data,
                 ..found
             }),
+            Some(Read::Completed(text)) => match Self::read(&text) {
+                Some(Read::InShape(found)) => Ok(InShape { text, ..found }),
+                _ => Err(event),
+            },
             None => Err(event),
         }
     }
 
-    /// Everything but the text, or `None` when the chunk is not in shape. One pass reads it;
-    /// the members' extents follow from where their keys are, since the text is valid JSON.
-    fn read(text: &str) -> Option<InShape> {
+    /// What the text is, or `None` when the chunk is not in shape. One pass reads it; the
+    /// members' extents follow from where their keys are, since the text is valid JSON.
+    fn read(text: &str) -> Option<Read> {
         let top: Top = serde_json::from_str(text).ok()?;
         let keys: Vec<&str> = top.members.iter().map(|(key, _)| *key).collect();
+        let members = members(text.as_bytes(), &keys)?;
+        let choices = top.choices?;
+        if choices.incomplete {
+            let at = keys.iter().position(|key| *key == "choices")?;
+            return completed(text, members[at].clone()).map(Read::Completed);
+        }
         let kept = top
             .members
             .iter()
-            .zip(members(text.as_bytes(), &keys)?)
+            .zip(members)
             .filter(|((_, kept), _)| *kept)
             .map(|(_, member)| member)
             .collect();
-        let Choices {
-            indexes,
-            finished,
-            text_bytes,
-        } = top.choices?;
-        Some(InShape {
+        Some(Read::InShape(InShape {
             text: String::new(),
             kept,
-            indexes,
-            finished,
-            text_bytes,
-        })
+            indexes: choices.indexes,
+            finished: choices.finished,
+            text_bytes: choices.text_bytes,
+        }))
     }
 
     /// Each choice's index.
@@ -126,6 +132,52 @@ pub(super) fn members(text: &[u8], keys: &[&str]) -> Option<Vec<Range<usize>>> {
         out.push(start..end);
     }
     Some(out)
+}
+
+/// What reading a chunk found.
+enum Read {
+    /// It is in shape (all but its text).
+    InShape(InShape),
+    /// It is in shape once its choices have the members the slow path adds: here is that text.
+    Completed(String),
+}
+
+/// `text` with `"finish_reason":null` and `"logprobs":null` added to the choices that lack
+/// them (the slow path writes both always; OpenAI sends both, some servers leave them out).
+/// `member` is where the `choices` member is.
+fn completed(text: &str, member: Range<usize>) -> Option<String> {
+    // The key is `"choices"`, borrowed, so exactly 9 bytes.
+    let start = after(text.as_bytes(), member.start + 9)?;
+    let choices: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(text.get(start..member.end)?).ok()?;
+    let mut out = String::with_capacity(text.len() + 40 * choices.len());
+    out.push_str(text.get(..start)?);
+    out.push('[');
+    for (i, choice) in choices.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let view: ChoiceView = serde_json::from_str(choice.get()).ok()?;
+        // A choice has `index` and `delta`, so a member always comes before the `}`.
+        out.push_str(choice.get().strip_suffix('}')?);
+        if view.finish_reason.is_none() {
+            out.push_str(",\"finish_reason\":null");
+        }
+        if !view.logprobs {
+            out.push_str(",\"logprobs\":null");
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out.push_str(text.get(member.end..)?);
+    Some(out)
+}
+
+/// Where the value starts whose key ends at `at` (after its closing quote).
+fn after(text: &[u8], at: usize) -> Option<usize> {
+    let rest = text.get(at..)?.trim_ascii_start();
+    let value = rest.strip_prefix(b":")?.trim_ascii_start();
+    Some(text.len() - value.len())
 }
 
 /// Where `part`, a slice of `text`, starts in it.
@@ -216,6 +268,8 @@ struct Choices {
     indexes: Vec<u32>,
     finished: bool,
     text_bytes: u64,
+    /// Whether a choice lacks `finish_reason` or `logprobs`.
+    incomplete: bool,
 }
 
 impl<'de> Deserialize<'de> for Choices {
@@ -231,13 +285,16 @@ impl<'de> Deserialize<'de> for Choices {
                     indexes: Vec::with_capacity(1),
                     finished: false,
                     text_bytes: 0,
+                    incomplete: false,
                 };
                 while let Some(choice) = seq.next_element::<ChoiceView>()? {
                     if out.indexes.len() == MAX_CHOICES as usize {
                         return Err(not_in_shape());
                     }
                     out.indexes.push(choice.index);
-                    out.finished |= choice.finish_reason.len.is_some();
+                    let finish = choice.finish_reason.as_ref().and_then(|f| f.len);
+                    out.finished |= finish.is_some();
+                    out.incomplete |= choice.finish_reason.is_none() || !choice.logprobs;
                     out.text_bytes += choice.delta.content.len as u64;
                 }
                 if out.indexes.is_empty() {
@@ -255,12 +312,22 @@ impl<'de> Deserialize<'de> for Choices {
 struct ChoiceView {
     index: u32,
     delta: DeltaView,
-    finish_reason: Nullable,
-    #[allow(
-        dead_code,
-        reason = "required to be present; its value passes as written"
-    )]
-    logprobs: IgnoredAny,
+    /// `None` when it is not there (then it is added).
+    #[serde(default, deserialize_with = "present")]
+    finish_reason: Option<Nullable>,
+    /// Whether it is there (it is added otherwise); its value passes as written.
+    #[serde(default, deserialize_with = "seen")]
+    logprobs: bool,
+}
+
+/// A member that is there, as a string or `null`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Nullable>, D::Error> {
+    Nullable::deserialize(deserializer).map(Some)
+}
+
+/// A member that is there, whatever its value.
+fn seen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// A delta, as far as the fast path reads it: its known members must be strings (a `null`

@@ -101,8 +101,6 @@ fn chunks_the_slow_path_would_change_are_not_in_shape() {
         r#"{"choices":[{"index":0,"delta":{"function_call":{"name":"f"}},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"delta":{"content":null},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"delta":{"role":null},"logprobs":null,"finish_reason":null}]}"#,
-        r#"{"choices":[{"index":0,"delta":{},"finish_reason":null}]}"#,
-        r#"{"choices":[{"index":0,"delta":{},"logprobs":null}]}"#,
         r#"{"choices":[{"delta":{},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"logprobs":null,"finish_reason":null}]}"#,
         // Numbers written as floats become integers.
@@ -129,6 +127,26 @@ fn chunks_the_slow_path_would_change_are_not_in_shape() {
         data: TYPICAL.to_owned(),
     };
     assert!(InShape::scan(named).is_err());
+}
+
+#[test]
+fn a_missing_finish_reason_or_logprobs_is_added_as_null() {
+    let normalizer = primed(2);
+    for text in [
+        r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}, {"index":1,"delta":{},"logprobs":{"content":[]}}]}"#,
+        r#"{"choices" : [ {"index":0,"delta":{},"logprobs":null,"x":1 } ] , "z": 2}"#,
+    ] {
+        let out = fast(&normalizer, text).unwrap_or_else(|| panic!("fast path for {text}"));
+        assert_eq!(Some(out.clone()), slow(&normalizer, text), "{text}");
+        for choice in out["choices"].as_array().unwrap() {
+            assert!(choice.get("finish_reason").is_some() && choice.get("logprobs").is_some());
+        }
+    }
+    let chunk =
+        scan(r#"{"choices":[{"index":0,"delta":{"content":"ab"},"finish_reason":"stop"}]}"#);
+    let chunk = chunk.unwrap();
+    assert_eq!((chunk.text_bytes, chunk.finished), (2, true));
 }
 
 #[test]
