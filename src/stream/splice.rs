@@ -8,7 +8,7 @@
 //! `usage` and no `error`, no member named twice, and every choice has an integer `index`
 //! and a `delta` whose known members are strings and that makes no tool or function call. A
 //! choice without `finish_reason` or `logprobs` gets them as `null` (as the slow path writes
-//! them), which costs the chunk a second read. The normalizer then decides with the stream's
+//! them), which costs a second read of the choices. The normalizer then decides with the stream's
 //! state ([`super::normalize::ChunkNormalizer::splice`]): the stream's `id` and `created` are
 //! known and every choice already had its role. Anything else takes the slow path, so the fast
 //! path changes the bytes, never the JSON a client reads (a property test and the
@@ -30,7 +30,11 @@ use crate::schema::de::Timestamp;
 /// An upstream chunk in the contract's shape, still as the upstream's JSON text.
 #[derive(Debug)]
 pub struct InShape {
+    /// The upstream's JSON text, then (when the choices were completed) the completed
+    /// `choices` member.
     text: String,
+    /// Where the upstream's JSON text ends.
+    json_end: usize,
     /// The top-level members passed on as written (`"key":value`), in the upstream's order.
     kept: Vec<Range<usize>>,
     /// Each choice's index.
@@ -47,44 +51,57 @@ impl InShape {
         if event.event.is_some() {
             return Err(event);
         }
-        match Self::read(&event.data) {
-            Some(Read::InShape(found)) => Ok(InShape {
-                text: event.data,
-                ..found
-            }),
-            Some(Read::Completed(text)) => match Self::read(&text) {
-                Some(Read::InShape(found)) => Ok(InShape { text, ..found }),
-                _ => Err(event),
-            },
-            None => Err(event),
+        let Some((found, completed)) = Self::read(&event.data) else {
+            return Err(event);
+        };
+        let mut text = event.data;
+        let json_end = text.len();
+        let mut kept = found.kept;
+        if let Some((at, choices)) = completed {
+            // The completed choices go after the text, and are passed on from there.
+            let start = text.len();
+            text.push_str(&choices);
+            kept[at] = start..text.len();
         }
+        Ok(InShape {
+            text,
+            json_end,
+            kept,
+            ..found
+        })
     }
 
-    /// What the text is, or `None` when the chunk is not in shape. One pass reads it; the
-    /// members' extents follow from where their keys are, since the text is valid JSON.
-    fn read(text: &str) -> Option<Read> {
+    /// All but the text, or `None` when the chunk is not in shape; with, when a choice lacks
+    /// `finish_reason` or `logprobs`, the `choices` member to pass on instead (and where it
+    /// is in `kept`). One pass reads the chunk; the members' extents follow from where their
+    /// keys are, since the text is valid JSON.
+    fn read(text: &str) -> Option<(InShape, Option<(usize, String)>)> {
         let top: Top = serde_json::from_str(text).ok()?;
         let keys: Vec<&str> = top.members.iter().map(|(key, _)| *key).collect();
-        let members = members(text.as_bytes(), &keys)?;
-        let choices = top.choices?;
-        if choices.incomplete {
-            let at = keys.iter().position(|key| *key == "choices")?;
-            return completed(text, members[at].clone()).map(Read::Completed);
-        }
-        let kept = top
+        let kept: Vec<Range<usize>> = top
             .members
             .iter()
-            .zip(members)
+            .zip(members(text.as_bytes(), &keys)?)
             .filter(|((_, kept), _)| *kept)
             .map(|(_, member)| member)
             .collect();
-        Some(Read::InShape(InShape {
+        let choices = top.choices?;
+        let completed = if choices.incomplete {
+            let kept_keys = top.members.iter().filter(|(_, kept)| *kept);
+            let at = kept_keys.clone().position(|(key, _)| *key == "choices")?;
+            Some((at, completed(text, kept[at].clone())?))
+        } else {
+            None
+        };
+        let found = InShape {
             text: String::new(),
+            json_end: 0,
             kept,
             indexes: choices.indexes,
             finished: choices.finished,
             text_bytes: choices.text_bytes,
-        }))
+        };
+        Some((found, completed))
     }
 
     /// Each choice's index.
@@ -108,7 +125,7 @@ impl InShape {
 
     /// The chunk parsed, for the slow path.
     pub fn parse(&self) -> Result<ChatChunk, ProviderError> {
-        serde_json::from_str(&self.text).map_err(|e| {
+        serde_json::from_str(&self.text[..self.json_end]).map_err(|e| {
             ProviderError::Decode(format!("an event is not a chat completion chunk ({e})"))
         })
     }
@@ -134,25 +151,16 @@ pub(super) fn members(text: &[u8], keys: &[&str]) -> Option<Vec<Range<usize>>> {
     Some(out)
 }
 
-/// What reading a chunk found.
-enum Read {
-    /// It is in shape (all but its text).
-    InShape(InShape),
-    /// It is in shape once its choices have the members the slow path adds: here is that text.
-    Completed(String),
-}
-
-/// `text` with `"finish_reason":null` and `"logprobs":null` added to the choices that lack
-/// them (the slow path writes both always; OpenAI sends both, some servers leave them out).
-/// `member` is where the `choices` member is.
+/// The `choices` member at `member` in `text`, with `"finish_reason":null` and
+/// `"logprobs":null` added to the choices that lack them (the slow path writes both always;
+/// OpenAI sends both, some servers leave them out).
 fn completed(text: &str, member: Range<usize>) -> Option<String> {
     // The key is `"choices"`, borrowed, so exactly 9 bytes.
     let start = after(text.as_bytes(), member.start + 9)?;
     let choices: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(text.get(start..member.end)?).ok()?;
-    let mut out = String::with_capacity(text.len() + 40 * choices.len());
-    out.push_str(text.get(..start)?);
-    out.push('[');
+    let mut out = String::with_capacity(member.len() + 40 * choices.len());
+    out.push_str("\"choices\":[");
     for (i, choice) in choices.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -169,7 +177,6 @@ fn completed(text: &str, member: Range<usize>) -> Option<String> {
         out.push('}');
     }
     out.push(']');
-    out.push_str(text.get(member.end..)?);
     Some(out)
 }
 
