@@ -201,7 +201,7 @@ fn before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
 }
 
 /// The most members a chunk may have on the fast path.
-pub(super) const MAX_MEMBERS: usize = 24;
+const MAX_MEMBERS: usize = 24;
 
 /// The top level of a chunk in shape: its members' keys in order, each with whether it is
 /// passed on as written (the others are written anew by the normalizer, or dropped, like
@@ -209,6 +209,21 @@ pub(super) const MAX_MEMBERS: usize = 24;
 struct Top<'a> {
     members: Vec<(&'a str, bool)>,
     choices: Option<Choices>,
+}
+
+/// The next key of an object in shape: borrowed (a key with escapes is refused), not one of
+/// the keys `seen` so far, and not over [`MAX_MEMBERS`].
+pub(super) fn next_key<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    mut seen: impl ExactSizeIterator<Item = &'de str>,
+) -> Result<Option<&'de str>, A::Error> {
+    let Some(key) = map.next_key::<&'de str>()? else {
+        return Ok(None);
+    };
+    if seen.len() >= MAX_MEMBERS || seen.any(|k| k == key) {
+        return Err(not_in_shape());
+    }
+    Ok(Some(key))
 }
 
 /// Why a chunk is not in shape (the caller only sees that it is not).
@@ -234,11 +249,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
         let mut members: Vec<(&'de str, bool)> = Vec::with_capacity(8);
         let mut choices = None;
-        // Keys with escapes are not borrowed, so they are refused here.
-        while let Some(key) = map.next_key::<&'de str>()? {
-            if members.len() == MAX_MEMBERS || members.iter().any(|(k, _)| *k == key) {
-                return Err(not_in_shape());
-            }
+        while let Some(key) = next_key(&mut map, members.iter().map(|(k, _)| *k))? {
             let kept = match key {
                 "id" | "object" | "model" => {
                     map.next_value::<Option<Text>>()?;

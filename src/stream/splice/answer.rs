@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{MAX_MEMBERS, Nullable, Refused, Text, members, not_in_shape};
+use super::{Nullable, Refused, Text, members, next_key, not_in_shape};
 use crate::error::ProviderError;
 use crate::schema::de::Timestamp;
 use crate::schema::{ChatResponse, Usage};
@@ -137,11 +137,7 @@ impl<'de> Visitor<'de> for TopVisitor {
             ..Top::default()
         };
         let mut has_id = false;
-        // Keys with escapes are not borrowed, so they are refused here.
-        while let Some(key) = map.next_key::<&'de str>()? {
-            if top.members.len() == MAX_MEMBERS || top.members.iter().any(|(k, _)| *k == key) {
-                return Err(not_in_shape());
-            }
+        while let Some(key) = next_key(&mut map, top.members.iter().map(|(k, _)| *k))? {
             let kept = match key {
                 "id" => {
                     // An empty id would be replaced.
@@ -262,10 +258,7 @@ impl<'de> Deserialize<'de> for UsageView {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageView, A::Error> {
                 let mut keys: Vec<&'de str> = Vec::with_capacity(6);
                 let mut counts = [None; 3];
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    if keys.len() == MAX_MEMBERS || keys.contains(&key) {
-                        return Err(not_in_shape());
-                    }
+                while let Some(key) = next_key(&mut map, keys.iter().copied())? {
                     keys.push(key);
                     let count = match key {
                         "prompt_tokens" => &mut counts[0],
