@@ -77,14 +77,7 @@ impl InShape {
     /// keys are, since the text is valid JSON.
     fn read(text: &str) -> Option<(InShape, Option<(usize, String)>)> {
         let top: Top = serde_json::from_str(text).ok()?;
-        let keys: Vec<&str> = top.members.iter().map(|(key, _)| *key).collect();
-        let kept: Vec<Range<usize>> = top
-            .members
-            .iter()
-            .zip(members(text.as_bytes(), &keys)?)
-            .filter(|((_, kept), _)| *kept)
-            .map(|(_, member)| member)
-            .collect();
+        let kept = kept_members(text.as_bytes(), &top.members)?;
         let choices = top.choices?;
         let completed = if choices.incomplete {
             let kept_keys = top.members.iter().filter(|(_, kept)| *kept);
@@ -131,22 +124,24 @@ impl InShape {
     }
 }
 
-/// Where each member of the JSON object `text` is, from its key's opening quote to the end of
-/// its value, given its keys in order, each borrowed from `text` (so without escapes). Since
-/// the text is valid JSON, only a `,` (or the closing `}`) and whitespace follow a value.
-pub(super) fn members(text: &[u8], keys: &[&str]) -> Option<Vec<Range<usize>>> {
-    let starts = keys
-        .iter()
-        .map(|key| offset(text, key.as_bytes())?.checked_sub(1))
-        .collect::<Option<Vec<usize>>>()?;
-    let mut out = Vec::with_capacity(keys.len());
-    for (i, &start) in starts.iter().enumerate() {
-        let end = match starts.get(i + 1) {
-            Some(&next) => before(text, next, b',')?,
+/// Where the kept members of the JSON object `text` are, each from its key's opening quote to
+/// the end of its value. `members` are all its keys in order, each borrowed from `text` (so
+/// without escapes), with whether it is kept. Since the text is valid JSON, only a `,` (or
+/// the closing `}`) and whitespace follow a value.
+pub(super) fn kept_members(text: &[u8], members: &[(&str, bool)]) -> Option<Vec<Range<usize>>> {
+    let start = |key: &str| offset(text, key.as_bytes())?.checked_sub(1);
+    let mut out = Vec::with_capacity(members.len());
+    for (i, &(key, kept)) in members.iter().enumerate() {
+        if !kept {
+            continue;
+        }
+        let begin = start(key)?;
+        let end = match members.get(i + 1) {
+            Some(&(next, _)) => before(text, start(next)?, b',')?,
             None => before(text, text.len(), b'}')?,
         };
-        (start < end).then_some(())?;
-        out.push(start..end);
+        (begin < end).then_some(())?;
+        out.push(begin..end);
     }
     Some(out)
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Nullable, Refused, Text, members, next_key, not_in_shape};
+use super::{Nullable, Refused, Text, kept_members, next_key, not_in_shape};
 use crate::error::ProviderError;
 use crate::schema::de::Timestamp;
 use crate::schema::{ChatResponse, Usage};
@@ -54,14 +54,7 @@ impl AnswerInShape {
         // Ignored members are not checked for UTF-8 by the parser, and they are passed on.
         let text = std::str::from_utf8(body).ok()?;
         let top: Top = serde_json::from_str(text).ok()?;
-        let keys: Vec<&str> = top.members.iter().map(|(key, _)| *key).collect();
-        let kept = top
-            .members
-            .iter()
-            .zip(members(body, &keys)?)
-            .filter(|((_, kept), _)| *kept)
-            .map(|(_, member)| member)
-            .collect();
+        let kept = kept_members(body, &top.members)?;
         let choices = top.choices?;
         Some(AnswerInShape {
             body: Vec::new(),
