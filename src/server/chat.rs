@@ -502,16 +502,16 @@ struct Normalized {
 impl Normalized {
     /// Normalizes `answer` for `request`, through the fast path when the answer is in shape
     /// and need not be kept parsed (`keep`).
-    fn from(answer: Answer, request: &ChatRequest, keep: bool) -> Result<Self, ProviderError> {
+    fn from(mut answer: Answer, request: &ChatRequest, keep: bool) -> Result<Self, ProviderError> {
         let choices = choice_count(request);
-        if let Answer::InShape(fast) = &answer
+        if let Answer::InShape(fast) = &mut answer
             && !keep
             && let Some(body) = fast.client_body(&request.model, choices)
         {
             return Ok(Normalized {
                 body,
-                upstream_model: fast.model.clone(),
-                usage: fast.usage.clone(),
+                upstream_model: std::mem::take(&mut fast.model),
+                usage: fast.usage.take(),
                 text_bytes: fast.text_bytes,
                 parsed: None,
             });

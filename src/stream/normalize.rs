@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::splice::InShape;
+use super::splice::{InShape, write_created_and_model};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 
@@ -98,10 +98,8 @@ fn event_prefix(id: &str, created: i64, model: &str) -> Vec<u8> {
     out.extend_from_slice(b"data: {\"id\":");
     // Writing a string into a Vec cannot fail.
     serde_json::to_writer(&mut out, id).unwrap_or_default();
-    out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-    out.extend_from_slice(created.to_string().as_bytes());
-    out.extend_from_slice(b",\"model\":");
-    serde_json::to_writer(&mut out, model).unwrap_or_default();
+    out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",");
+    write_created_and_model(&mut out, created, model);
     out
 }
 

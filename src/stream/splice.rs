@@ -15,6 +15,7 @@
 //! `upstream_stream` fuzz target check both paths against each other).
 
 use std::fmt;
+use std::io::Write;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -51,50 +52,77 @@ impl InShape {
         if event.event.is_some() {
             return Err(event);
         }
-        let Some((found, completed)) = Self::read(&event.data) else {
+        let Some((kept, choices)) = Self::read(&event.data) else {
             return Err(event);
         };
-        let mut text = event.data;
+        let text = event.data;
         let json_end = text.len();
-        let mut kept = found.kept;
-        if let Some((at, choices)) = completed {
-            // The completed choices go after the text, and are passed on from there.
-            let start = text.len();
-            text.push_str(&choices);
-            kept[at] = start..text.len();
-        }
-        Ok(InShape {
+        let mut found = InShape {
             text,
             json_end,
             kept,
-            ..found
-        })
-    }
-
-    /// All but the text, or `None` when the chunk is not in shape; with, when a choice lacks
-    /// `finish_reason` or `logprobs`, the `choices` member to pass on instead (and where it
-    /// is in `kept`). One pass reads the chunk; the members' extents follow from where their
-    /// keys are, since the text is valid JSON.
-    fn read(text: &str) -> Option<(InShape, Option<(usize, String)>)> {
-        let top: Top = serde_json::from_str(text).ok()?;
-        let kept = kept_members(text.as_bytes(), &top.members)?;
-        let choices = top.choices?;
-        let completed = if choices.incomplete {
-            let kept_keys = top.members.iter().filter(|(_, kept)| *kept);
-            let at = kept_keys.clone().position(|(key, _)| *key == "choices")?;
-            Some((at, completed(text, kept[at].clone())?))
-        } else {
-            None
-        };
-        let found = InShape {
-            text: String::new(),
-            json_end: 0,
-            kept,
-            indexes: choices.indexes,
+            indexes: choices.marks.iter().map(|mark| mark.index).collect(),
             finished: choices.finished,
             text_bytes: choices.text_bytes,
         };
-        Some((found, completed))
+        if choices.marks.iter().any(ChoiceMark::lacks_a_member)
+            && found.complete(&choices.marks).is_none()
+        {
+            return Err(found.into_event());
+        }
+        Ok(found)
+    }
+
+    /// The kept members and the choices, or `None` when the chunk is not in shape. One pass
+    /// reads the chunk; the members' extents follow from where their keys are, since the
+    /// text is valid JSON.
+    fn read(text: &str) -> Option<(Vec<Range<usize>>, Choices)> {
+        let top: Top = serde_json::from_str(text).ok()?;
+        Some((kept_members(text.as_bytes(), &top.members)?, top.choices?))
+    }
+
+    /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
+    /// slow path writes both always; OpenAI sends both, some servers leave them out). The
+    /// completed `choices` member goes after the upstream's text and is passed on from there.
+    fn complete(&mut self, marks: &[ChoiceMark]) -> Option<()> {
+        let at = self
+            .kept
+            .iter()
+            .position(|member| self.text[member.clone()].starts_with("\"choices\""))?;
+        let member = self.kept[at].clone();
+        // The key is `"choices"`, borrowed, so exactly 9 bytes.
+        let start = after(self.text.as_bytes(), member.start + 9)?;
+        let choices: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(self.text.get(start..member.end)?).ok()?;
+        (choices.len() == marks.len()).then_some(())?;
+        let mut out = String::with_capacity(member.len() + 40 * choices.len());
+        out.push_str("\"choices\":[");
+        for (i, (choice, mark)) in choices.iter().zip(marks).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // A choice has `index` and `delta`, so a member always comes before the `}`.
+            out.push_str(choice.get().strip_suffix('}')?);
+            if mark.lacks_finish_reason {
+                out.push_str(",\"finish_reason\":null");
+            }
+            if mark.lacks_logprobs {
+                out.push_str(",\"logprobs\":null");
+            }
+            out.push('}');
+        }
+        out.push(']');
+        let start = self.text.len();
+        self.text.push_str(&out);
+        self.kept[at] = start..self.text.len();
+        Some(())
+    }
+
+    /// The upstream's event, given back.
+    fn into_event(self) -> SseEvent {
+        let mut data = self.text;
+        data.truncate(self.json_end);
+        SseEvent { event: None, data }
     }
 
     /// Each choice's index.
@@ -124,6 +152,13 @@ impl InShape {
     }
 }
 
+/// Writes `"created":N,"model":"M"`, as the slow path's types write them.
+pub(crate) fn write_created_and_model(out: &mut Vec<u8>, created: i64, model: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "\"created\":{created},\"model\":");
+    serde_json::to_writer(out, model).unwrap_or_default();
+}
+
 /// Where the kept members of the JSON object `text` are, each from its key's opening quote to
 /// the end of its value. `members` are all its keys in order, each borrowed from `text` (so
 /// without escapes), with whether it is kept. Since the text is valid JSON, only a `,` (or
@@ -143,35 +178,6 @@ pub(super) fn kept_members(text: &[u8], members: &[(&str, bool)]) -> Option<Vec<
         (begin < end).then_some(())?;
         out.push(begin..end);
     }
-    Some(out)
-}
-
-/// The `choices` member at `member` in `text`, with `"finish_reason":null` and
-/// `"logprobs":null` added to the choices that lack them (the slow path writes both always;
-/// OpenAI sends both, some servers leave them out).
-fn completed(text: &str, member: Range<usize>) -> Option<String> {
-    // The key is `"choices"`, borrowed, so exactly 9 bytes.
-    let start = after(text.as_bytes(), member.start + 9)?;
-    let choices: Vec<&serde_json::value::RawValue> =
-        serde_json::from_str(text.get(start..member.end)?).ok()?;
-    let mut out = String::with_capacity(member.len() + 40 * choices.len());
-    out.push_str("\"choices\":[");
-    for (i, choice) in choices.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let view: ChoiceView = serde_json::from_str(choice.get()).ok()?;
-        // A choice has `index` and `delta`, so a member always comes before the `}`.
-        out.push_str(choice.get().strip_suffix('}')?);
-        if view.finish_reason.is_none() {
-            out.push_str(",\"finish_reason\":null");
-        }
-        if !view.logprobs {
-            out.push_str(",\"logprobs\":null");
-        }
-        out.push('}');
-    }
-    out.push(']');
     Some(out)
 }
 
@@ -195,7 +201,7 @@ fn before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
     (end.last() == Some(&separator)).then(|| end[..end.len() - 1].trim_ascii_end().len())
 }
 
-/// The most members a chunk may have on the fast path.
+/// The most members an object (a chunk, an answer, a usage) may have on the fast path.
 const MAX_MEMBERS: usize = 24;
 
 /// The top level of a chunk in shape: its members' keys in order, each with whether it is
@@ -221,7 +227,7 @@ pub(super) fn next_key<'de, A: MapAccess<'de>>(
     Ok(Some(key))
 }
 
-/// Why a chunk is not in shape (the caller only sees that it is not).
+/// Why an object is not in shape (the caller only sees that it is not).
 pub(super) fn not_in_shape<E: de::Error>() -> E {
     E::custom("not in shape")
 }
@@ -278,11 +284,22 @@ impl<'de> Visitor<'de> for TopVisitor {
 
 /// What the fast path reads of the `choices`: at least one, at most [`MAX_CHOICES`].
 struct Choices {
-    indexes: Vec<u32>,
+    marks: Vec<ChoiceMark>,
     finished: bool,
     text_bytes: u64,
-    /// Whether a choice lacks `finish_reason` or `logprobs`.
-    incomplete: bool,
+}
+
+/// One choice's index, and which members the slow path always writes it lacks.
+struct ChoiceMark {
+    index: u32,
+    lacks_finish_reason: bool,
+    lacks_logprobs: bool,
+}
+
+impl ChoiceMark {
+    fn lacks_a_member(&self) -> bool {
+        self.lacks_finish_reason || self.lacks_logprobs
+    }
 }
 
 impl<'de> Deserialize<'de> for Choices {
@@ -295,22 +312,24 @@ impl<'de> Deserialize<'de> for Choices {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
                 let mut out = Choices {
-                    indexes: Vec::with_capacity(1),
+                    marks: Vec::with_capacity(1),
                     finished: false,
                     text_bytes: 0,
-                    incomplete: false,
                 };
                 while let Some(choice) = seq.next_element::<ChoiceView>()? {
-                    if out.indexes.len() == MAX_CHOICES as usize {
+                    if out.marks.len() == MAX_CHOICES as usize {
                         return Err(not_in_shape());
                     }
-                    out.indexes.push(choice.index);
+                    out.marks.push(ChoiceMark {
+                        index: choice.index,
+                        lacks_finish_reason: choice.finish_reason.is_none(),
+                        lacks_logprobs: !choice.logprobs,
+                    });
                     let finish = choice.finish_reason.as_ref().and_then(|f| f.len);
                     out.finished |= finish.is_some();
-                    out.incomplete |= choice.finish_reason.is_none() || !choice.logprobs;
                     out.text_bytes += choice.delta.content.len as u64;
                 }
-                if out.indexes.is_empty() {
+                if out.marks.is_empty() {
                     return Err(not_in_shape());
                 }
                 Ok(out)

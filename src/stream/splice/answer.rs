@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{Nullable, Refused, Text, kept_members, next_key, not_in_shape};
+use super::{
+    Nullable, Refused, Text, kept_members, next_key, not_in_shape, write_created_and_model,
+};
 use crate::error::ProviderError;
 use crate::schema::de::Timestamp;
 use crate::schema::{ChatResponse, Usage};
@@ -76,12 +78,9 @@ impl AnswerInShape {
         }
         let kept: usize = self.kept.iter().map(|r| r.len() + 1).sum();
         let mut out = Vec::with_capacity(96 + client_model.len() + kept);
-        out.extend_from_slice(b"{\"object\":\"chat.completion\",\"created\":");
+        out.extend_from_slice(b"{\"object\":\"chat.completion\",");
         let created = self.created.unwrap_or_else(unix_now);
-        out.extend_from_slice(created.to_string().as_bytes());
-        out.extend_from_slice(b",\"model\":");
-        // Writing a string into a Vec cannot fail.
-        serde_json::to_writer(&mut out, client_model).unwrap_or_default();
+        write_created_and_model(&mut out, created, client_model);
         for member in &self.kept {
             out.push(b',');
             out.extend_from_slice(&self.body[member.clone()]);

@@ -150,6 +150,16 @@ fn a_missing_finish_reason_or_logprobs_is_added_as_null() {
 }
 
 #[test]
+fn more_choices_than_n_can_ask_for_take_the_slow_path() {
+    let choices = |count: usize| {
+        let choice = r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":null}"#;
+        format!(r#"{{"choices":[{}]}}"#, vec![choice; count].join(","))
+    };
+    assert!(scan(&choices(MAX_CHOICES as usize)).is_some());
+    assert!(scan(&choices(MAX_CHOICES as usize + 1)).is_none());
+}
+
+#[test]
 fn more_members_than_the_cap_take_the_slow_path() {
     let members: String = (0..MAX_MEMBERS)
         .map(|i| format!(r#""x{i}":{i},"#))
