@@ -150,6 +150,25 @@ fn a_missing_finish_reason_or_logprobs_is_added_as_null() {
 }
 
 #[test]
+fn a_number_beyond_f64_passes_as_written_on_both_paths() {
+    // Valid JSON that serde_json cannot hold as a `Value`: both paths keep it raw.
+    let text = TYPICAL.replace(r#""service_tier":"default""#, r#""service_tier":1e999"#);
+    let normalizer = primed(1);
+    let spliced = normalizer.splice(&scan(&text).unwrap()).unwrap();
+    let slow = normalizer
+        .clone()
+        .push(serde_json::from_str(&text).unwrap());
+    let slow = data_event(&slow.unwrap().unwrap());
+    for event in [&spliced, &slow] {
+        assert!(
+            std::str::from_utf8(event)
+                .unwrap()
+                .contains(r#""service_tier":1e999"#)
+        );
+    }
+}
+
+#[test]
 fn more_choices_than_n_can_ask_for_take_the_slow_path() {
     let choices = |count: usize| {
         let choice = r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":null}"#;
