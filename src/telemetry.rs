@@ -39,6 +39,9 @@ use crate::schema::Usage;
 pub const TARGET: &str = "llmgate::trace";
 
 /// How long one export may take, and how long shutdown waits for the last one.
+/// The W3C trace context header.
+const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
+
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tracer provider behind the spans. [`Telemetry::shutdown`] flushes what is buffered.
@@ -212,7 +215,7 @@ impl TraceParent {
     /// The trace of a request with `headers`.
     pub(crate) fn of_request(headers: &HeaderMap) -> Self {
         headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent)
             .unwrap_or_else(|| TraceParent {
@@ -229,7 +232,24 @@ impl TraceParent {
             self.trace_id
         };
         let span_id = fastrand::u64(1..);
-        format!("00-{trace_id:032x}-{span_id:016x}-{:02x}", self.flags)
+        let mut header = String::with_capacity(55);
+        header.push_str("00-");
+        push_hex(&mut header, trace_id, 32);
+        header.push('-');
+        push_hex(&mut header, u128::from(span_id), 16);
+        header.push('-');
+        push_hex(&mut header, u128::from(self.flags), 2);
+        header
+    }
+}
+
+/// Appends `value`'s lowest `digits` hex digits, zero-padded, to `out` (ids for headers,
+/// without `format!`'s machinery).
+pub(crate) fn push_hex(out: &mut String, value: u128, digits: u32) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..digits).rev() {
+        let nibble = (value >> (shift * 4)) & 0xf;
+        out.push(char::from(DIGITS[nibble as usize]));
     }
 }
 
@@ -351,7 +371,7 @@ pub(crate) fn add_trace_headers(trace: &TraceParent, headers: &mut HeaderMap) {
         }
     }
     if let Ok(value) = axum::http::HeaderValue::try_from(trace.child_header()) {
-        headers.insert("traceparent", value);
+        headers.insert(TRACEPARENT, value);
     }
 }
 
@@ -428,6 +448,20 @@ mod tests {
             parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn hex_is_zero_padded_lowercase() {
+        let hex = |value: u128, digits: u32| {
+            let mut out = String::new();
+            push_hex(&mut out, value, digits);
+            out
+        };
+        assert_eq!(hex(0xab, 4), "00ab");
+        assert_eq!(hex(0, 2), "00");
+        assert_eq!(hex(u128::MAX, 32), "f".repeat(32));
+        assert_eq!(hex(0x1234_5678_9abc_def0, 16), "123456789abcdef0");
+        assert_eq!(hex(0x1ff, 2), "ff");
     }
 
     #[test]

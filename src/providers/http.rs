@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
@@ -101,8 +101,27 @@ pub(crate) struct Upstream {
     client: Client,
     /// Parsed once, not on every request.
     endpoint: Uri,
+    /// `Host` for a plain-HTTP endpoint, built once (hyper-util formats it on every request);
+    /// over TLS hyper-util decides, as HTTP/2 sends `:authority` instead.
+    host: Option<HeaderValue>,
     origin: Arc<Origin>,
     limits: Limits,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The `Host` header hyper-util writes for an `http://` URI: the host, with the port unless
+/// it is 80.
+fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 impl Upstream {
@@ -112,10 +131,12 @@ impl Upstream {
         // The URL parser normalizes (an international host becomes ASCII, say); the
         // request's URI is that normal form.
         let url = url::Url::parse(&config.endpoint())?;
+        let endpoint = Uri::try_from(url.as_str())?;
         Ok(Upstream {
             client: Client::for_provider(config)?,
             origin: Arc::new(Origin::new(name, &url)),
-            endpoint: Uri::try_from(url.as_str())?,
+            host: plain_http_host(&endpoint),
+            endpoint,
             limits,
         })
     }
@@ -131,10 +152,14 @@ impl Upstream {
             .request(Method::POST, &self.endpoint, prepared.body.clone());
         let headers = request.headers_mut();
         if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
-            headers.insert("x-request-id", id);
+            headers.insert(X_REQUEST_ID, id);
         }
         for (name, value) in &prepared.headers {
             headers.insert(name, value.clone());
+        }
+        if let Some(host) = &self.host {
+            // A configured `Host` header stays.
+            headers.entry(header::HOST).or_insert_with(|| host.clone());
         }
         // `traceparent` of the attempt span this call runs in.
         telemetry::add_trace_headers(&cx.trace, headers);
@@ -549,6 +574,15 @@ mod tests {
             } => (status, message, code),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_host_header_is_built_once_for_plain_http() {
+        let host = |uri: &str| plain_http_host(&uri.parse().unwrap());
+        assert_eq!(host("http://127.0.0.1:9100/v1").unwrap(), "127.0.0.1:9100");
+        assert_eq!(host("http://example.com/v1").unwrap(), "example.com");
+        assert_eq!(host("http://[::1]:8000/v1").unwrap(), "[::1]:8000");
+        assert_eq!(host("https://api.openai.com/v1"), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -23,9 +24,6 @@ use crate::observe::record::Observed;
 pub(crate) struct Caller(Option<usize>);
 
 impl Caller {
-    /// A caller when no keys are configured.
-    pub(crate) const NONE: Caller = Caller(None);
-
     /// The caller's key, if keys are configured.
     pub(crate) fn key<'a>(&self, live: &'a Live) -> Option<&'a GatewayKey> {
         let index = self.0?;
@@ -46,38 +44,43 @@ impl Caller {
     }
 }
 
-/// Rejects requests without a valid gateway key with 401 `invalid_api_key` (an admin key is
-/// not one, even when no gateway key is required). Puts the [`Caller`] and the config the
-/// request runs on (`Arc<Live>`) in the request's extensions, and the key's name in the
-/// request's record.
-pub(crate) async fn require_key(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let live = state.live();
-    let presented = presented_token(&request);
-    if presented.is_some_and(|token| matches_any(live.admin_keys(), token)) {
-        return GatewayError::InvalidApiKey.into_response();
-    }
-    let caller = if live.requires_key() {
-        let keys = live.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
-        match presented.and_then(|token| matching_key(keys, token)) {
-            Some(index) => Caller(Some(index)),
-            None => return GatewayError::InvalidApiKey.into_response(),
+/// The caller of a gateway route (chat, models) and the config its key was checked against,
+/// which the request runs on to its end. An extractor, so the check runs before the body is
+/// read: without a valid gateway key the request gets 401 `invalid_api_key` (an admin key is
+/// not one, even when no gateway key is required). The key's name goes into the request's
+/// record.
+pub(crate) struct Authorized {
+    pub(crate) caller: Caller,
+    pub(crate) live: Arc<Live>,
+}
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        let live = state.live();
+        let presented = presented_token(&parts.headers);
+        if presented.is_some_and(|token| matches_any(live.admin_keys(), token)) {
+            return Err(GatewayError::InvalidApiKey);
         }
-    } else {
-        Caller(None)
-    };
-    let key = caller
-        .key(&live)
-        .map(|key| Arc::<str>::from(key.name.as_str()));
-    if let Some(observed) = request.extensions().get::<Observed>() {
-        observed.update(|record| record.key = key);
+        let caller = if live.requires_key() {
+            let keys = live.auth.as_ref().map_or(&[][..], |a| &a.keys[..]);
+            match presented.and_then(|token| matching_key(keys, token)) {
+                Some(index) => Caller(Some(index)),
+                None => return Err(GatewayError::InvalidApiKey),
+            }
+        } else {
+            // No keys are configured.
+            Caller(None)
+        };
+        if let Some(key) = caller.key(&live)
+            && let Some(observed) = parts.extensions.get::<Observed>()
+        {
+            let name = Arc::<str>::from(key.name.as_str());
+            observed.update(|record| record.key = Some(name));
+        }
+        Ok(Authorized { caller, live })
     }
-    request.extensions_mut().insert(caller);
-    request.extensions_mut().insert(live);
-    next.run(request).await
 }
 
 /// `/admin/*`: 404 without admin keys, 401 without a key, 403 with a key that is not an
@@ -91,7 +94,7 @@ pub(crate) async fn require_admin_key(
     if live.admin_keys().is_empty() {
         return GatewayError::NotFound(request.uri().path().to_owned()).into_response();
     }
-    match presented_token(&request) {
+    match presented_token(request.headers()) {
         None => GatewayError::InvalidApiKey.into_response(),
         Some(token) if matches_any(live.admin_keys(), token) => next.run(request).await,
         Some(_) => GatewayError::AdminKeyRequired.into_response(),
@@ -99,9 +102,8 @@ pub(crate) async fn require_admin_key(
 }
 
 /// The bearer token of the `Authorization` header, if any.
-fn presented_token(request: &Request) -> Option<&str> {
-    request
-        .headers()
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)

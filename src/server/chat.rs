@@ -16,14 +16,14 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tower_http::request_id::RequestId;
 use tracing::{Instrument, Span};
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::{Authorized, Caller};
 use super::live::Live;
 use super::middleware::{RequestStart, request_id};
 use crate::cache::{self, Cached};
@@ -61,12 +61,11 @@ pub(crate) struct ChatCall {
 }
 
 impl FromRequestParts<AppState> for ChatCall {
-    type Rejection = std::convert::Infallible;
+    type Rejection = GatewayError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    /// Checks the key first ([`Authorized`]), so a refused request costs no more.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        let Authorized { caller, live } = Authorized::from_request_parts(parts, state).await?;
         let start = parts
             .extensions
             .get::<RequestStart>()
@@ -83,18 +82,8 @@ impl FromRequestParts<AppState> for ChatCall {
         let span = telemetry::request_span(route, &parts.headers);
         let trace = telemetry::TraceParent::of_request(&parts.headers);
         Ok(ChatCall {
-            // The auth layer puts the config it checked the key against there.
-            state: parts
-                .extensions
-                .get::<Arc<Live>>()
-                .cloned()
-                .unwrap_or_else(|| state.live()),
-            // The auth layer always inserts a caller on chat routes.
-            caller: parts
-                .extensions
-                .get::<Caller>()
-                .copied()
-                .unwrap_or(Caller::NONE),
+            state: live,
+            caller,
             session_id,
             request_id: request_id(parts.extensions.get::<RequestId>()),
             start,
@@ -638,18 +627,43 @@ fn sse_answer(call: &ChatCall, body: SseBody, answered: &Answered) -> Response {
     answer
 }
 
+/// The gateway's own response headers (names parsed once, here).
+const X_LLMGATE_PROVIDER: HeaderName = HeaderName::from_static("x-llmgate-provider");
+const X_LLMGATE_MODEL: HeaderName = HeaderName::from_static("x-llmgate-model");
+const X_LLMGATE_ATTEMPTS: HeaderName = HeaderName::from_static("x-llmgate-attempts");
+const X_LLMGATE_OVERHEAD_MS: HeaderName = HeaderName::from_static("x-llmgate-overhead-ms");
+const X_LLMGATE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-llmgate-dropped-params");
+
 fn gateway_headers(headers: &mut HeaderMap, call: &ChatCall, answered: &Answered) {
     let text = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"));
-    headers.insert("x-llmgate-provider", text(answered.provider));
-    headers.insert("x-llmgate-model", text(answered.upstream_model));
-    headers.insert("x-llmgate-attempts", HeaderValue::from(answered.attempts));
+    headers.insert(X_LLMGATE_PROVIDER, text(answered.provider));
+    headers.insert(X_LLMGATE_MODEL, text(answered.upstream_model));
+    headers.insert(X_LLMGATE_ATTEMPTS, HeaderValue::from(answered.attempts));
     let overhead = call.start.elapsed().saturating_sub(answered.upstream_time);
-    let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
-    headers.insert("x-llmgate-overhead-ms", text(&overhead_ms));
+    headers.insert(X_LLMGATE_OVERHEAD_MS, milliseconds(overhead));
     if !answered.dropped.is_empty() {
-        headers.insert(
-            "x-llmgate-dropped-params",
-            text(&answered.dropped.join(", ")),
-        );
+        headers.insert(X_LLMGATE_DROPPED_PARAMS, text(&answered.dropped.join(", ")));
+    }
+}
+
+/// `duration` in milliseconds with three decimals (`0.125`), written without float
+/// formatting.
+fn milliseconds(duration: Duration) -> HeaderValue {
+    let micros = duration.as_micros();
+    let text = format!("{}.{:03}", micros / 1000, micros % 1000);
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("0.000"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_is_milliseconds_with_three_decimals() {
+        let shown = |d: Duration| milliseconds(d).to_str().unwrap().to_owned();
+        assert_eq!(shown(Duration::ZERO), "0.000");
+        assert_eq!(shown(Duration::from_nanos(125_999)), "0.125");
+        assert_eq!(shown(Duration::from_micros(1_234_567)), "1234.567");
+        assert_eq!(shown(Duration::from_millis(7)), "7.000");
     }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Sleep;
 
+use super::middleware::Front;
 use crate::config::ConnectionLimits;
 
 /// What a refused connection is told.
@@ -48,7 +48,7 @@ impl ConnectionSlots {
 /// has sent something, so idle connections cost little more than their socket.
 pub(crate) fn serve(
     stream: TcpStream,
-    app: Router,
+    app: Front,
     limits: &ConnectionLimits,
     slots: &ConnectionSlots,
     mut closing: watch::Receiver<bool>,

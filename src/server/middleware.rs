@@ -1,11 +1,16 @@
-//! The one middleware every request passes first: its request id and the start of its
+//! The one service every request passes first: its request id and the start of its
 //! record (access log and metrics).
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
+use tower::Service;
 use tower_http::request_id::RequestId;
 
 use crate::observe::record::Finish;
@@ -13,18 +18,19 @@ use crate::observe::record::Finish;
 /// The longest client `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-const X_REQUEST_ID: &str = "x-request-id";
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id: the client's `x-request-id` when it is short and plain (letters, digits
 /// and `-_.:`, since it reaches logs, upstreams and the response), else a new random 128-bit
 /// hex id.
-fn request_id_of(request: &Request) -> HeaderValue {
-    match request.headers().get(X_REQUEST_ID) {
+fn request_id_of(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
         Some(value) if is_valid_request_id(value.as_bytes()) => value.clone(),
         _ => {
-            let id = format!("{:032x}", fastrand::u128(..));
+            let mut id = String::with_capacity(32);
+            crate::telemetry::push_hex(&mut id, fastrand::u128(..), 32);
             // Hex digits are always a valid header value.
-            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("0"))
         }
     }
 }
@@ -49,27 +55,54 @@ pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
         .to_owned()
 }
 
-/// Sets the request's id (on the request, as a [`RequestId`] extension, and on the response),
+/// The service hyper calls: the router, behind the work every request gets first. It sets
+/// the request's id (on the request, as a [`RequestId`] extension, and on the response),
 /// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see
 /// [`crate::observe::record`]). The handlers fill the record through its `Observed` extension.
-pub(crate) async fn front(mut request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let id = request_id_of(&request);
-    let finish = Finish::start(
-        id.to_str().unwrap_or_default().to_owned(),
-        request.method().to_string(),
-        request.uri().path().to_owned(),
-        start,
-    );
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
-    let extensions = request.extensions_mut();
-    extensions.insert(RequestId::new(id.clone()));
-    extensions.insert(RequestStart(start));
-    extensions.insert(finish.observed());
-    let mut response = next.run(request).await;
-    response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
-    finish.respond(response)
+///
+/// A plain service around the router rather than a router layer: a layer would box and
+/// clone per request what this does once.
+#[derive(Clone)]
+pub(crate) struct Front(pub(crate) Router);
+
+impl<B> Service<http::Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let id = request_id_of(request.headers());
+        let finish = Finish::start(
+            id.to_str().unwrap_or_default().to_owned(),
+            request.method().to_string(),
+            request.uri().path().to_owned(),
+            start,
+        );
+        request.headers_mut().insert(X_REQUEST_ID, id.clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(RequestId::new(id.clone()));
+        extensions.insert(RequestStart(start));
+        extensions.insert(finish.observed());
+        let routed = self.0.call(request);
+        Box::pin(async move {
+            let mut response = match routed.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
+            Ok(finish.respond(response))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! The HTTP server: routes, middleware, state and graceful shutdown.
 //!
-//! One middleware comes first (`middleware::front`): the request id (the client's
+//! One service comes first (`middleware::Front`): the request id (the client's
 //! `x-request-id` when it is plain, else a new one; also on the response), the start time and
 //! the request's record (access log and metrics); then the routes.
-//! The chat and model routes also pass the gateway-key check (`auth`), `/admin/*` the
-//! admin-key check; health, readiness, metrics, the OpenAPI document and the status page
-//! (`ui`: static files, its data comes from the admin API) need no key. The
-//! reloadable config sits behind an `ArcSwap` (`live`, `reload`).
+//! The chat and model handlers take the gateway-key check first (the `auth::Authorized`
+//! extractor), `/admin/*` passes the admin-key check; health, readiness, metrics, the OpenAPI
+//! document and the status page (`ui`: static files, its data comes from the admin API) need
+//! no key. The reloadable config sits behind an `ArcSwap` (`live`, `reload`).
 
 mod admin;
 mod auth;
@@ -151,19 +151,20 @@ pub(crate) fn key_names(auth: Option<&crate::config::AuthConfig>) -> Vec<String>
     }
 }
 
-/// The gateway's routes and middleware.
-fn app(state: AppState) -> Router {
+/// The gateway's routes, behind [`middleware::Front`].
+fn app(state: AppState) -> middleware::Front {
+    middleware::Front(routes(state))
+}
+
+/// The gateway's routes.
+fn routes(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route(
             "/api/v3/inference/chat/completions",
             post(nugen::chat_completions),
         )
-        .route("/v1/models", get(openai::list_models))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
+        .route("/v1/models", get(openai::list_models));
     let admin = Router::new()
         .route(
             "/admin/keys",
@@ -202,7 +203,6 @@ fn app(state: AppState) -> Router {
         .fallback(openai::not_found)
         .method_not_allowed_fallback(openai::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.live().server.max_body_bytes))
-        .layer(axum::middleware::from_fn(middleware::front))
         .with_state(state)
 }
 

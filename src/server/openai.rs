@@ -1,7 +1,5 @@
 //! The OpenAI dialect: `/v1` handlers, and the 404 and 405 answers for unknown routes.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
@@ -10,10 +8,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Authorized;
 use super::chat::{ChatCall, complete};
 use super::extract::JsonBody;
-use super::live::Live;
 use crate::envelope::ErrorEnvelope;
 use crate::error::GatewayError;
 
@@ -77,8 +74,7 @@ pub(crate) struct Model {
     security((), ("bearer" = [])))]
 pub(crate) async fn list_models(
     State(state): State<AppState>,
-    caller: axum::Extension<Caller>,
-    live: axum::Extension<Arc<Live>>,
+    Authorized { caller, live }: Authorized,
 ) -> Json<ModelList> {
     let discovery = state.discovery();
     let data = live
