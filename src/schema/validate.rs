@@ -50,10 +50,18 @@ impl Validator {
         }
     }
 
-    fn range_u64(&mut self, path: FieldPath, value: Option<u64>, min: u64, max: u64) {
+    /// `path` is built only for an error (most requests have none).
+    fn range_u64(
+        &mut self,
+        path: impl FnOnce() -> FieldPath,
+        value: Option<u64>,
+        min: u64,
+        max: u64,
+    ) {
         if let Some(x) = value
             && !(min..=max).contains(&x)
         {
+            let path = path();
             let message = if max == u64::MAX {
                 format!("`{path}` must be at least {min}, got {x}")
             } else {
@@ -88,16 +96,16 @@ impl Validator {
         self.range_f64("top_p", r.top_p, 0.0, 1.0);
         self.range_f64("frequency_penalty", r.frequency_penalty, -2.0, 2.0);
         self.range_f64("presence_penalty", r.presence_penalty, -2.0, 2.0);
-        self.range_u64(FieldPath::key("n"), r.n.map(u64::from), 1, 128);
-        self.range_u64(FieldPath::key("max_tokens"), r.max_tokens, 1, u64::MAX);
+        self.range_u64(|| FieldPath::key("n"), r.n.map(u64::from), 1, 128);
+        self.range_u64(|| FieldPath::key("max_tokens"), r.max_tokens, 1, u64::MAX);
         self.range_u64(
-            FieldPath::key("max_completion_tokens"),
+            || FieldPath::key("max_completion_tokens"),
             r.max_completion_tokens,
             1,
             u64::MAX,
         );
         self.range_u64(
-            FieldPath::key("top_logprobs"),
+            || FieldPath::key("top_logprobs"),
             r.top_logprobs.map(u64::from),
             0,
             20,
@@ -112,7 +120,7 @@ impl Validator {
         self.logit_bias(r.logit_bias.as_ref());
         if let Some(reasoning) = &r.reasoning {
             self.range_u64(
-                FieldPath::key("reasoning").field("max_tokens"),
+                || FieldPath::key("reasoning").field("max_tokens"),
                 reasoning.max_tokens,
                 1,
                 u64::MAX,
@@ -211,6 +219,8 @@ impl Validator {
     fn required_content(&mut self, path: &FieldPath, m: &Message, allowed: &[PartType]) {
         match &m.content {
             None => self.missing(path.field("content")),
+            // Text needs no check (nor a path).
+            Some(MessageContent::Text(_)) => {}
             Some(content) => self.content(&path.field("content"), content, m.role, allowed),
         }
     }
@@ -240,7 +250,7 @@ impl Validator {
                 ),
             );
         }
-        if let Some(content) = &m.content {
+        if let Some(content @ MessageContent::Parts(_)) = &m.content {
             let content_path = path.field("content");
             self.content(
                 &content_path,
@@ -508,7 +518,7 @@ impl Validator {
     fn routing_policy(&mut self, r: &ChatRequest) {
         if let Some(retry) = &r.retry {
             let path = FieldPath::key("retry");
-            self.range_u64(path.field("count"), retry.count.map(u64::from), 1, 5);
+            self.range_u64(|| path.field("count"), retry.count.map(u64::from), 1, 5);
             if let Some(codes) = &retry.on_codes {
                 if codes.is_empty() {
                     let p = path.field("on_codes");
@@ -519,7 +529,7 @@ impl Validator {
                 }
                 for (i, code) in codes.iter().enumerate() {
                     self.range_u64(
-                        path.field("on_codes").index(i),
+                        || path.field("on_codes").index(i),
                         Some(u64::from(*code)),
                         100,
                         599,
@@ -542,7 +552,7 @@ impl Validator {
         }
         if let Some(timeout) = &r.timeout {
             self.range_u64(
-                FieldPath::key("timeout").field("call_timeout"),
+                || FieldPath::key("timeout").field("call_timeout"),
                 Some(timeout.call_timeout),
                 MIN_CALL_TIMEOUT_MS,
                 u64::MAX,
@@ -550,7 +560,7 @@ impl Validator {
         }
         if let Some(cache) = &r.cache {
             self.range_u64(
-                FieldPath::key("cache").field("ttl"),
+                || FieldPath::key("cache").field("ttl"),
                 cache.ttl.map(u64::from),
                 1,
                 259_200,
