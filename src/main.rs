@@ -73,10 +73,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry =
         Telemetry::new(state.otlp_endpoint().as_deref()).context("setting up trace export")?;
     init_tracing(&telemetry);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let workers = worker_threads();
+    let runtime = runtime(workers).context("starting the async runtime")?;
     let served = runtime.block_on(async {
         let listen = state.listen();
         let listener = tokio::net::TcpListener::bind(listen)
@@ -86,7 +84,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .config
             .as_ref()
             .map_or("embedded default".to_owned(), |p| p.display().to_string());
-        tracing::info!(listen = %listener.local_addr()?, config = %source, "llmgate listening");
+        tracing::info!(listen = %listener.local_addr()?, config = %source, workers, "llmgate listening");
         tokio::select! {
             served = server::run(listener, state.clone(), shutdown_signal()) => served?,
             never = reload_on_sighup(state) => match never {},
@@ -99,6 +97,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(runtime);
     telemetry.shutdown();
     served
+}
+
+/// How many threads serve: `TOKIO_WORKER_THREADS` when set, else the CPUs this process may
+/// run on (its CPU affinity and cgroup quota).
+fn worker_threads() -> usize {
+    let configured = std::env::var("TOKIO_WORKER_THREADS").ok();
+    configured
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+}
+
+/// The async runtime: with one worker, tokio's single-threaded runtime (a work-stealing
+/// scheduler has nobody to steal from there, and its bookkeeping cost 8 µs of CPU per
+/// request, a fifth, on one CPU: `benches/load`); otherwise the multi-threaded one with
+/// `workers` threads.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build()
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {

@@ -170,3 +170,33 @@ async fn health_exits_zero_only_when_healthz_answers_200() {
     let (ok, why) = health(&["--url", &closed], &[]);
     assert!(!ok && why.contains("unhealthy: cannot connect"), "{why}");
 }
+
+/// One worker (one CPU, or `TOKIO_WORKER_THREADS=1`) runs the single-threaded runtime; it
+/// serves answers and streams and stops gracefully like the multi-threaded one.
+#[tokio::test]
+async fn one_worker_serves_on_the_single_threaded_runtime() {
+    let config = "[providers.echo]\nkind = \"echo\"\n";
+    for (workers, expected) in [("1", "workers=1"), ("3", "workers=3")] {
+        let gateway = crate::process::Gateway::start_with(
+            &format!("workers-{workers}"),
+            config,
+            &[("TOKIO_WORKER_THREADS", workers)],
+        )
+        .await;
+        let chat = |stream: bool| {
+            gateway
+                .client
+                .post(gateway.url("/v1/chat/completions"))
+                .json(&serde_json::json!({"model": "echo/x", "stream": stream,
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+        };
+        let answer: serde_json::Value = chat(false).await.unwrap().json().await.unwrap();
+        assert_eq!(answer["object"], "chat.completion", "{answer}");
+        let stream = chat(true).await.unwrap().text().await.unwrap();
+        assert!(stream.trim_end().ends_with("data: [DONE]"), "{stream}");
+        let (exit, output) = gateway.stop().await;
+        assert!(exit.is_some_and(|e| e.success()), "{output}");
+        assert!(output.contains(expected), "{output}");
+    }
+}

@@ -151,7 +151,13 @@ async fn start_gateway(upstream: &str) -> Gateway {
          [providers.bad]\nkind = \"openai\"\nbase_url = \"{upstream}\"\ntimeout_ms = 8000\n\
          [models.long]\ntargets = [{{ provider = \"bad\", model = \"endless-stream\" }}]\ntimeout_ms = 4000\n"
     );
-    Gateway::start_with("siege", &config, &[("RUST_LOG", "warn")]).await
+    // One worker: nothing a hostile peer does can hide behind a second thread.
+    Gateway::start_with(
+        "siege",
+        &config,
+        &[("RUST_LOG", "warn"), ("TOKIO_WORKER_THREADS", "1")],
+    )
+    .await
 }
 
 fn rss_kb(pid: u32) -> u64 {
