@@ -21,7 +21,6 @@ pub mod decode;
 pub mod normalize;
 pub mod splice;
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -48,11 +47,16 @@ const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 /// `data: <chunk JSON>\n\n`.
 pub fn data_event(chunk: &ChatChunk) -> Bytes {
     let mut out = Vec::with_capacity(256);
+    write_data_event(chunk, &mut out);
+    Bytes::from(out)
+}
+
+/// Appends [`data_event`]'s bytes to `out`.
+fn write_data_event(chunk: &ChatChunk, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
     // Serializing plain data into a Vec cannot fail.
-    serde_json::to_writer(&mut out, chunk).unwrap_or_default();
+    serde_json::to_writer(&mut *out, chunk).unwrap_or_default();
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 /// `data: {"error":{...}}\n\n`.
@@ -93,7 +97,8 @@ pub(crate) struct SseBody {
     normalizer: ChunkNormalizer,
     provider: String,
     timing: StreamTiming,
-    queue: VecDeque<Bytes>,
+    /// Events not yet handed to the client's connection, back to back (written as one frame).
+    pending: Vec<u8>,
     timer: Pin<Box<Sleep>>,
     last_upstream: Instant,
     last_write: Instant,
@@ -128,7 +133,7 @@ impl SseBody {
             normalizer,
             provider: provider.to_owned(),
             timing,
-            queue: VecDeque::new(),
+            pending: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(timing.deadline)),
             last_upstream: now,
             last_write: now,
@@ -222,10 +227,10 @@ impl SseBody {
         if let StreamItem::InShape(chunk) = &item
             && self.recorder.is_none()
             && (self.model_traced || self.spans.is_empty())
-            && let Some(event) = self.normalizer.splice(chunk)
+            && self.normalizer.splice_into(chunk, &mut self.pending)
         {
             self.text_bytes = self.text_bytes.saturating_add(chunk.text_bytes);
-            self.queue_event(event);
+            self.note_first_chunk();
             return Ok(true);
         }
         let chunk = item.into_parsed()?;
@@ -248,13 +253,13 @@ impl SseBody {
             let text = choice.delta.content.as_ref().map_or(0, String::len);
             self.text_bytes = self.text_bytes.saturating_add(text as u64);
         }
-        self.queue_event(data_event(&chunk));
+        write_data_event(&chunk, &mut self.pending);
+        self.note_first_chunk();
         Ok(true)
     }
 
-    /// Queues a chunk's event, noting when the first one came.
-    fn queue_event(&mut self, event: Bytes) {
-        self.queue.push_back(event);
+    /// Notes when the first chunk's event was queued.
+    fn note_first_chunk(&mut self) {
         if self.first_chunk.is_none() {
             let now = Instant::now();
             self.first_chunk = Some(now);
@@ -297,7 +302,7 @@ impl SseBody {
             span.record("otel.status_code", "ERROR");
         }
         let event = error_event(&self.upstream_error(error));
-        self.queue.push_back(event);
+        self.pending.extend_from_slice(&event);
         self.upstream = None;
         self.recorder = None;
         self.note(|r| r.stream_failed = true);
@@ -305,9 +310,9 @@ impl SseBody {
 
     fn finish(&mut self) {
         if let Some(usage) = self.normalizer.finish() {
-            self.queue.push_back(data_event(&usage));
+            write_data_event(&usage, &mut self.pending);
         }
-        self.queue.push_back(Bytes::from_static(DONE_EVENT));
+        self.pending.extend_from_slice(DONE_EVENT);
         self.upstream = None;
         if let Some((recorder, on_complete)) = self.recorder.take()
             && let Some(response) = recorder.finish()
@@ -323,7 +328,7 @@ impl SseBody {
         } else if now >= self.last_upstream + self.timing.idle_timeout {
             self.fail(self.idle_error());
         } else if now >= self.last_write + self.timing.keepalive {
-            self.queue.push_back(Bytes::from_static(KEEPALIVE_COMMENT));
+            self.pending.extend_from_slice(KEEPALIVE_COMMENT);
         } else {
             return false;
         }
@@ -352,7 +357,7 @@ const COALESCE_BYTES: usize = 16 * 1024;
 impl SseBody {
     /// Relays whatever the upstream has ready now, without waiting.
     fn drain_ready(&mut self, cx: &mut Context<'_>) {
-        while self.queued_bytes() < COALESCE_BYTES {
+        while self.pending.len() < COALESCE_BYTES {
             let Some(upstream) = self.upstream.as_mut() else {
                 return;
             };
@@ -370,23 +375,9 @@ impl SseBody {
         }
     }
 
-    fn queued_bytes(&self) -> usize {
-        self.queue.iter().map(Bytes::len).sum()
-    }
-
-    /// Everything queued, as one write.
+    /// Everything queued, as one write (the buffer goes with it: an idle stream holds none).
     fn take_queued(&mut self) -> Option<Bytes> {
-        match self.queue.len() {
-            0 => None,
-            1 => self.queue.pop_front(),
-            _ => {
-                let mut out = bytes::BytesMut::with_capacity(self.queued_bytes());
-                for frame in self.queue.drain(..) {
-                    out.extend_from_slice(&frame);
-                }
-                Some(out.freeze())
-            }
-        }
+        (!self.pending.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.pending)))
     }
 }
 

@@ -200,7 +200,17 @@ impl ChunkNormalizer {
     /// stream's `id` and `created` are known, and every choice is below `n` and already had
     /// its role. `None`: it takes the slow path ([`Self::push`]).
     pub fn splice(&self, chunk: &InShape) -> Option<Bytes> {
-        let prefix = self.prefix.as_deref()?;
+        let mut event = Vec::new();
+        self.splice_into(chunk, &mut event)
+            .then(|| Bytes::from(event))
+    }
+
+    /// [`Self::splice`], appending the event to `out`; false (and nothing appended) when
+    /// the chunk takes the slow path.
+    pub(crate) fn splice_into(&self, chunk: &InShape, out: &mut Vec<u8>) -> bool {
+        let Some(prefix) = self.prefix.as_deref() else {
+            return false;
+        };
         let role_sent = |index: u32| {
             index < self.max_choices
                 && self
@@ -208,11 +218,11 @@ impl ChunkNormalizer {
                     .get(index as usize)
                     .is_some_and(|state| state.role_sent)
         };
-        chunk
-            .indexes()
-            .iter()
-            .all(|&index| role_sent(index))
-            .then(|| chunk.event(prefix))
+        let in_shape = chunk.indexes().iter().all(|&index| role_sent(index));
+        if in_shape {
+            chunk.write_event(prefix, out);
+        }
+        in_shape
     }
 
     /// Normalizes one upstream chunk. `Ok(None)` when nothing is left to send (a usage-only

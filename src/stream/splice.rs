@@ -18,7 +18,6 @@ use std::fmt;
 use std::io::Write;
 use std::ops::Range;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -130,18 +129,17 @@ impl InShape {
         &self.indexes
     }
 
-    /// The client's event: `prefix` (`data: {` and the rewritten members), the kept members
-    /// (the choices among them), and the end of the event.
-    pub(crate) fn event(&self, prefix: &[u8]) -> Bytes {
+    /// Appends the client's event to `out`: `prefix` (`data: {` and the rewritten members),
+    /// the kept members (the choices among them), and the end of the event.
+    pub(crate) fn write_event(&self, prefix: &[u8], out: &mut Vec<u8>) {
         let kept: usize = self.kept.iter().map(|r| r.len() + 1).sum();
-        let mut out = Vec::with_capacity(prefix.len() + kept + 3);
+        out.reserve(prefix.len() + kept + 3);
         out.extend_from_slice(prefix);
         for member in &self.kept {
             out.push(b',');
             out.extend_from_slice(&self.text.as_bytes()[member.clone()]);
         }
         out.extend_from_slice(b"}\n\n");
-        Bytes::from(out)
     }
 
     /// The chunk parsed, for the slow path.
