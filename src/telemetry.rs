@@ -38,10 +38,14 @@ use crate::schema::Usage;
 /// output leaves it out, so logs look the same with or without traces.
 pub const TARGET: &str = "llmgate::trace";
 
-/// How long one export may take, and how long shutdown waits for the last one.
 /// The W3C trace context header.
 const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
 
+/// The request id's header: taken from the client, sent upstream and on the response.
+pub(crate) const X_REQUEST_ID: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-request-id");
+
+/// How long one export may take, and how long shutdown waits for the last one.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tracer provider behind the spans. [`Telemetry::shutdown`] flushes what is buffered.

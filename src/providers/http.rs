@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
@@ -26,7 +26,7 @@ use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
 use crate::stream::splice::{AnswerInShape, InShape};
-use crate::telemetry;
+use crate::telemetry::{self, X_REQUEST_ID};
 
 /// How much of an unreadable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;
@@ -107,8 +107,6 @@ pub(crate) struct Upstream {
     origin: Arc<Origin>,
     limits: Limits,
 }
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The `Host` header hyper-util writes for an `http://` URI: the host, with the port unless
 /// it is 80.

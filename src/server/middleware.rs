@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{self, HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
@@ -14,11 +14,10 @@ use tower::Service;
 use tower_http::request_id::RequestId;
 
 use crate::observe::record::Finish;
+use crate::telemetry::X_REQUEST_ID;
 
 /// The longest client `x-request-id` kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id: the client's `x-request-id` when it is short and plain (letters, digits
 /// and `-_.:`, since it reaches logs, upstreams and the response), else a new random 128-bit
