@@ -118,6 +118,33 @@ async fn events_ready_together_share_one_write() {
     );
 }
 
+#[tokio::test]
+async fn a_write_stops_growing_at_the_coalescing_bound() {
+    let word = "x".repeat(200);
+    let chunks =
+        (0..200).map(|_| chunk(json!({"choices": [{"index": 0, "delta": {"content": word}}]})));
+    let mut body = body_of(chunks.collect(), false);
+    body.open(None).await.unwrap();
+    let writes: Vec<Bytes> = body.map(|f| f.unwrap()).collect().await;
+    assert!(
+        writes.len() > 1,
+        "200 events of 300 bytes are more than one write"
+    );
+    let longest_event = 512;
+    for write in &writes {
+        assert!(
+            write.len() < COALESCE_BYTES + longest_event,
+            "{}",
+            write.len()
+        );
+    }
+    let events: usize = writes
+        .iter()
+        .map(|w| String::from_utf8_lossy(w).matches("\n\n").count())
+        .sum();
+    assert_eq!(events, 201, "every event once, then [DONE]");
+}
+
 #[tokio::test(start_paused = true)]
 async fn keepalives_while_quiet_then_idle_timeout() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamItem, ProviderError>>(4);
