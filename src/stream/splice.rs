@@ -3,7 +3,8 @@
 //! members normalization rewrites (for a chunk `id`, `object`, `created`, `model`) written
 //! anew.
 //!
-//! [`InShape::scan`] reads an event once, copying nothing, and takes it only when the slow
+//! [`InShape::scan`] reads an event once with a strict JSON reader of its own ([`json`]),
+//! copying nothing, and takes it only when the slow
 //! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
 //! `usage` and no `error`, no member named twice, and every choice has an integer `index`
 //! and a `delta` whose known members are strings and that makes no tool or function call. A
@@ -19,8 +20,9 @@ use std::io::Write;
 use std::ops::Range;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use self::json::Reader;
 use super::decode::SseEvent;
 use super::normalize::MAX_CHOICES;
 use crate::error::ProviderError;
@@ -51,57 +53,42 @@ impl InShape {
         if event.event.is_some() {
             return Err(event);
         }
-        let Some((kept, choices)) = Self::read(&event.data) else {
+        let Some(read) = read_chunk(&event.data) else {
             return Err(event);
         };
+        let marks = &read.choices;
         let text = event.data;
         let json_end = text.len();
         let mut found = InShape {
             text,
             json_end,
-            kept,
-            indexes: choices.marks.iter().map(|mark| mark.index).collect(),
-            finished: choices.finished,
-            text_bytes: choices.text_bytes,
+            kept: read.kept,
+            indexes: marks.iter().map(|mark| mark.index).collect(),
+            finished: marks.iter().any(|mark| mark.finished),
+            text_bytes: marks.iter().map(|mark| mark.text_bytes as u64).sum(),
         };
-        if choices.marks.iter().any(ChoiceMark::lacks_a_member)
-            && found.complete(&choices.marks).is_none()
+        if marks.iter().any(ChoiceMark::lacks_a_member)
+            && found.complete(read.choices_at, marks).is_none()
         {
             return Err(found.into_event());
         }
         Ok(found)
     }
 
-    /// The kept members and the choices, or `None` when the chunk is not in shape. One pass
-    /// reads the chunk; the members' extents follow from where their keys are, since the
-    /// text is valid JSON.
-    fn read(text: &str) -> Option<(Vec<Range<usize>>, Choices)> {
-        let top: Top = serde_json::from_str(text).ok()?;
-        Some((kept_members(text.as_bytes(), &top.members)?, top.choices?))
-    }
-
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
     /// slow path writes both always; OpenAI sends both, some servers leave them out). The
-    /// completed `choices` member goes after the upstream's text and is passed on from there.
-    fn complete(&mut self, marks: &[ChoiceMark]) -> Option<()> {
-        let at = self
-            .kept
-            .iter()
-            .position(|member| self.text[member.clone()].starts_with("\"choices\""))?;
-        let member = self.kept[at].clone();
-        // The key is `"choices"`, borrowed, so exactly 9 bytes.
-        let start = after(self.text.as_bytes(), member.start + 9)?;
-        let choices: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(self.text.get(start..member.end)?).ok()?;
-        (choices.len() == marks.len()).then_some(())?;
-        let mut out = String::with_capacity(member.len() + 40 * choices.len());
+    /// completed `choices` member (kept member `at`) goes after the upstream's text and is
+    /// passed on from there.
+    fn complete(&mut self, at: usize, marks: &[ChoiceMark]) -> Option<()> {
+        let extra = marks.len().checked_mul(40)?;
+        let mut out = String::with_capacity(self.kept.get(at)?.len().checked_add(extra)?);
         out.push_str("\"choices\":[");
-        for (i, (choice, mark)) in choices.iter().zip(marks).enumerate() {
+        for (i, mark) in marks.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            // A choice has `index` and `delta`, so a member always comes before the `}`.
-            out.push_str(choice.get().strip_suffix('}')?);
+            // A choice in shape has `index` and `delta`, so a member comes before its `}`.
+            out.push_str(self.text.get(mark.extent.clone())?.strip_suffix('}')?);
             if mark.lacks_finish_reason {
                 out.push_str(",\"finish_reason\":null");
             }
@@ -179,13 +166,6 @@ pub(super) fn kept_members(text: &[u8], members: &[(&str, bool)]) -> Option<Vec<
     Some(out)
 }
 
-/// Where the value starts whose key ends at `at` (after its closing quote).
-fn after(text: &[u8], at: usize) -> Option<usize> {
-    let rest = text.get(at..)?.trim_ascii_start();
-    let value = rest.strip_prefix(b":")?.trim_ascii_start();
-    Some(text.len() - value.len())
-}
-
 /// Where `part`, a slice of `text`, starts in it.
 fn offset(text: &[u8], part: &[u8]) -> Option<usize> {
     let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
@@ -202,12 +182,146 @@ fn before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
 /// The most members an object (a chunk, an answer, a usage) may have on the fast path.
 const MAX_MEMBERS: usize = 24;
 
-/// The top level of a chunk in shape: its members' keys in order, each with whether it is
-/// passed on as written (the others are written anew by the normalizer, or dropped, like
-/// `usage: null`), and its choices.
-struct Top<'a> {
-    members: Vec<(&'a str, bool)>,
-    choices: Option<Choices>,
+/// A chunk read by [`read_chunk`].
+struct ChunkRead {
+    /// The members passed on as written (`"key":value`), in the upstream's order.
+    kept: Vec<Range<usize>>,
+    /// Which of them is `choices`.
+    choices_at: usize,
+    /// At least one, at most [`MAX_CHOICES`].
+    choices: Vec<ChoiceMark>,
+}
+
+/// Reads a chunk in one pass, or `None` when it is not in shape: its members are `id`,
+/// `object` and `model` (each a string or `null`), `created` (a timestamp or `null`),
+/// `usage: null`, `choices`, and others passed on as written; no `error` and no member named
+/// twice. `id`, `object`, `created` and `model` are written anew by the normalizer, and a
+/// `usage: null` is dropped (as the slow path does), so they are not kept.
+fn read_chunk(text: &str) -> Option<ChunkRead> {
+    let mut reader = Reader::new(text);
+    // The keys so far, to refuse one named twice (on the stack: this runs for every chunk).
+    let mut keys = [""; MAX_MEMBERS];
+    let mut count = 0;
+    let mut kept = Vec::with_capacity(4);
+    let mut choices = None;
+    reader.object(|reader, key, start| {
+        if keys[..count].contains(&key) {
+            return None;
+        }
+        *keys.get_mut(count)? = key;
+        count += 1;
+        match key {
+            "id" | "object" | "model" => reader.string_or_null().map(drop),
+            "created" => read_created(reader),
+            "usage" => reader.null(),
+            "error" => None,
+            "choices" => {
+                choices = Some((kept.len(), read_choices(reader)?));
+                kept.push(start..reader.at());
+                Some(())
+            }
+            _ => {
+                reader.value()?;
+                kept.push(start..reader.at());
+                Some(())
+            }
+        }
+    })?;
+    reader.at_end().then_some(())?;
+    let (choices_at, choices) = choices?;
+    Some(ChunkRead {
+        kept,
+        choices_at,
+        choices,
+    })
+}
+
+/// A `created` the slow path takes: `null` or a [`Timestamp`].
+fn read_created(reader: &mut Reader) -> Option<()> {
+    reader.skip_whitespace();
+    if reader.null().is_some() {
+        return Some(());
+    }
+    let number = reader.number_text()?;
+    // A plain count of seconds fits an `i64`; any other number is read as the slow path
+    // reads it.
+    if number.len() <= 18 && number.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(());
+    }
+    serde_json::from_str::<Timestamp>(number).ok().map(drop)
+}
+
+/// The choices: at least one, at most [`MAX_CHOICES`].
+fn read_choices(reader: &mut Reader) -> Option<Vec<ChoiceMark>> {
+    let mut marks = Vec::with_capacity(1);
+    reader.array(|reader| {
+        (marks.len() < MAX_CHOICES as usize).then_some(())?;
+        marks.push(read_choice(reader)?);
+        Some(())
+    })?;
+    (!marks.is_empty()).then_some(marks)
+}
+
+/// One choice, as far as the fast path reads it (other members pass as written).
+struct ChoiceMark {
+    /// The choice's object in the text.
+    extent: Range<usize>,
+    index: u32,
+    /// Whether it has a `finish_reason` that is not `null`.
+    finished: bool,
+    /// Bytes of its `content`, unescaped.
+    text_bytes: usize,
+    /// Which members it lacks that the slow path always writes.
+    lacks_finish_reason: bool,
+    lacks_logprobs: bool,
+}
+
+impl ChoiceMark {
+    fn lacks_a_member(&self) -> bool {
+        self.lacks_finish_reason || self.lacks_logprobs
+    }
+}
+
+/// A choice: an object with an `index` and a `delta`, a `finish_reason` (when there) that is
+/// a string or `null`, a `logprobs` (when there) of any value, and no known member twice.
+fn read_choice(reader: &mut Reader) -> Option<ChoiceMark> {
+    reader.skip_whitespace();
+    let start = reader.at();
+    let (mut index, mut delta, mut finish_reason, mut logprobs) = (None, None, None, None);
+    reader.object(|reader, key, _| match key {
+        "index" => once(&mut index, reader.index()?),
+        "delta" => once(&mut delta, read_delta(reader)?),
+        "finish_reason" => once(&mut finish_reason, reader.string_or_null()?),
+        "logprobs" => once(&mut logprobs, reader.value()?),
+        _ => reader.value(),
+    })?;
+    Some(ChoiceMark {
+        extent: start..reader.at(),
+        index: index?,
+        finished: finish_reason.flatten().is_some(),
+        text_bytes: delta?,
+        lacks_finish_reason: finish_reason.is_none(),
+        lacks_logprobs: logprobs.is_none(),
+    })
+}
+
+/// A delta whose known members are strings (a `null` one would be dropped by the slow path)
+/// and that makes no tool or function call: its `content`'s length, unescaped.
+fn read_delta(reader: &mut Reader) -> Option<usize> {
+    let (mut role, mut content, mut refusal) = (None, None, None);
+    reader.object(|reader, key, _| match key {
+        "role" => once(&mut role, reader.string()?),
+        "content" => once(&mut content, reader.string()?),
+        "refusal" => once(&mut refusal, reader.string()?),
+        "tool_calls" | "function_call" => None,
+        _ => reader.value(),
+    })?;
+    Some(content.unwrap_or(0))
+}
+
+/// Fills `slot`, which must still be empty: a member named twice is not in shape.
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    slot.is_none().then(|| *slot = Some(value))
 }
 
 /// The next key of an object in shape: borrowed (a key with escapes is refused), not one of
@@ -228,156 +342,6 @@ pub(super) fn next_key<'de, A: MapAccess<'de>>(
 /// Why an object is not in shape (the caller only sees that it is not).
 pub(super) fn not_in_shape<E: de::Error>() -> E {
     E::custom("not in shape")
-}
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(TopVisitor)
-    }
-}
-
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a chunk in shape")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-        let mut members: Vec<(&'de str, bool)> = Vec::with_capacity(8);
-        let mut choices = None;
-        while let Some(key) = next_key(&mut map, members.iter().map(|(k, _)| *k))? {
-            let kept = match key {
-                "id" | "object" | "model" => {
-                    map.next_value::<Option<Text>>()?;
-                    false
-                }
-                "created" => {
-                    map.next_value::<Option<Timestamp>>()?;
-                    false
-                }
-                "usage" => {
-                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
-                        return Err(not_in_shape());
-                    }
-                    false
-                }
-                "choices" => {
-                    choices = Some(map.next_value::<Choices>()?);
-                    true
-                }
-                "error" => return Err(not_in_shape()),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    true
-                }
-            };
-            members.push((key, kept));
-        }
-        Ok(Top { members, choices })
-    }
-}
-
-/// What the fast path reads of the `choices`: at least one, at most [`MAX_CHOICES`].
-struct Choices {
-    marks: Vec<ChoiceMark>,
-    finished: bool,
-    text_bytes: u64,
-}
-
-/// One choice's index, and which members the slow path always writes it lacks.
-struct ChoiceMark {
-    index: u32,
-    lacks_finish_reason: bool,
-    lacks_logprobs: bool,
-}
-
-impl ChoiceMark {
-    fn lacks_a_member(&self) -> bool {
-        self.lacks_finish_reason || self.lacks_logprobs
-    }
-}
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ChoicesVisitor;
-        impl<'de> Visitor<'de> for ChoicesVisitor {
-            type Value = Choices;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("choices")
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut out = Choices {
-                    marks: Vec::with_capacity(1),
-                    finished: false,
-                    text_bytes: 0,
-                };
-                while let Some(choice) = seq.next_element::<ChoiceView>()? {
-                    if out.marks.len() == MAX_CHOICES as usize {
-                        return Err(not_in_shape());
-                    }
-                    out.marks.push(ChoiceMark {
-                        index: choice.index,
-                        lacks_finish_reason: choice.finish_reason.is_none(),
-                        lacks_logprobs: !choice.logprobs,
-                    });
-                    let finish = choice.finish_reason.as_ref().and_then(|f| f.len);
-                    out.finished |= finish.is_some();
-                    out.text_bytes += choice.delta.content.len as u64;
-                }
-                if out.marks.is_empty() {
-                    return Err(not_in_shape());
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_seq(ChoicesVisitor)
-    }
-}
-
-/// One choice, as far as the fast path reads it (other members pass as written).
-#[derive(Deserialize)]
-struct ChoiceView {
-    index: u32,
-    delta: DeltaView,
-    /// `None` when it is not there (then it is added).
-    #[serde(default, deserialize_with = "present")]
-    finish_reason: Option<Nullable>,
-    /// Whether it is there (it is added otherwise); its value passes as written.
-    #[serde(default, deserialize_with = "seen")]
-    logprobs: bool,
-}
-
-/// A member that is there, as a string or `null`.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Nullable>, D::Error> {
-    Nullable::deserialize(deserializer).map(Some)
-}
-
-/// A member that is there, whatever its value.
-fn seen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(deserializer).map(|_| true)
-}
-
-/// A delta, as far as the fast path reads it: its known members must be strings (a `null`
-/// one would be dropped by the slow path), and it makes no tool or function call.
-#[derive(Deserialize)]
-struct DeltaView {
-    #[serde(default)]
-    #[allow(dead_code, reason = "checked to be a string")]
-    role: Text,
-    #[serde(default)]
-    content: Text,
-    #[serde(default)]
-    #[allow(dead_code, reason = "checked to be a string")]
-    refusal: Text,
-    #[serde(default)]
-    #[allow(dead_code, reason = "never present on the fast path")]
-    tool_calls: Refused,
-    #[serde(default)]
-    #[allow(dead_code, reason = "never present on the fast path")]
-    function_call: Refused,
 }
 
 /// A string member's unescaped length (0 when absent).
@@ -439,6 +403,7 @@ impl<'de> Deserialize<'de> for Nullable {
 }
 
 mod answer;
+mod json;
 #[cfg(test)]
 mod tests;
 
