@@ -15,12 +15,8 @@
 //! path changes the bytes, never the JSON a client reads (a property test and the
 //! `upstream_stream` fuzz target check both paths against each other).
 
-use std::fmt;
 use std::io::Write;
 use std::ops::Range;
-
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use self::json::Reader;
 use super::decode::SseEvent;
@@ -144,41 +140,6 @@ pub(crate) fn write_created_and_model(out: &mut Vec<u8>, created: i64, model: &s
     serde_json::to_writer(out, model).unwrap_or_default();
 }
 
-/// Where the kept members of the JSON object `text` are, each from its key's opening quote to
-/// the end of its value. `members` are all its keys in order, each borrowed from `text` (so
-/// without escapes), with whether it is kept. Since the text is valid JSON, only a `,` (or
-/// the closing `}`) and whitespace follow a value.
-pub(super) fn kept_members(text: &[u8], members: &[(&str, bool)]) -> Option<Vec<Range<usize>>> {
-    let start = |key: &str| offset(text, key.as_bytes())?.checked_sub(1);
-    let mut out = Vec::with_capacity(members.len());
-    for (i, &(key, kept)) in members.iter().enumerate() {
-        if !kept {
-            continue;
-        }
-        let begin = start(key)?;
-        let end = match members.get(i + 1) {
-            Some(&(next, _)) => before(text, start(next)?, b',')?,
-            None => before(text, text.len(), b'}')?,
-        };
-        (begin < end).then_some(())?;
-        out.push(begin..end);
-    }
-    Some(out)
-}
-
-/// Where `part`, a slice of `text`, starts in it.
-fn offset(text: &[u8], part: &[u8]) -> Option<usize> {
-    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-    (start.checked_add(part.len())? <= text.len()).then_some(start)
-}
-
-/// Where the value ends that is followed, at `at`, by `separator` with only whitespace
-/// around it.
-fn before(text: &[u8], at: usize, separator: u8) -> Option<usize> {
-    let end = text.get(..at)?.trim_ascii_end();
-    (end.last() == Some(&separator)).then(|| end[..end.len() - 1].trim_ascii_end().len())
-}
-
 /// The most members an object (a chunk, an answer, a usage) may have on the fast path.
 const MAX_MEMBERS: usize = 24;
 
@@ -212,7 +173,7 @@ fn read_chunk(text: &str) -> Option<ChunkRead> {
         count += 1;
         match key {
             "id" | "object" | "model" => reader.string_or_null().map(drop),
-            "created" => read_created(reader),
+            "created" => read_created(reader).map(drop),
             "usage" => reader.null(),
             "error" => None,
             "choices" => {
@@ -237,18 +198,20 @@ fn read_chunk(text: &str) -> Option<ChunkRead> {
 }
 
 /// A `created` the slow path takes: `null` or a [`Timestamp`].
-fn read_created(reader: &mut Reader) -> Option<()> {
+fn read_created(reader: &mut Reader) -> Option<Option<i64>> {
     reader.skip_whitespace();
     if reader.null().is_some() {
-        return Some(());
+        return Some(None);
     }
     let number = reader.number_text()?;
     // A plain count of seconds fits an `i64`; any other number is read as the slow path
     // reads it.
     if number.len() <= 18 && number.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(());
+        return number.parse().ok().map(Some);
     }
-    serde_json::from_str::<Timestamp>(number).ok().map(drop)
+    serde_json::from_str::<Timestamp>(number)
+        .ok()
+        .map(|t| Some(t.into()))
 }
 
 /// The choices: at least one, at most [`MAX_CHOICES`].
@@ -322,84 +285,6 @@ fn read_delta(reader: &mut Reader) -> Option<usize> {
 /// Fills `slot`, which must still be empty: a member named twice is not in shape.
 fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     slot.is_none().then(|| *slot = Some(value))
-}
-
-/// The next key of an object in shape: borrowed (a key with escapes is refused), not one of
-/// the keys `seen` so far, and not over [`MAX_MEMBERS`].
-pub(super) fn next_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-    mut seen: impl ExactSizeIterator<Item = &'de str>,
-) -> Result<Option<&'de str>, A::Error> {
-    let Some(key) = map.next_key::<&'de str>()? else {
-        return Ok(None);
-    };
-    if seen.len() >= MAX_MEMBERS || seen.any(|k| k == key) {
-        return Err(not_in_shape());
-    }
-    Ok(Some(key))
-}
-
-/// Why an object is not in shape (the caller only sees that it is not).
-pub(super) fn not_in_shape<E: de::Error>() -> E {
-    E::custom("not in shape")
-}
-
-/// A string member's unescaped length (0 when absent).
-#[derive(Default)]
-pub(super) struct Text {
-    pub(super) len: usize,
-}
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl Visitor<'_> for TextVisitor {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text { len: v.len() })
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-/// A member the fast path does not take whatever its value.
-#[derive(Default)]
-pub(super) struct Refused;
-
-impl<'de> Deserialize<'de> for Refused {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(not_in_shape())
-    }
-}
-
-/// A member that must be present and be a string or `null`: the string's unescaped length.
-pub(super) struct Nullable {
-    pub(super) len: Option<usize>,
-}
-
-impl<'de> Deserialize<'de> for Nullable {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NullableVisitor;
-        impl Visitor<'_> for NullableVisitor {
-            type Value = Nullable;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or null")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Nullable, E> {
-                Ok(Nullable { len: Some(v.len()) })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Nullable, E> {
-                Ok(Nullable { len: None })
-            }
-        }
-        // `deserialize_any`, not `deserialize_option`: a missing member is then an error
-        // rather than `null`.
-        deserializer.deserialize_any(NullableVisitor)
-    }
 }
 
 mod answer;

@@ -10,20 +10,13 @@
 //!
 //! [`normalize_response`]: crate::stream::normalize::normalize_response
 
-use std::fmt;
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
-
-use super::{
-    Nullable, Refused, Text, kept_members, next_key, not_in_shape, write_created_and_model,
-};
+use super::json::Reader;
+use super::{MAX_MEMBERS, once, read_created, write_created_and_model};
 use crate::error::ProviderError;
-use crate::schema::de::Timestamp;
 use crate::schema::{ChatResponse, Usage};
-use crate::stream::normalize::{may_hold_a_float, unix_now};
+use crate::stream::normalize::unix_now;
 
 /// An upstream's whole answer in the contract's shape, still as the upstream's JSON text.
 #[derive(Debug)]
@@ -53,20 +46,58 @@ impl AnswerInShape {
     }
 
     fn read(body: &[u8]) -> Option<AnswerInShape> {
-        // Ignored members are not checked for UTF-8 by the parser, and they are passed on.
+        // Members passed on are written as they are, so all of the body must be UTF-8.
         let text = std::str::from_utf8(body).ok()?;
-        let top: Top = serde_json::from_str(text).ok()?;
-        let kept = kept_members(body, &top.members)?;
-        let choices = top.choices?;
-        Some(AnswerInShape {
+        let mut reader = Reader::new(text);
+        let mut keys: Vec<&str> = Vec::with_capacity(MAX_MEMBERS);
+        let mut found = AnswerInShape {
             body: Vec::new(),
-            kept,
-            created: top.created.filter(|&created| created > 0),
-            choices: choices.count,
-            model: top.model,
-            usage: top.usage,
-            text_bytes: choices.text_bytes,
-        })
+            kept: Vec::with_capacity(6),
+            created: None,
+            choices: 0,
+            model: String::new(),
+            usage: None,
+            text_bytes: 0,
+        };
+        let (mut has_id, mut has_choices) = (false, false);
+        reader.object(|reader, key, start| {
+            (keys.len() < MAX_MEMBERS && !keys.contains(&key)).then_some(())?;
+            keys.push(key);
+            let kept = match key {
+                "id" => {
+                    // An empty id would be replaced.
+                    has_id = reader.string()? > 0;
+                    true
+                }
+                "object" => reader.string_or_null().map(|_| false)?,
+                "created" => {
+                    found.created = read_created(reader)?;
+                    false
+                }
+                "model" => {
+                    found.model = read_model(reader)?;
+                    false
+                }
+                "choices" => {
+                    (found.choices, found.text_bytes) = read_choices(reader)?;
+                    has_choices = true;
+                    true
+                }
+                "usage" => {
+                    found.usage = read_usage(reader)?;
+                    found.usage.is_some()
+                }
+                "error" => return None,
+                _ => reader.value().map(|()| true)?,
+            };
+            if kept {
+                found.kept.push(start..reader.at());
+            }
+            Some(())
+        })?;
+        (reader.at_end() && has_id && has_choices).then_some(())?;
+        found.created = found.created.filter(|&created| created > 0);
+        Some(found)
     }
 
     /// The client's body for a request that asked for `choices` choices (`n`) under the
@@ -97,189 +128,96 @@ impl AnswerInShape {
     }
 }
 
-/// The top level of an answer in shape: its members' keys in order (and whether each is
-/// passed on as written), and what the gateway needs to know.
-#[derive(Default)]
-struct Top<'a> {
-    members: Vec<(&'a str, bool)>,
-    created: Option<i64>,
-    model: String,
-    usage: Option<Usage>,
-    choices: Option<Choices>,
+/// A `model`: a string, or `null` (read as empty).
+fn read_model(reader: &mut Reader) -> Option<String> {
+    reader.skip_whitespace();
+    let start = reader.at();
+    let Some(len) = reader.string_or_null()? else {
+        return Some(String::new());
+    };
+    let written = reader.text(start)?;
+    // Without escapes the name is the text between the quotes.
+    if written.len() == len + 2 {
+        return Some(written[1..=len].to_owned());
+    }
+    serde_json::from_str(written).ok()
 }
 
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(TopVisitor)
-    }
+/// The choices: how many, and the bytes of their `content`, unescaped. Each one's `index`
+/// is its position (as the slow path numbers them), its message has a role, and it has a
+/// `finish_reason` (a string or `null`) and a `logprobs` (of any value); no known member is
+/// named twice.
+fn read_choices(reader: &mut Reader) -> Option<(usize, u64)> {
+    let (mut count, mut text_bytes) = (0usize, 0u64);
+    reader.array(|reader| {
+        let (mut index, mut message, mut finish_reason, mut logprobs) = (None, None, None, None);
+        reader.object(|reader, key, _| match key {
+            "index" => once(&mut index, reader.index()?),
+            "message" => once(&mut message, read_message(reader)?),
+            "finish_reason" => once(&mut finish_reason, reader.string_or_null()?),
+            "logprobs" => once(&mut logprobs, reader.value()?),
+            _ => reader.value(),
+        })?;
+        (usize::try_from(index?).ok()? == count && finish_reason.is_some() && logprobs.is_some())
+            .then_some(())?;
+        text_bytes = text_bytes.saturating_add(message? as u64);
+        count += 1;
+        Some(())
+    })?;
+    Some((count, text_bytes))
 }
 
-struct TopVisitor;
+/// A message with a role that is not empty, `content` and `refusal` (each a string or
+/// `null`) and no tool or function call: its `content`'s length, unescaped.
+fn read_message(reader: &mut Reader) -> Option<usize> {
+    let (mut role, mut content, mut refusal) = (None, None, None);
+    reader.object(|reader, key, _| match key {
+        "role" => once(&mut role, reader.string()?),
+        "content" => once(&mut content, reader.string_or_null()?),
+        "refusal" => once(&mut refusal, reader.string_or_null()?),
+        "tool_calls" | "function_call" => None,
+        _ => reader.value(),
+    })?;
+    (role? > 0 && refusal.is_some()).then_some(())?;
+    Some(content?.unwrap_or(0))
+}
 
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an answer in shape")
+/// A `usage`: `null`, or integer counts (all three: the slow path writes a missing one as
+/// 0) and details without a number written with a fraction or an exponent. The counts are read,
+/// the details stay in the text.
+fn read_usage(reader: &mut Reader) -> Option<Option<Usage>> {
+    reader.skip_whitespace();
+    if reader.null().is_some() {
+        return Some(None);
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-        let mut top = Top {
-            members: Vec::with_capacity(8),
-            ..Top::default()
+    let mut keys: Vec<&str> = Vec::with_capacity(6);
+    let mut counts = [None; 3];
+    reader.object(|reader, key, _| {
+        (keys.len() < MAX_MEMBERS && !keys.contains(&key)).then_some(())?;
+        keys.push(key);
+        let count = match key {
+            "prompt_tokens" => &mut counts[0],
+            "completion_tokens" => &mut counts[1],
+            "total_tokens" => &mut counts[2],
+            _ => {
+                // The slow path writes a whole number with a fraction (`0.0`) as an integer.
+                let before = reader.fractional_numbers();
+                reader.value()?;
+                return (reader.fractional_numbers() == before).then_some(());
+            }
         };
-        let mut has_id = false;
-        while let Some(key) = next_key(&mut map, top.members.iter().map(|(k, _)| *k))? {
-            let kept = match key {
-                "id" => {
-                    // An empty id would be replaced.
-                    has_id = map.next_value::<Text>()?.len > 0;
-                    true
-                }
-                "object" => {
-                    map.next_value::<Option<Text>>()?;
-                    false
-                }
-                "created" => {
-                    top.created = map.next_value::<Option<Timestamp>>()?.map(i64::from);
-                    false
-                }
-                "model" => {
-                    top.model = map.next_value::<Option<String>>()?.unwrap_or_default();
-                    false
-                }
-                "choices" => {
-                    top.choices = Some(map.next_value()?);
-                    true
-                }
-                "usage" => {
-                    top.usage = map.next_value::<Option<UsageView>>()?.map(|u| u.0);
-                    top.usage.is_some()
-                }
-                "error" => return Err(not_in_shape()),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    true
-                }
-            };
-            top.members.push((key, kept));
-        }
-        if !has_id {
-            return Err(not_in_shape());
-        }
-        Ok(top)
-    }
-}
-
-/// What the fast path reads of the `choices`.
-struct Choices {
-    count: usize,
-    text_bytes: u64,
-}
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ChoicesVisitor;
-        impl<'de> Visitor<'de> for ChoicesVisitor {
-            type Value = Choices;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("choices")
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut out = Choices {
-                    count: 0,
-                    text_bytes: 0,
-                };
-                while let Some(choice) = seq.next_element::<ChoiceView>()? {
-                    // The slow path numbers choices by position.
-                    if choice.index as usize != out.count || choice.message.role.len == 0 {
-                        return Err(not_in_shape());
-                    }
-                    out.count += 1;
-                    let text = choice.message.content.len.unwrap_or(0) as u64;
-                    out.text_bytes = out.text_bytes.saturating_add(text);
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_seq(ChoicesVisitor)
-    }
-}
-
-/// One choice, as far as the fast path reads it (other members pass as written).
-#[derive(Deserialize)]
-struct ChoiceView {
-    index: u32,
-    message: MessageView,
-    #[allow(dead_code, reason = "required to be present")]
-    finish_reason: Nullable,
-    #[allow(
-        dead_code,
-        reason = "required to be present; its value passes as written"
-    )]
-    logprobs: IgnoredAny,
-}
-
-/// A message, as far as the fast path reads it.
-#[derive(Deserialize)]
-struct MessageView {
-    role: Text,
-    content: Nullable,
-    #[allow(dead_code, reason = "required to be present")]
-    refusal: Nullable,
-    #[serde(default)]
-    #[allow(dead_code, reason = "never present on the fast path")]
-    tool_calls: Refused,
-    #[serde(default)]
-    #[allow(dead_code, reason = "never present on the fast path")]
-    function_call: Refused,
-}
-
-/// A `usage` whose counts are integers and whose details hold no number the slow path would
-/// rewrite; the counts are read, the details stay in the text.
-struct UsageView(Usage);
-
-impl<'de> Deserialize<'de> for UsageView {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UsageVisitor;
-        impl<'de> Visitor<'de> for UsageVisitor {
-            type Value = UsageView;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("usage")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageView, A::Error> {
-                let mut keys: Vec<&'de str> = Vec::with_capacity(6);
-                let mut counts = [None; 3];
-                while let Some(key) = next_key(&mut map, keys.iter().copied())? {
-                    keys.push(key);
-                    let count = match key {
-                        "prompt_tokens" => &mut counts[0],
-                        "completion_tokens" => &mut counts[1],
-                        "total_tokens" => &mut counts[2],
-                        _ => {
-                            let details = map.next_value::<&'de RawValue>()?;
-                            if may_hold_a_float(details.get()) {
-                                return Err(not_in_shape());
-                            }
-                            continue;
-                        }
-                    };
-                    *count = Some(map.next_value::<u64>()?);
-                }
-                // The slow path writes a missing count as 0.
-                let [Some(prompt), Some(completion), Some(total)] = counts else {
-                    return Err(not_in_shape());
-                };
-                Ok(UsageView(Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                    total_tokens: total,
-                    ..Usage::default()
-                }))
-            }
-        }
-        deserializer.deserialize_map(UsageVisitor)
-    }
+        *count = Some(reader.count()?);
+        Some(())
+    })?;
+    let [Some(prompt), Some(completion), Some(total)] = counts else {
+        return None;
+    };
+    Some(Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+        ..Usage::default()
+    }))
 }
 
 #[cfg(test)]

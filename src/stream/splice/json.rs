@@ -1,5 +1,5 @@
-//! A strict JSON reader for the chunk fast path: it walks the upstream's text once, copies
-//! nothing, and checks every value it passes over.
+//! A strict JSON reader for the fast paths (a chunk, a whole answer): it walks the upstream's
+//! text once, copies nothing, and checks every value it passes over.
 //!
 //! It is conservative by design. What it accepts is valid JSON (RFC 8259) that serde_json
 //! reads the same way; some valid JSON it declines (a `\u` escape naming a lone surrogate,
@@ -57,6 +57,8 @@ pub(super) struct Reader<'a> {
     source: &'a str,
     text: &'a [u8],
     at: usize,
+    /// How many numbers read so far have a fraction or an exponent.
+    fractional_numbers: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -66,12 +68,18 @@ impl<'a> Reader<'a> {
             source: text,
             text: text.as_bytes(),
             at: 0,
+            fractional_numbers: 0,
         }
     }
 
     /// Where the reader is, as a byte offset into the text.
     pub(super) fn at(&self) -> usize {
         self.at
+    }
+
+    /// How many numbers read so far have a fraction or an exponent.
+    pub(super) fn fractional_numbers(&self) -> usize {
+        self.fractional_numbers
     }
 
     /// Skips JSON whitespace.
@@ -244,13 +252,22 @@ impl<'a> Reader<'a> {
         (self.text.get(self.at..self.at + word.len())? == word).then(|| self.at += word.len())
     }
 
-    /// Reads an index: a plain non-negative integer that fits a `u32` (no sign, fraction or
+    /// Reads a count: a plain non-negative integer that fits a `u64` (no sign, fraction or
     /// exponent, which serde_json would also read but which no server sends).
-    pub(super) fn index(&mut self) -> Option<u32> {
-        self.skip_whitespace();
+    pub(super) fn count(&mut self) -> Option<u64> {
         let text = self.number_text()?;
         text.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
         text.parse().ok()
+    }
+
+    /// Reads an index: a count that fits a `u32`.
+    pub(super) fn index(&mut self) -> Option<u32> {
+        u32::try_from(self.count()?).ok()
+    }
+
+    /// The text from `start` to where the reader is.
+    pub(super) fn text(&self, start: usize) -> Option<&'a str> {
+        self.source.get(start..self.at)
     }
 
     /// Reads a number (after whitespace) and gives its text.
@@ -272,6 +289,7 @@ impl<'a> Reader<'a> {
             b'1'..=b'9' => self.digits(),
             _ => return None,
         }
+        let integer_end = self.at;
         if self.peek() == Some(b'.') {
             self.at += 1;
             self.some_digits()?;
@@ -282,6 +300,9 @@ impl<'a> Reader<'a> {
                 self.at += 1;
             }
             self.some_digits()?;
+        }
+        if self.at > integer_end {
+            self.fractional_numbers += 1;
         }
         Some(())
     }
@@ -409,6 +430,13 @@ mod tests {
         });
         assert!(read.is_some() && reader.at_end());
         assert_eq!(keys, [("ab", 3), ("é", 12)]);
+    }
+
+    #[test]
+    fn numbers_with_a_fraction_or_an_exponent_are_counted() {
+        let mut reader = Reader::new(r#"[0, -1, 2.5, "3.5", 1e3, 10, {"a": 4E-1}]"#);
+        reader.value().unwrap();
+        assert_eq!(reader.fractional_numbers(), 3);
     }
 
     #[test]
