@@ -143,6 +143,24 @@ pub(crate) fn write_created_and_model(out: &mut Vec<u8>, created: i64, model: &s
 /// The most members an object (a chunk, an answer, a usage) may have on the fast path.
 const MAX_MEMBERS: usize = 24;
 
+/// The keys of an object read so far, to refuse one named twice or more than
+/// [`MAX_MEMBERS`] (on the stack: this runs for every chunk and answer).
+#[derive(Default)]
+struct Keys<'a> {
+    seen: [&'a str; MAX_MEMBERS],
+    count: usize,
+}
+
+impl<'a> Keys<'a> {
+    /// Notes `key`; `None` when it was seen already or there is no room left.
+    fn first(&mut self, key: &'a str) -> Option<()> {
+        (!self.seen[..self.count].contains(&key)).then_some(())?;
+        *self.seen.get_mut(self.count)? = key;
+        self.count += 1;
+        Some(())
+    }
+}
+
 /// A chunk read by [`read_chunk`].
 struct ChunkRead {
     /// The members passed on as written (`"key":value`), in the upstream's order.
@@ -160,17 +178,11 @@ struct ChunkRead {
 /// `usage: null` is dropped (as the slow path does), so they are not kept.
 fn read_chunk(text: &str) -> Option<ChunkRead> {
     let mut reader = Reader::new(text);
-    // The keys so far, to refuse one named twice (on the stack: this runs for every chunk).
-    let mut keys = [""; MAX_MEMBERS];
-    let mut count = 0;
+    let mut keys = Keys::default();
     let mut kept = Vec::with_capacity(4);
     let mut choices = None;
     reader.object(|reader, key, start| {
-        if keys[..count].contains(&key) {
-            return None;
-        }
-        *keys.get_mut(count)? = key;
-        count += 1;
+        keys.first(key)?;
         match key {
             "id" | "object" | "model" => reader.string_or_null().map(drop),
             "created" => read_created(reader).map(drop),

@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use super::json::Reader;
-use super::{MAX_MEMBERS, once, read_created, write_created_and_model};
+use super::{Keys, once, read_created, write_created_and_model};
 use crate::error::ProviderError;
 use crate::schema::{ChatResponse, Usage};
 use crate::stream::normalize::unix_now;
@@ -49,7 +49,7 @@ impl AnswerInShape {
         // Members passed on are written as they are, so all of the body must be UTF-8.
         let text = std::str::from_utf8(body).ok()?;
         let mut reader = Reader::new(text);
-        let mut keys: Vec<&str> = Vec::with_capacity(MAX_MEMBERS);
+        let mut keys = Keys::default();
         let mut found = AnswerInShape {
             body: Vec::new(),
             kept: Vec::with_capacity(6),
@@ -61,8 +61,7 @@ impl AnswerInShape {
         };
         let (mut has_id, mut has_choices) = (false, false);
         reader.object(|reader, key, start| {
-            (keys.len() < MAX_MEMBERS && !keys.contains(&key)).then_some(())?;
-            keys.push(key);
+            keys.first(key)?;
             let kept = match key {
                 "id" => {
                     // An empty id would be replaced.
@@ -190,11 +189,10 @@ fn read_usage(reader: &mut Reader) -> Option<Option<Usage>> {
     if reader.null().is_some() {
         return Some(None);
     }
-    let mut keys: Vec<&str> = Vec::with_capacity(6);
+    let mut keys = Keys::default();
     let mut counts = [None; 3];
     reader.object(|reader, key, _| {
-        (keys.len() < MAX_MEMBERS && !keys.contains(&key)).then_some(())?;
-        keys.push(key);
+        keys.first(key)?;
         let count = match key {
             "prompt_tokens" => &mut counts[0],
             "completion_tokens" => &mut counts[1],
