@@ -19,7 +19,7 @@ use llmgate::schema::{parse_and_validate, parse_request, validate};
 use llmgate::stream::data_event;
 use llmgate::stream::decode::{SseDecoder, SseEvent};
 use llmgate::stream::normalize::ChunkNormalizer;
-use llmgate::stream::splice::InShape;
+use llmgate::stream::splice::ChunkScanner;
 use serde_json::json;
 
 fn typical_request() -> Vec<u8> {
@@ -104,9 +104,10 @@ fn decode(input: &[u8]) -> VecDeque<SseEvent> {
 /// the fast path (`stream::splice`), the others the slow one.
 fn relay(input: &[u8]) -> usize {
     let mut normalizer = ChunkNormalizer::new("fast", true, 1);
+    let mut scanner = ChunkScanner::default();
     let mut bytes = 0;
     for event in decode(input) {
-        let chunk = match InShape::scan(event) {
+        let chunk = match scanner.scan(event) {
             Ok(chunk) => match normalizer.splice(&chunk) {
                 Some(spliced) => {
                     bytes += spliced.len();

@@ -1,6 +1,7 @@
 //! An upstream event stream, cut into reads where the input says: decoded, read as OpenAI
-//! events, normalized for a client that asked for two choices, and re-encoded. Every chunk
-//! the fast path takes is also sent down the slow path, and both must write the same JSON.
+//! events (one scanner for the stream, as the gateway reads them), normalized for a client
+//! that asked for two choices, and re-encoded. Every chunk the fast path takes is also sent
+//! down the slow path, and both must write the same JSON.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -10,7 +11,7 @@ use llmgate::providers::http::{EventOutcome, openai_event};
 use llmgate::stream::data_event;
 use llmgate::stream::decode::SseDecoder;
 use llmgate::stream::normalize::ChunkNormalizer;
-use llmgate::stream::splice::InShape;
+use llmgate::stream::splice::ChunkScanner;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -26,13 +27,14 @@ fuzz_target!(|input: &[u8]| {
     let mut decoder = SseDecoder::with_limit(MAX_EVENT_BYTES);
     let mut normalizer = ChunkNormalizer::new("client/model", true, 2);
     let mut events = VecDeque::new();
+    let mut scanner = ChunkScanner::default();
     for piece in body.chunks(read) {
         if decoder.push(piece, &mut events).is_err() {
             return;
         }
         assert!(decoder.buffered() <= MAX_EVENT_BYTES + read);
         for event in events.drain(..) {
-            let outcome = match InShape::scan(event) {
+            let outcome = match scanner.scan(event) {
                 Ok(chunk) => {
                     if let Some(spliced) = normalizer.splice(&chunk) {
                         let parsed = chunk.parse().expect("a chunk in shape parses");

@@ -25,7 +25,7 @@ use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::stream::decode::{SseError, SseEvent, SseItem, SseStream};
-use crate::stream::splice::{AnswerInShape, InShape};
+use crate::stream::splice::{AnswerInShape, ChunkScanner};
 use crate::telemetry::{self, X_REQUEST_ID};
 
 /// How much of an unreadable body an error message quotes.
@@ -490,6 +490,7 @@ fn error_event(value: &Value) -> ProviderError {
 /// The reading state of one upstream event stream.
 struct ChunkReader {
     events: SseStream<BodyDataStream<Incoming>>,
+    scanner: ChunkScanner,
     origin: Arc<Origin>,
     finished_choice: bool,
 }
@@ -497,7 +498,7 @@ struct ChunkReader {
 impl ChunkReader {
     /// The next chunk; `None` at the end. Bytes that complete no event, and events that carry
     /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]). A chunk already in
-    /// shape is passed on unparsed ([`InShape`]).
+    /// shape is passed on unparsed ([`InShape`](crate::stream::splice::InShape)).
     async fn next(&mut self) -> Option<Result<StreamItem, ProviderError>> {
         let item = match self.events.next().await {
             None if self.finished_choice => return None,
@@ -507,7 +508,7 @@ impl ChunkReader {
             Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(&e.into(), true)),
             Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
             Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default().into()),
-            Some(Ok(SseItem::Event(event))) => match InShape::scan(event) {
+            Some(Ok(SseItem::Event(event))) => match self.scanner.scan(event) {
                 Ok(chunk) => {
                     self.finished_choice |= chunk.finished;
                     Ok(StreamItem::InShape(chunk))
@@ -540,6 +541,7 @@ impl Upstream {
                 BodyDataStream::new(response.into_body()),
                 self.limits.event_bytes,
             ),
+            scanner: ChunkScanner::default(),
             origin: self.origin.clone(),
             finished_choice: false,
         };

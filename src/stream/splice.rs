@@ -46,10 +46,19 @@ pub struct InShape {
 impl InShape {
     /// Takes `event` when it is a chunk in shape; gives it back otherwise.
     pub fn scan(event: SseEvent) -> Result<InShape, SseEvent> {
+        Self::read_event(event, None).map(|(found, _)| found)
+    }
+
+    /// [`InShape::scan`], where `leading` (when given) is what the event starts with, already
+    /// read. With the chunk, where its `"choices"` key starts.
+    fn read_event(
+        event: SseEvent,
+        leading: Option<&Leading>,
+    ) -> Result<(InShape, usize), SseEvent> {
         if event.event.is_some() {
             return Err(event);
         }
-        let Some(read) = read_chunk(&event.data) else {
+        let Some(read) = read_chunk(&event.data, leading) else {
             return Err(event);
         };
         let marks = &read.choices;
@@ -68,7 +77,7 @@ impl InShape {
         {
             return Err(found.into_event());
         }
-        Ok(found)
+        Ok((found, read.choices_key))
     }
 
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
@@ -133,6 +142,82 @@ impl InShape {
     }
 }
 
+/// Scans the chunks of one stream. Upstreams begin every chunk of a stream with the same
+/// members (`id`, `object`, `created`, `model`, ...), so the scanner keeps what it read of
+/// the last chunk in shape before its `"choices"` key ([`Leading`]): a chunk that begins
+/// with the same bytes has the same members there, already read and checked, and only the
+/// rest of it is read.
+#[derive(Debug, Default)]
+pub struct ChunkScanner {
+    leading: Option<Leading>,
+}
+
+impl ChunkScanner {
+    /// Takes `event` when it is a chunk in shape (as [`InShape::scan`] does); gives it back
+    /// otherwise.
+    pub fn scan(&mut self, event: SseEvent) -> Result<InShape, SseEvent> {
+        let leading = (self.leading.as_ref())
+            .filter(|leading| event.data.as_bytes().starts_with(leading.text.as_bytes()));
+        let known = leading.is_some();
+        let (found, choices_key) = InShape::read_event(event, leading)?;
+        if !known {
+            self.leading = Leading::of(&found.text, choices_key);
+        }
+        Ok(found)
+    }
+}
+
+/// The most bytes of a chunk's leading members a [`ChunkScanner`] keeps.
+const MAX_LEADING_BYTES: usize = 1024;
+
+/// A chunk in shape's members before `"choices"`, as text and as read.
+#[derive(Debug)]
+struct Leading {
+    /// The chunk's text up to its `"choices"` key: `{`, the members, each followed by `,`.
+    text: String,
+    /// Each member's key: where its opening quote is, and its length.
+    keys: Vec<(usize, usize)>,
+    /// The members among them passed on as written.
+    kept: Vec<Range<usize>>,
+}
+
+impl Leading {
+    /// The members of the chunk in shape `text` before its `"choices"` key at `choices_key`;
+    /// `None` when there are none or they take more than [`MAX_LEADING_BYTES`].
+    fn of(text: &str, choices_key: usize) -> Option<Leading> {
+        let leading = text
+            .get(..choices_key)
+            .filter(|t| t.len() <= MAX_LEADING_BYTES)?;
+        let (mut keys, mut kept) = (Vec::new(), Vec::new());
+        let mut reader = Reader::new(text);
+        let mut reached = false;
+        // The text is in shape, so the read only ends early at the `"choices"` key.
+        let _ = reader.object(|reader, key, start| {
+            if start == choices_key {
+                reached = true;
+                return None;
+            }
+            keys.push((start, key.len()));
+            reader.value()?;
+            if passed_as_written(key) {
+                kept.push(start..reader.at());
+            }
+            Some(())
+        });
+        (reached && !keys.is_empty()).then(|| Leading {
+            text: leading.to_owned(),
+            keys,
+            kept,
+        })
+    }
+}
+
+/// Whether a chunk's top-level member `key` is passed on as written (the normalizer writes
+/// `id`, `object`, `created` and `model` anew, and drops `usage: null`).
+fn passed_as_written(key: &str) -> bool {
+    !matches!(key, "id" | "object" | "created" | "model" | "usage")
+}
+
 /// Writes `"created":N,"model":"M"`, as the slow path's types write them.
 pub(crate) fn write_created_and_model(out: &mut Vec<u8>, created: i64, model: &str) {
     // Writing into a Vec cannot fail.
@@ -167,6 +252,8 @@ struct ChunkRead {
     kept: Vec<Range<usize>>,
     /// Which of them is `choices`.
     choices_at: usize,
+    /// Where the `"choices"` key starts.
+    choices_key: usize,
     /// At least one, at most [`MAX_CHOICES`].
     choices: Vec<ChoiceMark>,
 }
@@ -175,13 +262,20 @@ struct ChunkRead {
 /// `object` and `model` (each a string or `null`), `created` (a timestamp or `null`),
 /// `usage: null`, `choices`, and others passed on as written; no `error` and no member named
 /// twice. `id`, `object`, `created` and `model` are written anew by the normalizer, and a
-/// `usage: null` is dropped (as the slow path does), so they are not kept.
-fn read_chunk(text: &str) -> Option<ChunkRead> {
+/// `usage: null` is dropped (as the slow path does), so they are not kept. When `leading`
+/// is given, the text begins with its text, and the read starts after it.
+fn read_chunk(text: &str, leading: Option<&Leading>) -> Option<ChunkRead> {
     let mut reader = Reader::new(text);
     let mut keys = Keys::default();
     let mut kept = Vec::with_capacity(4);
+    if let Some(leading) = leading {
+        for &(start, len) in &leading.keys {
+            member_key(&mut keys, text, start, len)?;
+        }
+        kept.extend_from_slice(&leading.kept);
+    }
     let mut choices = None;
-    reader.object(|reader, key, start| {
+    let member = |reader: &mut Reader<'_>, key, start| {
         keys.first(key)?;
         match key {
             "id" | "object" | "model" => reader.string_or_null().map(drop),
@@ -189,24 +283,35 @@ fn read_chunk(text: &str) -> Option<ChunkRead> {
             "usage" => reader.null(),
             "error" => None,
             "choices" => {
-                choices = Some((kept.len(), read_choices(reader)?));
+                choices = Some((kept.len(), start, read_choices(reader)?));
                 kept.push(start..reader.at());
                 Some(())
             }
             _ => {
+                debug_assert!(passed_as_written(key));
                 reader.value()?;
                 kept.push(start..reader.at());
                 Some(())
             }
         }
-    })?;
+    };
+    match leading {
+        Some(leading) => reader.object_from(leading.text.len(), member)?,
+        None => reader.object(member)?,
+    }
     reader.at_end().then_some(())?;
-    let (choices_at, choices) = choices?;
+    let (choices_at, choices_key, choices) = choices?;
     Some(ChunkRead {
         kept,
         choices_at,
+        choices_key,
         choices,
     })
+}
+
+/// Notes the key of `text` whose opening quote is at `start` and that is `len` bytes long.
+fn member_key<'a>(keys: &mut Keys<'a>, text: &'a str, start: usize, len: usize) -> Option<()> {
+    keys.first(text.get(start + 1..start + 1 + len)?)
 }
 
 /// A `created` the slow path takes: `null` or a [`Timestamp`].

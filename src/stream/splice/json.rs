@@ -119,7 +119,7 @@ impl<'a> Reader<'a> {
     /// where its opening quote is.
     fn members(
         &mut self,
-        mut member: impl FnMut(&mut Self, Option<&'a str>, usize) -> Option<()>,
+        member: impl FnMut(&mut Self, Option<&'a str>, usize) -> Option<()>,
     ) -> Option<()> {
         self.expect(b'{')?;
         self.skip_whitespace();
@@ -127,6 +127,25 @@ impl<'a> Reader<'a> {
             self.at += 1;
             return Some(());
         }
+        self.more_members(member)
+    }
+
+    /// Goes on reading an object's members at `at`, just after a `,` that follows a member,
+    /// as [`Reader::object`] does.
+    pub(super) fn object_from(
+        &mut self,
+        at: usize,
+        mut member: impl FnMut(&mut Self, &'a str, usize) -> Option<()>,
+    ) -> Option<()> {
+        self.at = at;
+        self.more_members(|reader, key, start| member(reader, key?, start))
+    }
+
+    /// The members of an object from the next key to the closing `}`.
+    fn more_members(
+        &mut self,
+        mut member: impl FnMut(&mut Self, Option<&'a str>, usize) -> Option<()>,
+    ) -> Option<()> {
         loop {
             self.skip_whitespace();
             let start = self.at;

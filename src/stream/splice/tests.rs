@@ -335,3 +335,94 @@ proptest! {
         let _ = scan(&text);
     }
 }
+
+/// What a stateless scan makes of `text`, to compare with a stream's scanner.
+fn scanned(text: &str) -> String {
+    format!("{:?}", scan(text))
+}
+
+fn scan_in(scanner: &mut ChunkScanner, text: &str) -> String {
+    let event = SseEvent {
+        event: None,
+        data: text.to_owned(),
+    };
+    format!("{:?}", scanner.scan(event).ok())
+}
+
+const LEADING: &str = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_06", "#;
+
+#[test]
+fn a_streams_scanner_reads_the_leading_members_once() {
+    let mut scanner = ChunkScanner::default();
+    let first = format!(
+        r#"{LEADING}"choices":[{{"index":0,"delta":{{"content":"a"}},"logprobs":null,"finish_reason":null}}]}}"#
+    );
+    let second = format!(r#"{LEADING}"choices":[{{"index":0,"delta":{{"content":"bc"}}}}]}}"#);
+    assert_eq!(scan_in(&mut scanner, &first), scanned(&first));
+    let leading = scanner
+        .leading
+        .as_ref()
+        .expect("the leading members are kept");
+    assert_eq!(leading.text, LEADING);
+    assert_eq!(leading.keys.len(), 6);
+    assert_eq!(leading.kept.len(), 2, "service_tier and system_fingerprint");
+    assert_eq!(scan_in(&mut scanner, &second), scanned(&second));
+    assert_eq!(scan(&second).unwrap().text_bytes, 2);
+    // A key of the leading members named again after `choices` is still refused.
+    let twice = format!(r#"{LEADING}"choices":[{{"index":0,"delta":{{}}}}],"model":"x"}}"#);
+    assert_eq!(scan_in(&mut scanner, &twice), "None");
+    assert!(scan(&twice).is_none());
+    // A chunk that begins otherwise is read whole.
+    assert_eq!(scan_in(&mut scanner, TYPICAL), scanned(TYPICAL));
+}
+
+#[test]
+fn leading_members_beyond_the_bound_are_not_kept() {
+    let long = "x".repeat(MAX_LEADING_BYTES);
+    let text = format!(r#"{{"id":"{long}","choices":[{{"index":0,"delta":{{}}}}]}}"#);
+    let mut scanner = ChunkScanner::default();
+    assert_eq!(scan_in(&mut scanner, &text), scanned(&text));
+    assert!(scan(&text).is_some());
+    assert!(scanner.leading.is_none());
+}
+
+/// Leading members as upstreams write them, in and out of shape.
+fn leading_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(LEADING.to_owned()),
+        Just(r#"{"id":"a","created":1.5,"usage":null,"x":[1,{"y":2}],"#.to_owned()),
+        Just(r#"{ "id" : null ,"model":"m" , "#.to_owned()),
+        Just(r#"{"id":"a","error":{},"#.to_owned()),
+        Just(r#"{"id":"a","id":"b","#.to_owned()),
+        Just("{".to_owned()),
+    ]
+}
+
+/// What may follow `choices`: nothing, a new member, or one the leading members named.
+fn trailing_text() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just(""),
+        Just(r#","z":true"#),
+        Just(r#","id":"b""#),
+        Just(r#","usage":null"#)
+    ]
+}
+
+proptest! {
+    /// A stream's scanner takes exactly what a stateless scan takes, and reads it the same,
+    /// whichever chunks came before.
+    #[test]
+    fn a_streams_scanner_reads_chunks_as_a_scan_does(
+        chunks in prop::collection::vec(
+            (leading_text(), prop::collection::vec(choice(), 0..3), trailing_text()),
+            1..6,
+        )
+    ) {
+        let mut scanner = ChunkScanner::default();
+        for (leading, choices, trailing) in chunks {
+            let choices = serde_json::to_string(&choices).unwrap();
+            let text = format!(r#"{leading}"choices":{choices}{trailing}}}"#);
+            prop_assert_eq!(scan_in(&mut scanner, &text), scanned(&text), "{}", text);
+        }
+    }
+}
