@@ -82,29 +82,32 @@ impl InShape {
 
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
     /// slow path writes both always; OpenAI sends both, some servers leave them out). The
-    /// completed `choices` member (kept member `at`) goes after the upstream's text and is
-    /// passed on from there.
+    /// completed `choices` member (kept member `at`) is written after the upstream's text and
+    /// passed on from there. When it cannot be, what was written is dropped with the rest
+    /// when the event is given back ([`InShape::into_event`]).
     fn complete(&mut self, at: usize, marks: &[ChoiceMark]) -> Option<()> {
         let extra = marks.len().checked_mul(40)?;
-        let mut out = String::with_capacity(self.kept.get(at)?.len().checked_add(extra)?);
-        out.push_str("\"choices\":[");
+        self.text
+            .reserve(self.kept.get(at)?.len().checked_add(extra)?);
+        let start = self.text.len();
+        self.text.push_str("\"choices\":[");
         for (i, mark) in marks.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                self.text.push(',');
             }
             // A choice in shape has `index` and `delta`, so a member comes before its `}`.
-            out.push_str(self.text.get(mark.extent.clone())?.strip_suffix('}')?);
+            let end = mark.extent.end.checked_sub(1)?;
+            (self.text.as_bytes().get(end) == Some(&b'}')).then_some(())?;
+            self.text.extend_from_within(mark.extent.start..end);
             if mark.lacks_finish_reason {
-                out.push_str(",\"finish_reason\":null");
+                self.text.push_str(",\"finish_reason\":null");
             }
             if mark.lacks_logprobs {
-                out.push_str(",\"logprobs\":null");
+                self.text.push_str(",\"logprobs\":null");
             }
-            out.push('}');
+            self.text.push('}');
         }
-        out.push(']');
-        let start = self.text.len();
-        self.text.push_str(&out);
+        self.text.push(']');
         self.kept[at] = start..self.text.len();
         Some(())
     }
