@@ -46,38 +46,51 @@ pub struct InShape {
 impl InShape {
     /// Takes `event` when it is a chunk in shape; gives it back otherwise.
     pub fn scan(event: SseEvent) -> Result<InShape, SseEvent> {
-        Self::read_event(event, None).map(|(found, _)| found)
+        Self::read_event(event, Known::Nothing).map(|(found, _)| found)
     }
 
-    /// [`InShape::scan`], where `leading` (when given) is what the event starts with, already
-    /// read. With the chunk, where its `"choices"` key starts.
+    /// [`InShape::scan`], where `known` says what of the event is already read, or that its
+    /// leading members are wanted (then they come with the chunk, when it has some).
     fn read_event(
         event: SseEvent,
-        leading: Option<&Leading>,
-    ) -> Result<(InShape, usize), SseEvent> {
+        known: Known<'_>,
+    ) -> Result<(InShape, Option<Leading>), SseEvent> {
         if event.event.is_some() {
             return Err(event);
         }
-        let Some(read) = read_chunk(&event.data, leading) else {
+        let read_leading = match known {
+            Known::Leading(leading) => Some(leading),
+            Known::Nothing | Known::WantLeading => None,
+        };
+        let Some(read) = read_chunk(&event.data, read_leading) else {
             return Err(event);
         };
-        let marks = &read.choices;
+        let leading = match known {
+            Known::WantLeading => Leading::of(&event.data, &read),
+            Known::Nothing | Known::Leading(_) => None,
+        };
+        let ChunkRead {
+            kept,
+            choices_at,
+            choices: marks,
+            ..
+        } = read;
         let text = event.data;
         let json_end = text.len();
         let mut found = InShape {
             text,
             json_end,
-            kept: read.kept,
+            kept,
             indexes: marks.iter().map(|mark| mark.index).collect(),
             finished: marks.iter().any(|mark| mark.finished),
             text_bytes: marks.iter().map(|mark| mark.text_bytes as u64).sum(),
         };
         if marks.iter().any(ChoiceMark::lacks_a_member)
-            && found.complete(read.choices_at, marks).is_none()
+            && found.complete(choices_at, &marks).is_none()
         {
             return Err(found.into_event());
         }
-        Ok((found, read.choices_key))
+        Ok((found, leading))
     }
 
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
@@ -161,13 +174,24 @@ impl ChunkScanner {
     pub fn scan(&mut self, event: SseEvent) -> Result<InShape, SseEvent> {
         let leading = (self.leading.as_ref())
             .filter(|leading| event.data.as_bytes().starts_with(leading.text.as_bytes()));
-        let known = leading.is_some();
-        let (found, choices_key) = InShape::read_event(event, leading)?;
-        if !known {
-            self.leading = Leading::of(&found.text, choices_key);
-        }
-        Ok(found)
+        let Some(leading) = leading else {
+            let (found, leading) = InShape::read_event(event, Known::WantLeading)?;
+            self.leading = leading;
+            return Ok(found);
+        };
+        InShape::read_event(event, Known::Leading(leading)).map(|(found, _)| found)
     }
+}
+
+/// What [`InShape::read_event`] knows of an event before reading it.
+#[derive(Clone, Copy)]
+enum Known<'a> {
+    /// Nothing, and nothing is to be kept.
+    Nothing,
+    /// Nothing; its leading members are wanted, for the chunks after it.
+    WantLeading,
+    /// It begins with these leading members.
+    Leading(&'a Leading),
 }
 
 /// The most bytes of a chunk's leading members a [`ChunkScanner`] keeps.
@@ -185,40 +209,19 @@ struct Leading {
 }
 
 impl Leading {
-    /// The members of the chunk in shape `text` before its `"choices"` key at `choices_key`;
-    /// `None` when there are none or they take more than [`MAX_LEADING_BYTES`].
-    fn of(text: &str, choices_key: usize) -> Option<Leading> {
+    /// The members before `"choices"` of the chunk in shape `text`, read as `read`; `None`
+    /// when there are none or they take more than [`MAX_LEADING_BYTES`].
+    fn of(text: &str, read: &ChunkRead<'_>) -> Option<Leading> {
         let leading = text
-            .get(..choices_key)
+            .get(..read.choices_key)
             .filter(|t| t.len() <= MAX_LEADING_BYTES)?;
-        let (mut keys, mut kept) = (Vec::new(), Vec::new());
-        let mut reader = Reader::new(text);
-        let mut reached = false;
-        // The text is in shape, so the read only ends early at the `"choices"` key.
-        let _ = reader.object(|reader, key, start| {
-            if start == choices_key {
-                reached = true;
-                return None;
-            }
-            keys.push((start, key.len()));
-            reader.value()?;
-            if passed_as_written(key) {
-                kept.push(start..reader.at());
-            }
-            Some(())
-        });
-        (reached && !keys.is_empty()).then(|| Leading {
+        let keys = read.keys_before_choices;
+        (keys > 0).then(|| Leading {
             text: leading.to_owned(),
-            keys,
-            kept,
+            keys: read.keys.spans(keys),
+            kept: read.kept[..read.choices_at].to_vec(),
         })
     }
-}
-
-/// Whether a chunk's top-level member `key` is passed on as written (the normalizer writes
-/// `id`, `object`, `created` and `model` anew, and drops `usage: null`).
-fn passed_as_written(key: &str) -> bool {
-    !matches!(key, "id" | "object" | "created" | "model" | "usage")
 }
 
 /// Writes `"created":N,"model":"M"`, as the slow path's types write them.
@@ -236,21 +239,39 @@ const MAX_MEMBERS: usize = 24;
 #[derive(Default)]
 struct Keys<'a> {
     seen: [&'a str; MAX_MEMBERS],
+    /// Where each key's opening quote is.
+    starts: [usize; MAX_MEMBERS],
     count: usize,
 }
 
 impl<'a> Keys<'a> {
-    /// Notes `key`; `None` when it was seen already or there is no room left.
-    fn first(&mut self, key: &'a str) -> Option<()> {
+    /// Notes `key`, whose opening quote is at `start`; `None` when it was seen already or
+    /// there is no room left.
+    fn first(&mut self, key: &'a str, start: usize) -> Option<()> {
         (!self.seen[..self.count].contains(&key)).then_some(())?;
         *self.seen.get_mut(self.count)? = key;
+        self.starts[self.count] = start;
         self.count += 1;
         Some(())
+    }
+
+    /// The first `count` keys noted: where each one's opening quote is, and its length.
+    fn spans(&self, count: usize) -> Vec<(usize, usize)> {
+        let keys = self
+            .seen
+            .iter()
+            .zip(&self.starts)
+            .take(count.min(self.count));
+        keys.map(|(key, &start)| (start, key.len())).collect()
     }
 }
 
 /// A chunk read by [`read_chunk`].
-struct ChunkRead {
+struct ChunkRead<'a> {
+    /// Its top-level keys.
+    keys: Keys<'a>,
+    /// How many of them come before `choices`.
+    keys_before_choices: usize,
     /// The members passed on as written (`"key":value`), in the upstream's order.
     kept: Vec<Range<usize>>,
     /// Which of them is `choices`.
@@ -267,31 +288,31 @@ struct ChunkRead {
 /// twice. `id`, `object`, `created` and `model` are written anew by the normalizer, and a
 /// `usage: null` is dropped (as the slow path does), so they are not kept. When `leading`
 /// is given, the text begins with its text, and the read starts after it.
-fn read_chunk(text: &str, leading: Option<&Leading>) -> Option<ChunkRead> {
+fn read_chunk<'a>(text: &'a str, leading: Option<&Leading>) -> Option<ChunkRead<'a>> {
     let mut reader = Reader::new(text);
     let mut keys = Keys::default();
     let mut kept = Vec::with_capacity(4);
     if let Some(leading) = leading {
         for &(start, len) in &leading.keys {
-            member_key(&mut keys, text, start, len)?;
+            keys.first(text.get(start + 1..start + 1 + len)?, start)?;
         }
         kept.extend_from_slice(&leading.kept);
     }
     let mut choices = None;
     let member = |reader: &mut Reader<'_>, key, start| {
-        keys.first(key)?;
+        keys.first(key, start)?;
         match key {
             "id" | "object" | "model" => reader.string_or_null().map(drop),
             "created" => read_created(reader).map(drop),
             "usage" => reader.null(),
             "error" => None,
             "choices" => {
-                choices = Some((kept.len(), start, read_choices(reader)?));
+                let before = keys.count - 1;
+                choices = Some((before, kept.len(), start, read_choices(reader)?));
                 kept.push(start..reader.at());
                 Some(())
             }
             _ => {
-                debug_assert!(passed_as_written(key));
                 reader.value()?;
                 kept.push(start..reader.at());
                 Some(())
@@ -303,8 +324,10 @@ fn read_chunk(text: &str, leading: Option<&Leading>) -> Option<ChunkRead> {
         None => reader.object(member)?,
     }
     reader.at_end().then_some(())?;
-    let (choices_at, choices_key, choices) = choices?;
+    let (keys_before_choices, choices_at, choices_key, choices) = choices?;
     Some(ChunkRead {
+        keys,
+        keys_before_choices,
         kept,
         choices_at,
         choices_key,
@@ -312,14 +335,8 @@ fn read_chunk(text: &str, leading: Option<&Leading>) -> Option<ChunkRead> {
     })
 }
 
-/// Notes the key of `text` whose opening quote is at `start` and that is `len` bytes long.
-fn member_key<'a>(keys: &mut Keys<'a>, text: &'a str, start: usize, len: usize) -> Option<()> {
-    keys.first(text.get(start + 1..start + 1 + len)?)
-}
-
 /// A `created` the slow path takes: `null` or a [`Timestamp`].
 fn read_created(reader: &mut Reader) -> Option<Option<i64>> {
-    reader.skip_whitespace();
     if reader.null().is_some() {
         return Some(None);
     }

@@ -61,7 +61,7 @@ impl AnswerInShape {
         };
         let (mut has_id, mut has_choices) = (false, false);
         reader.object(|reader, key, start| {
-            keys.first(key)?;
+            keys.first(key, start)?;
             let kept = match key {
                 "id" => {
                     // An empty id would be replaced.
@@ -185,14 +185,13 @@ fn read_message(reader: &mut Reader) -> Option<usize> {
 /// 0) and details without a number written with a fraction or an exponent. The counts are read,
 /// the details stay in the text.
 fn read_usage(reader: &mut Reader) -> Option<Option<Usage>> {
-    reader.skip_whitespace();
     if reader.null().is_some() {
         return Some(None);
     }
     let mut keys = Keys::default();
     let mut counts = [None; 3];
-    reader.object(|reader, key, _| {
-        keys.first(key)?;
+    reader.object(|reader, key, start| {
+        keys.first(key, start)?;
         let count = match key {
             "prompt_tokens" => &mut counts[0],
             "completion_tokens" => &mut counts[1],

@@ -121,10 +121,7 @@ impl<'a> Reader<'a> {
         &mut self,
         member: impl FnMut(&mut Self, Option<&'a str>, usize) -> Option<()>,
     ) -> Option<()> {
-        self.expect(b'{')?;
-        self.skip_whitespace();
-        if self.peek()? == b'}' {
-            self.at += 1;
+        if self.open(b'{', b'}')? {
             return Some(());
         }
         self.more_members(member)
@@ -152,14 +149,8 @@ impl<'a> Reader<'a> {
             let key = self.key()?;
             self.expect(b':')?;
             member(self, key, start)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(());
             }
         }
     }
@@ -167,23 +158,38 @@ impl<'a> Reader<'a> {
     /// Reads an array, calling `element` for each element (which it must read). Whitespace
     /// is skipped first.
     pub(super) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
+        if self.open(b'[', b']')? {
             return Some(());
         }
         loop {
             element(self)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
+        }
+    }
+
+    /// Takes `open` (after whitespace), and `close` right after it: whether the object or
+    /// array is empty.
+    fn open(&mut self, open: u8, close: u8) -> Option<bool> {
+        self.expect(open)?;
+        self.skip_whitespace();
+        let empty = self.peek()? == close;
+        if empty {
+            self.at += 1;
+        }
+        Some(empty)
+    }
+
+    /// After a member or element: takes a `,` (another follows: `true`) or `close` (the end:
+    /// `false`), after whitespace.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.skip_whitespace();
+        let byte = self.peek()?;
+        self.at += 1;
+        match byte {
+            b',' => Some(true),
+            _ => (byte == close).then_some(false),
         }
     }
 
