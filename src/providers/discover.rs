@@ -200,15 +200,14 @@ impl Fetcher {
         };
         let mut request = self.client.request(Method::GET, &self.url, Bytes::new());
         let headers = request.headers_mut();
-        headers.remove(header::CONTENT_TYPE);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let mut response = self.client.send(request).await.map_err(transport)?;
+        let response = self.client.send(request).await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             // The body is not quoted: some upstreams repeat (part of) the key in it.
             return Err(format!("status {}", status.as_u16()));
         }
-        let body = client::read_at_most(&mut response, MAX_BODY_BYTES)
+        let body = client::read_at_most(response, MAX_BODY_BYTES)
             .await
             .map_err(transport)?
             .ok_or_else(|| format!("the answer is larger than {MAX_BODY_BYTES} bytes"))?;

@@ -12,14 +12,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, Uri};
 use futures_util::StreamExt;
-use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::client::{self, Client, Response, cause_chain, failure_kind};
+use super::client::{self, Body, Client, Response, cause_chain, failure_kind};
 use super::{Answer, CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
@@ -101,25 +99,8 @@ pub(crate) struct Upstream {
     client: Client,
     /// Parsed once, not on every request.
     endpoint: Uri,
-    /// `Host` for a plain-HTTP endpoint, built once (hyper-util formats it on every request);
-    /// over TLS hyper-util decides, as HTTP/2 sends `:authority` instead.
-    host: Option<HeaderValue>,
     origin: Arc<Origin>,
     limits: Limits,
-}
-
-/// The `Host` header hyper-util writes for an `http://` URI: the host, with the port unless
-/// it is 80.
-fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
-    let host = uri.host()?;
-    let value = match uri.port_u16() {
-        Some(port) if port != 80 => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::try_from(value).ok()
 }
 
 impl Upstream {
@@ -133,7 +114,6 @@ impl Upstream {
         Ok(Upstream {
             client: Client::for_provider(config)?,
             origin: Arc::new(Origin::new(name, &url)),
-            host: plain_http_host(&endpoint),
             endpoint,
             limits,
         })
@@ -155,10 +135,6 @@ impl Upstream {
         for (name, value) in &prepared.headers {
             headers.insert(name, value.clone());
         }
-        if let Some(host) = &self.host {
-            // A configured `Host` header stays.
-            headers.entry(header::HOST).or_insert_with(|| host.clone());
-        }
         // `traceparent` of the attempt span this call runs in.
         telemetry::add_trace_headers(&cx.trace, headers);
         let response = self
@@ -177,11 +153,7 @@ impl Upstream {
     /// Reads a non-2xx answer into [`ProviderError::Status`].
     async fn error_from_response(&self, response: Response) -> ProviderError {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = response.retry_after().map(str::to_owned);
         match self.read_body(response).await {
             Ok(body) => error_from_body(status, &body, retry_after),
             Err(error) => {
@@ -213,14 +185,14 @@ impl Upstream {
 
     /// Reads a whole body of at most `max_upstream_body_bytes`; a larger one is refused as
     /// soon as it is known to be larger, never buffered.
-    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, ProviderError> {
+    async fn read_body(&self, response: Response) -> Result<Vec<u8>, ProviderError> {
         let limit = self.limits.body_bytes;
         let too_large = || {
             ProviderError::Decode(format!(
                 "the body is larger than {limit} bytes (server.max_upstream_body_bytes)"
             ))
         };
-        client::read_at_most(&mut response, limit)
+        client::read_at_most(response, limit)
             .await
             .map_err(|e| self.origin.transport_error(&e, true))?
             .ok_or_else(too_large)
@@ -489,7 +461,7 @@ fn error_event(value: &Value) -> ProviderError {
 
 /// The reading state of one upstream event stream.
 struct ChunkReader {
-    events: SseStream<BodyDataStream<Incoming>>,
+    events: SseStream<Body>,
     scanner: ChunkScanner,
     origin: Arc<Origin>,
     finished_choice: bool,
@@ -505,7 +477,7 @@ impl ChunkReader {
             None => Err(ProviderError::Stream(
                 "the upstream closed the stream before it finished".to_owned(),
             )),
-            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(&e.into(), true)),
+            Some(Err(SseError::Read(e))) => Err(self.origin.transport_error(&e, true)),
             Some(Err(SseError::Decode(e))) => Err(ProviderError::Stream(e.to_string())),
             Some(Ok(SseItem::Partial)) => Ok(ChatChunk::default().into()),
             Some(Ok(SseItem::Event(event))) => match self.scanner.scan(event) {
@@ -537,10 +509,7 @@ impl Upstream {
     /// an error the stream ends.
     fn chunk_stream(&self, response: Response) -> ChunkStream {
         let reader = ChunkReader {
-            events: SseStream::new(
-                BodyDataStream::new(response.into_body()),
-                self.limits.event_bytes,
-            ),
+            events: SseStream::new(response.into_body(), self.limits.event_bytes),
             scanner: ChunkScanner::default(),
             origin: self.origin.clone(),
             finished_choice: false,
@@ -574,15 +543,6 @@ mod tests {
             } => (status, message, code),
             other => panic!("unexpected {other:?}"),
         }
-    }
-
-    #[test]
-    fn the_host_header_is_built_once_for_plain_http() {
-        let host = |uri: &str| plain_http_host(&uri.parse().unwrap());
-        assert_eq!(host("http://127.0.0.1:9100/v1").unwrap(), "127.0.0.1:9100");
-        assert_eq!(host("http://example.com/v1").unwrap(), "example.com");
-        assert_eq!(host("http://[::1]:8000/v1").unwrap(), "[::1]:8000");
-        assert_eq!(host("https://api.openai.com/v1"), None);
     }
 
     #[test]

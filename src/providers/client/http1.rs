@@ -1,0 +1,469 @@
+//! The HTTP/1.1 wire format of an upstream call: the request written in one buffer, and the
+//! answer's head read by `httparse` (hyper's own parser) into the few facts the gateway uses:
+//! status, framing, whether the connection may carry another request, `retry-after`.
+//!
+//! The answer's head is bounded ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]); its framing follows
+//! RFC 9112 §6.3, and whatever could make two readers disagree on where the body ends (two
+//! different lengths, a length and a transfer coding) either is refused or closes the
+//! connection after the answer.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+use super::Failure;
+
+/// The largest answer head.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields in an answer head.
+const MAX_HEADERS: usize = 100;
+/// The longest `retry-after` value kept.
+const MAX_RETRY_AFTER_BYTES: usize = 64;
+
+/// Where an upstream is: scheme, host (IPv6 in brackets, as in a URI) and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin<'a> {
+    pub(crate) tls: bool,
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+}
+
+impl<'a> Origin<'a> {
+    /// The origin of an `http` or `https` URI.
+    pub(crate) fn of(uri: &'a axum::http::Uri) -> Result<Self, Failure> {
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(Failure::Address("the scheme is not http or https")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or(Failure::Address("no host"))?;
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Origin { tls, host, port })
+    }
+
+    fn default_port(&self) -> bool {
+        self.port == if self.tls { 443 } else { 80 }
+    }
+}
+
+/// The parts of a request.
+pub(crate) struct RequestParts<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) origin: Origin<'a>,
+    /// The provider's headers, sent unless `extra` names the same header.
+    pub(crate) fixed: &'a [(HeaderName, HeaderValue)],
+    pub(crate) extra: &'a HeaderMap,
+    pub(crate) body: &'a [u8],
+}
+
+/// Writes a request into `out`: request line, `host` (unless a header sets it), the fixed
+/// and extra headers, `content-type` and `content-length` when there is a body, the body.
+pub(crate) fn write_request(out: &mut Vec<u8>, request: &RequestParts<'_>) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(request.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let set_host = request.extra.contains_key(header::HOST)
+        || request.fixed.iter().any(|(name, _)| name == header::HOST);
+    if !set_host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(request.origin.host.as_bytes());
+        if !request.origin.default_port() {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(request.origin.port).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in request.fixed {
+        if !request.extra.contains_key(name) {
+            write_header(out, name, value);
+        }
+    }
+    for (name, value) in request.extra {
+        write_header(out, name, value);
+    }
+    if !request.body.is_empty() {
+        let typed = request.extra.contains_key(header::CONTENT_TYPE)
+            || request.fixed.iter().any(|(n, _)| n == header::CONTENT_TYPE);
+        if !typed {
+            out.extend_from_slice(b"content-type: application/json\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(request.body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(request.body);
+}
+
+/// One header line (`HeaderValue` holds no CR or LF).
+fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// After this many bytes (0 for an answer without a body).
+    Length(u64),
+    /// At the chunked coding's last chunk.
+    Chunked,
+    /// When the upstream closes the connection.
+    UntilClose,
+}
+
+/// What the gateway reads from an answer's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) framing: Framing,
+    /// The connection may carry another request once the body is read.
+    pub(crate) keep_alive: bool,
+    pub(crate) retry_after: Option<String>,
+}
+
+/// Where the head in `buf` ends (after its empty line), if it is all there. `from` is how
+/// much of `buf` an earlier call saw (so a head arriving byte by byte is scanned once).
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut at = start;
+    while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
+        let lf = at + offset;
+        match buf.get(lf + 1..) {
+            Some([b'\n', ..]) => return Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
+            _ => at = lf + 1,
+        }
+    }
+    None
+}
+
+/// Reads a complete head (`buf` up to [`head_end`]); `None` for an informational (1xx)
+/// answer, which precedes the real one.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    match response.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Failure::Malformed("an incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Failure::Malformed("more than 100 header fields"));
+        }
+        Err(_) => return Err(Failure::Malformed("the head is not HTTP/1.x")),
+    }
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Failure::Malformed("the status code is out of range"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Failure::Malformed("the upstream switched protocols"));
+    }
+    if status.is_informational() {
+        return Ok(None);
+    }
+    let http11 = response.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    let mut chunked = false;
+    let mut close = !http11;
+    let mut retry_after = None;
+    for field in response.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = content_length(field.value)?;
+            if length.is_some_and(|l| l != value) {
+                return Err(Failure::Malformed("two different content lengths"));
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !http11 {
+                return Err(Failure::Malformed(
+                    "a transfer coding in an HTTP/1.0 answer",
+                ));
+            }
+            coded = true;
+            // Only a final `chunked` delimits the body (RFC 9112 §6.3).
+            chunked = last_token(field.value).is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= has_token(field.value, "close");
+            if !http11 && has_token(field.value, "keep-alive") {
+                close = false;
+            }
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|v| v.len() <= MAX_RETRY_AFTER_BYTES)
+                .map(|v| v.trim().to_owned());
+        }
+    }
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = match (bodiless, coded, chunked, length) {
+        (true, ..) => Framing::Length(0),
+        (false, true, true, _) => Framing::Chunked,
+        (false, true, false, _) => Framing::UntilClose,
+        (false, false, _, Some(length)) => Framing::Length(length),
+        (false, false, _, None) => Framing::UntilClose,
+    };
+    // A length beside a transfer coding is a sign of smuggling: the connection is not reused.
+    let keep_alive = !close && framing != Framing::UntilClose && !(coded && length.is_some());
+    Ok(Some(Head {
+        status,
+        framing,
+        keep_alive,
+        retry_after,
+    }))
+}
+
+/// A `content-length` value: digits only (no sign, no list), at most 64 bits.
+fn content_length(value: &[u8]) -> Result<u64, Failure> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Failure::Malformed("the content length is not a number"));
+    }
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(Failure::Malformed(
+                "the content length does not fit in 64 bits",
+            ))
+    })
+}
+
+/// The last entry of a comma-separated header value.
+fn last_token(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    value.rsplit(',').next().map(str::trim)
+}
+
+/// Whether a comma-separated header value lists `token`.
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, Failure> {
+        let bytes = text.as_bytes();
+        assert_eq!(head_end(bytes, 0), Some(bytes.len()), "{text:?}");
+        parse_head(bytes)
+    }
+
+    fn framing(text: &str) -> (Framing, bool) {
+        let head = head(text).unwrap().unwrap();
+        (head.framing, head.keep_alive)
+    }
+
+    #[test]
+    fn requests_carry_host_fixed_and_extra_headers_and_the_body() {
+        let uri: axum::http::Uri = "http://127.0.0.1:9100/v1/chat/completions".parse().unwrap();
+        let fixed = [
+            (header::AUTHORIZATION, HeaderValue::from_static("Bearer k")),
+            (
+                HeaderName::from_static("x-team"),
+                HeaderValue::from_static("a"),
+            ),
+        ];
+        let mut extra = HeaderMap::new();
+        extra.insert("x-team", HeaderValue::from_static("b"));
+        let mut out = Vec::new();
+        write_request(
+            &mut out,
+            &RequestParts {
+                method: &Method::POST,
+                path: uri.path(),
+                origin: Origin::of(&uri).unwrap(),
+                fixed: &fixed,
+                extra: &extra,
+                body: b"{}",
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9100\r\n\
+             authorization: Bearer k\r\nx-team: b\r\ncontent-type: application/json\r\n\
+             content-length: 2\r\n\r\n{}"
+        );
+        // A default port is left out of `host`; a configured `host` replaces it; a GET
+        // without a body has neither content type nor length.
+        let uri: axum::http::Uri = "https://[::1]/v1/models".parse().unwrap();
+        let fixed = [(header::HOST, HeaderValue::from_static("inside"))];
+        let mut out = Vec::new();
+        write_request(
+            &mut out,
+            &RequestParts {
+                method: &Method::GET,
+                path: uri.path(),
+                origin: Origin::of(&uri).unwrap(),
+                fixed: &fixed,
+                extra: &HeaderMap::new(),
+                body: b"",
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /v1/models HTTP/1.1\r\nhost: inside\r\n\r\n"
+        );
+        let plain: axum::http::Uri = "http://[::1]/".parse().unwrap();
+        let origin = Origin::of(&plain).unwrap();
+        assert_eq!((origin.host, origin.port, origin.tls), ("[::1]", 80, false));
+        let other: axum::http::Uri = "ftp://x/".parse().unwrap();
+        assert!(Origin::of(&other).is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            framing(&format!("{ok}content-length: 12\r\n\r\n")),
+            (Framing::Length(12), true)
+        );
+        assert_eq!(
+            framing(&format!("{ok}Transfer-Encoding: gzip, chunked\r\n\r\n")),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            framing(&format!("{ok}transfer-encoding: chunked, gzip\r\n\r\n")),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(framing(&format!("{ok}\r\n")), (Framing::UntilClose, false));
+        assert_eq!(
+            framing(&format!(
+                "{ok}transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
+            )),
+            (Framing::Chunked, false)
+        );
+        assert_eq!(
+            framing(&format!(
+                "{ok}content-length: 3\r\nconnection: Close\r\n\r\n"
+            )),
+            (Framing::Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\n"),
+            (Framing::Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ncontent-length: 3\r\nconnection: keep-alive\r\n\r\n"),
+            (Framing::Length(3), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (Framing::Length(0), true)
+        );
+        assert_eq!(
+            framing(&format!(
+                "{ok}content-length: 5\r\ncontent-length: 5\r\n\r\n"
+            )),
+            (Framing::Length(5), true)
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_foreign_heads_are_refused() {
+        for (text, why) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+                "two",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+                "not a number",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+                "not a number",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+                "64 bits",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                "HTTP/1.0",
+            ),
+            ("HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched"),
+            ("HTTP/2 200\r\n\r\n", "not HTTP/1.x"),
+            ("SSH-2.0-OpenSSH\r\n\r\n", "not HTTP/1.x"),
+        ] {
+            match head(text) {
+                Err(Failure::Malformed(message)) => assert!(message.contains(why), "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "a: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(matches!(head(&many), Err(Failure::Malformed(m)) if m.contains("100")));
+    }
+
+    #[test]
+    fn informational_answers_are_skipped_and_retry_after_kept() {
+        assert_eq!(
+            head("HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n").unwrap(),
+            None
+        );
+        let head = head("HTTP/1.1 429 Too Many\r\nRetry-After:  7 \r\ncontent-length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(head.retry_after.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_with_either_line_end() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody", 0), Some(19));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody", 0), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nx: y\r\n", 0), None);
+    }
+
+    proptest! {
+        #[test]
+        fn the_end_of_a_head_is_found_however_it_arrives(
+            fields in prop::collection::vec("[a-z]{1,8}: [ -~]{0,12}", 0..6),
+            lf_only in any::<bool>(),
+            cuts in prop::collection::vec(0usize..200, 0..8),
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut text = format!("HTTP/1.1 200 OK{eol}");
+            for field in &fields {
+                text.push_str(field.trim_end());
+                text.push_str(eol);
+            }
+            text.push_str(eol);
+            let end = text.len();
+            text.push_str("body\r\n\r\n");
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(bytes.len());
+            let mut seen = 0;
+            let mut found = None;
+            for cut in cuts {
+                found = head_end(&bytes[..cut], seen);
+                if found.is_some() {
+                    break;
+                }
+                seen = cut;
+            }
+            prop_assert_eq!(found, Some(end));
+        }
+
+        #[test]
+        fn any_head_is_read_or_refused(text in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(end) = head_end(&text, 0) {
+                let _ = parse_head(&text[..end]);
+            }
+        }
+    }
+}

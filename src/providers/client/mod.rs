@@ -1,0 +1,413 @@
+//! The upstream HTTP client: HTTP/1.1 of the gateway's own over TCP or rustls, with a
+//! provider's fixed headers (key, extra headers) built once and a pool of idle connections.
+//!
+//! It is written here rather than taken from hyper's client because an upstream call is the
+//! gateway's hot path and hyper's client costs it a connection task, a dispatch channel
+//! between the two tasks, and about 27 KB of buffers per connection held for as long as a
+//! stream is open. Here the call runs in the request's own task: the request is written in
+//! one buffer, the answer's head is read by `httparse` (hyper's parser) and its body is read
+//! as the caller asks for it, each read landing on the stack. What it takes from an upstream
+//! is bounded ([`http1`], [`chunked`]).
+//!
+//! Its errors name no URL; [`failure_kind`] describes one in words fit for a client.
+
+mod chunked;
+mod conn;
+mod http1;
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio_rustls::TlsConnector;
+
+use self::chunked::{ChunkedDecoder, Step};
+use self::conn::{Conn, Pool};
+use self::http1::{Framing, Head, Origin, RequestParts};
+use crate::config::ProviderConfig;
+
+/// A failure to send a request or to read its answer.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong on an upstream connection, other than the socket's own errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error("the upstream address cannot be used: {0}")]
+    Address(&'static str),
+    #[error("the connection was not open within the connect timeout")]
+    ConnectTimeout,
+    #[error("the upstream closed the connection before the answer was complete")]
+    Closed,
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Malformed(&'static str),
+}
+
+/// A pooled client for one provider, which sends that provider's fixed headers on every
+/// request.
+#[derive(Clone)]
+pub(crate) struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// `authorization` (marked sensitive) and the configured extra headers.
+    fixed: Vec<(HeaderName, HeaderValue)>,
+    pool: Arc<Pool>,
+    tls: TlsConnector,
+}
+
+impl std::fmt::Debug for Client {
+    /// The fixed headers hold the provider's key: they are not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// A request to send: its method, URI, the headers it adds to the fixed ones, and its body.
+pub(crate) struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Request {
+    /// The headers this request adds (or replaces) on top of the provider's fixed ones.
+    pub(crate) fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+}
+
+impl Client {
+    /// A client for the provider `config` describes: its key as a bearer token and its extra
+    /// headers go on every request.
+    pub(crate) fn for_provider(config: &ProviderConfig) -> anyhow::Result<Self> {
+        let mut fixed = Vec::with_capacity(config.headers.len() + 1);
+        if let Some(key) = &config.api_key {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))?;
+            value.set_sensitive(true);
+            fixed.push((axum::http::header::AUTHORIZATION, value));
+        }
+        for (name, value) in &config.headers {
+            let name = HeaderName::try_from(name.as_str())?;
+            fixed.retain(|(kept, _)| *kept != name);
+            fixed.push((name, HeaderValue::try_from(value.as_str())?));
+        }
+        Ok(Client {
+            shared: Arc::new(Shared {
+                fixed,
+                pool: Arc::default(),
+                tls: TlsConnector::from(tls_config()?),
+            }),
+        })
+    }
+
+    /// A request for `method uri` with `body` (sent as JSON when not empty); the caller may
+    /// add headers before [`Client::send`]ing it.
+    pub(crate) fn request(&self, method: Method, uri: &Uri, body: Bytes) -> Request {
+        Request {
+            method,
+            uri: uri.clone(),
+            headers: HeaderMap::new(),
+            body,
+        }
+    }
+
+    /// Sends `request` on an idle connection (or a new one) and reads the answer's head; the
+    /// body is read as the caller asks for it.
+    pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
+        let origin = Origin::of(&request.uri)?;
+        let mut written = Vec::with_capacity(512 + request.body.len());
+        http1::write_request(
+            &mut written,
+            &RequestParts {
+                method: &request.method,
+                path: request.uri.path_and_query().map_or("/", |p| p.as_str()),
+                origin,
+                fixed: &self.shared.fixed,
+                extra: &request.headers,
+                body: &request.body,
+            },
+        );
+        let mut conn = match self.shared.pool.checkout(&origin) {
+            Some(conn) => conn,
+            None => Conn::open(origin, &self.shared.tls).await?,
+        };
+        conn.write_all(&written).await?;
+        drop(written);
+        let (head, rest) = read_head(&mut conn).await?;
+        Ok(Response {
+            status: head.status,
+            retry_after: head.retry_after,
+            body: Body {
+                framing: match head.framing {
+                    Framing::Length(left) => Reading::Length(left),
+                    Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+                    Framing::UntilClose => Reading::UntilClose,
+                },
+                buffered: rest,
+                source: Some(Source {
+                    conn,
+                    keep_alive: head.keep_alive,
+                    pool: self.shared.pool.clone(),
+                }),
+            },
+        })
+    }
+}
+
+/// The most informational (1xx) answers skipped before the real one.
+const MAX_INFORMATIONAL: usize = 8;
+
+/// Reads an answer's head (skipping informational ones): the head, and the bytes after it.
+async fn read_head(conn: &mut Conn) -> Result<(Head, Bytes), Error> {
+    let mut pending = bytes::BytesMut::new();
+    let mut scanned = 0;
+    let mut informational = 0;
+    loop {
+        let Some(end) = http1::head_end(&pending, scanned) else {
+            if pending.len() >= http1::MAX_HEAD_BYTES {
+                return Err(Failure::Malformed("the head is larger than 64 KB").into());
+            }
+            scanned = pending.len();
+            let piece = conn.read_some().await?;
+            if piece.is_empty() {
+                return Err(Failure::Closed.into());
+            }
+            pending.extend_from_slice(&piece);
+            continue;
+        };
+        let head = http1::parse_head(&pending[..end])?;
+        let rest = pending.split_off(end);
+        match head {
+            Some(head) => return Ok((head, rest.freeze())),
+            None if informational < MAX_INFORMATIONAL => {
+                informational += 1;
+                pending = rest;
+                scanned = 0;
+            }
+            None => return Err(Failure::Malformed("too many informational answers").into()),
+        }
+    }
+}
+
+/// An upstream answer: status, the headers the gateway reads, and the body, read as it
+/// arrives.
+pub(crate) struct Response {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Body,
+}
+
+impl Response {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `retry-after` header (at most 64 bytes).
+    pub(crate) fn retry_after(&self) -> Option<&str> {
+        self.retry_after.as_deref()
+    }
+
+    /// The length the answer announces, if its body is delimited by one.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        match self.body.framing {
+            Reading::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn into_body(self) -> Body {
+        self.body
+    }
+}
+
+/// An answer's body: a stream of the pieces read. Once it is read to its end, the
+/// connection goes back to the pool (when the upstream keeps it open); a body dropped
+/// before its end closes it.
+pub(crate) struct Body {
+    framing: Reading,
+    /// Bytes read and not yet passed on.
+    buffered: Bytes,
+    /// The connection, until the body ends.
+    source: Option<Source>,
+}
+
+/// How far the body is read.
+enum Reading {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+struct Source {
+    conn: Conn,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl Body {
+    /// The next piece of the body from what is buffered: `Ok(None)` when more must be read.
+    fn take_buffered(&mut self) -> Result<Option<Step>, Failure> {
+        Ok(Some(match &mut self.framing {
+            Reading::Length(0) => Step::Done,
+            Reading::Length(_) | Reading::UntilClose if self.buffered.is_empty() => {
+                return Ok(None);
+            }
+            Reading::Length(left) => {
+                let take = usize::try_from(*left)
+                    .map_or(self.buffered.len(), |l| l.min(self.buffered.len()));
+                *left -= take as u64;
+                Step::Data(self.buffered.split_to(take))
+            }
+            Reading::UntilClose => Step::Data(std::mem::take(&mut self.buffered)),
+            Reading::Chunked(decoder) => match decoder.decode(&mut self.buffered)? {
+                Step::More => return Ok(None),
+                step => step,
+            },
+        }))
+    }
+
+    /// The body is complete: its connection goes back to the pool if it may carry another
+    /// request and nothing came after the answer.
+    fn finish(&mut self) {
+        if let Some(source) = self.source.take()
+            && source.keep_alive
+            && self.buffered.is_empty()
+        {
+            source.pool.checkin(source.conn);
+        }
+    }
+
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        loop {
+            match self.take_buffered() {
+                Ok(Some(Step::Data(piece))) => return Poll::Ready(Some(Ok(piece))),
+                Ok(Some(Step::Done)) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Some(Step::More) | None) => {}
+                Err(failure) => {
+                    self.source = None;
+                    return Poll::Ready(Some(Err(failure.into())));
+                }
+            }
+            let Some(source) = &mut self.source else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(source.conn.poll_read_some(cx)) {
+                Ok(piece) if piece.is_empty() => {
+                    self.source = None;
+                    if matches!(self.framing, Reading::UntilClose) {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Failure::Closed.into())));
+                }
+                Ok(piece) => self.buffered = piece,
+                Err(e) => {
+                    self.source = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub(crate) async fn piece(&mut self) -> Option<Result<Bytes, Error>> {
+        std::future::poll_fn(|cx| self.poll_piece(cx)).await
+    }
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_piece(cx)
+    }
+}
+
+/// The TLS settings every upstream client shares: ring, the platform's trust roots, HTTP/1.1
+/// by ALPN. Built once (reading the roots takes milliseconds), not per provider and reload.
+fn tls_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_platform_verifier()?
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+}
+
+/// Reads a whole body of at most `limit` bytes: `Ok(None)` when it is larger, known as soon
+/// as it is announced or arrives (never buffered beyond `limit`).
+pub(crate) async fn read_at_most(
+    response: Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, Error> {
+    let announced = response.content_length().unwrap_or(0);
+    if announced > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(None);
+    }
+    // Room for what was announced, but no more than a typical answer until it arrives.
+    let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
+    let mut pieces = response.into_body();
+    while let Some(piece) = pieces.piece().await {
+        let piece = piece?;
+        if body.len().saturating_add(piece.len()) > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(Some(body))
+}
+
+/// A transport failure's kind, in words that name no host or URL.
+pub(crate) fn failure_kind(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use std::io::ErrorKind;
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                ErrorKind::ConnectionRefused => "connection refused",
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
+                ErrorKind::TimedOut => "timed out",
+                ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe => "connection closed",
+                _ => "connection failed",
+            };
+        }
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return match failure {
+                Failure::Address(_) => "connection failed",
+                Failure::ConnectTimeout => "timed out",
+                Failure::Closed => "connection closed",
+                Failure::Malformed(_) => "invalid HTTP answer",
+            };
+        }
+        source = cause.source();
+    }
+    "request failed"
+}
+
+/// An error with its whole cause chain (the top message alone says only "client error"),
+/// for the log.
+pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
