@@ -493,7 +493,11 @@ impl ChunkReader {
                         Ok(chunk.into())
                     }
                     EventOutcome::Skip => Ok(ChatChunk::default().into()),
-                    EventOutcome::Done => return None,
+                    EventOutcome::Done => {
+                        // The body's end usually came with `[DONE]`: the connection is kept.
+                        self.events.body_mut().drain_ready();
+                        return None;
+                    }
                     EventOutcome::Fail(e) => Err(e),
                 },
             },

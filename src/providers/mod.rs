@@ -7,7 +7,8 @@
 //! (see [`crate::stream::normalize`]).
 
 pub mod atoma;
-pub(crate) mod client;
+#[doc(hidden)] // public for the fuzz targets
+pub mod client;
 pub(crate) mod discover;
 pub(crate) mod echo;
 pub mod http;

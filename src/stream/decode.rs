@@ -235,6 +235,13 @@ impl<S> SseStream<S> {
     }
 }
 
+impl<S> SseStream<S> {
+    /// The body being decoded.
+    pub(crate) fn body_mut(&mut self) -> &mut S {
+        &mut self.body
+    }
+}
+
 impl<S, E> Stream for SseStream<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,

@@ -30,3 +30,4 @@ mod support;
 mod traces;
 mod translate;
 mod ui;
+mod upstream;

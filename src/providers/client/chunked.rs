@@ -20,7 +20,7 @@ const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// What decoding the bytes at hand gave.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// A piece of the body.
     Data(Bytes),
     /// Nothing more until more bytes arrive.

@@ -108,7 +108,7 @@ fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 
 /// Where an answer's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// After this many bytes (0 for an answer without a body).
     Length(u64),
     /// At the chunked coding's last chunk.
@@ -119,12 +119,12 @@ pub(crate) enum Framing {
 
 /// What the gateway reads from an answer's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Head {
-    pub(crate) status: StatusCode,
-    pub(crate) framing: Framing,
+pub struct Head {
+    pub status: StatusCode,
+    pub framing: Framing,
     /// The connection may carry another request once the body is read.
-    pub(crate) keep_alive: bool,
-    pub(crate) retry_after: Option<String>,
+    pub keep_alive: bool,
+    pub retry_after: Option<String>,
 }
 
 /// Where the head in `buf` ends (after its empty line), if it is all there. `from` is how

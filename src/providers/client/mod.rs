@@ -15,18 +15,21 @@ mod chunked;
 mod conn;
 mod http1;
 
+pub use self::chunked::Step;
+pub use self::http1::{Framing, Head};
+
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio_rustls::TlsConnector;
 
-use self::chunked::{ChunkedDecoder, Step};
+use self::chunked::ChunkedDecoder;
 use self::conn::{Conn, Pool};
-use self::http1::{Framing, Head, Origin, RequestParts};
+use self::http1::{Origin, RequestParts};
 use crate::config::ProviderConfig;
 
 /// A failure to send a request or to read its answer.
@@ -34,7 +37,7 @@ pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong on an upstream connection, other than the socket's own errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Failure {
+pub enum Failure {
     #[error("the upstream address cannot be used: {0}")]
     Address(&'static str),
     #[error("the connection was not open within the connect timeout")]
@@ -143,12 +146,7 @@ impl Client {
             status: head.status,
             retry_after: head.retry_after,
             body: Body {
-                framing: match head.framing {
-                    Framing::Length(left) => Reading::Length(left),
-                    Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
-                    Framing::UntilClose => Reading::UntilClose,
-                },
-                buffered: rest,
+                reader: BodyReader::new(head.framing, rest),
                 source: Some(Source {
                     conn,
                     keep_alive: head.keep_alive,
@@ -159,37 +157,56 @@ impl Client {
     }
 }
 
+/// Reads an answer's head from the connection: the head, and the bytes after it.
+async fn read_head(conn: &mut Conn) -> Result<(Head, Bytes), Error> {
+    let mut reader = HeadReader::default();
+    loop {
+        let piece = conn.read_some().await?;
+        if piece.is_empty() {
+            return Err(Failure::Closed.into());
+        }
+        if let Some(read) = reader.push(&piece)? {
+            return Ok(read);
+        }
+    }
+}
+
 /// The most informational (1xx) answers skipped before the real one.
 const MAX_INFORMATIONAL: usize = 8;
 
-/// Reads an answer's head (skipping informational ones): the head, and the bytes after it.
-async fn read_head(conn: &mut Conn) -> Result<(Head, Bytes), Error> {
-    let mut pending = bytes::BytesMut::new();
-    let mut scanned = 0;
-    let mut informational = 0;
-    loop {
-        let Some(end) = http1::head_end(&pending, scanned) else {
-            if pending.len() >= http1::MAX_HEAD_BYTES {
-                return Err(Failure::Malformed("the head is larger than 64 KB").into());
+/// An answer's head read from the pieces that arrive, informational answers skipped (no
+/// I/O: the caller reads).
+#[derive(Debug, Default)]
+pub struct HeadReader {
+    pending: BytesMut,
+    /// How much of `pending` was scanned for the head's end.
+    scanned: usize,
+    informational: usize,
+}
+
+impl HeadReader {
+    /// Takes the next piece: the head and the bytes after it once the head is complete.
+    pub fn push(&mut self, piece: &[u8]) -> Result<Option<(Head, Bytes)>, Failure> {
+        self.pending.extend_from_slice(piece);
+        loop {
+            let Some(end) = http1::head_end(&self.pending, self.scanned) else {
+                if self.pending.len() > http1::MAX_HEAD_BYTES {
+                    return Err(Failure::Malformed("the head is larger than 64 KB"));
+                }
+                self.scanned = self.pending.len();
+                return Ok(None);
+            };
+            let head = http1::parse_head(&self.pending[..end])?;
+            let rest = self.pending.split_off(end);
+            match head {
+                Some(head) => return Ok(Some((head, rest.freeze()))),
+                None if self.informational < MAX_INFORMATIONAL => {
+                    self.informational += 1;
+                    self.pending = rest;
+                    self.scanned = 0;
+                }
+                None => return Err(Failure::Malformed("too many informational answers")),
             }
-            scanned = pending.len();
-            let piece = conn.read_some().await?;
-            if piece.is_empty() {
-                return Err(Failure::Closed.into());
-            }
-            pending.extend_from_slice(&piece);
-            continue;
-        };
-        let head = http1::parse_head(&pending[..end])?;
-        let rest = pending.split_off(end);
-        match head {
-            Some(head) => return Ok((head, rest.freeze())),
-            None if informational < MAX_INFORMATIONAL => {
-                informational += 1;
-                pending = rest;
-                scanned = 0;
-            }
-            None => return Err(Failure::Malformed("too many informational answers").into()),
         }
     }
 }
@@ -214,7 +231,7 @@ impl Response {
 
     /// The length the answer announces, if its body is delimited by one.
     pub(crate) fn content_length(&self) -> Option<u64> {
-        match self.body.framing {
+        match self.body.reader.framing {
             Reading::Length(left) => Some(left),
             _ => None,
         }
@@ -229,20 +246,13 @@ impl Response {
 /// connection goes back to the pool (when the upstream keeps it open); a body dropped
 /// before its end closes it.
 pub(crate) struct Body {
-    framing: Reading,
-    /// Bytes read and not yet passed on.
-    buffered: Bytes,
+    reader: BodyReader,
     /// The connection, until the body ends.
     source: Option<Source>,
 }
 
-/// How far the body is read.
-enum Reading {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
+/// The most bytes [`Body::drain_ready`] reads and drops to keep a connection.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
 
 struct Source {
     conn: Conn,
@@ -250,9 +260,40 @@ struct Source {
     pool: Arc<Pool>,
 }
 
-impl Body {
-    /// The next piece of the body from what is buffered: `Ok(None)` when more must be read.
-    fn take_buffered(&mut self) -> Result<Option<Step>, Failure> {
+/// An answer's body read from the pieces that arrive, by its framing (no I/O: the caller
+/// reads).
+#[derive(Debug)]
+pub struct BodyReader {
+    framing: Reading,
+    /// Bytes read and not yet passed on.
+    buffered: Bytes,
+}
+
+/// How far a body is read.
+#[derive(Debug)]
+enum Reading {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+impl BodyReader {
+    /// A body framed by `framing`, of which `rest` (read with the head) is the start.
+    pub fn new(framing: Framing, rest: Bytes) -> Self {
+        BodyReader {
+            framing: match framing {
+                Framing::Length(left) => Reading::Length(left),
+                Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+                Framing::UntilClose => Reading::UntilClose,
+            },
+            buffered: rest,
+        }
+    }
+
+    /// The next piece of the body, or its end, from what was pushed: `Ok(None)` when more
+    /// must be read.
+    pub fn step(&mut self) -> Result<Option<Step>, Failure> {
         Ok(Some(match &mut self.framing {
             Reading::Length(0) => Step::Done,
             Reading::Length(_) | Reading::UntilClose if self.buffered.is_empty() => {
@@ -261,6 +302,7 @@ impl Body {
             Reading::Length(left) => {
                 let take = usize::try_from(*left)
                     .map_or(self.buffered.len(), |l| l.min(self.buffered.len()));
+                // `take` is at most `left`.
                 *left -= take as u64;
                 Step::Data(self.buffered.split_to(take))
             }
@@ -272,12 +314,34 @@ impl Body {
         }))
     }
 
+    /// Takes what was read next (once [`BodyReader::step`] asked for more).
+    pub fn push(&mut self, piece: Bytes) {
+        debug_assert!(self.buffered.is_empty());
+        self.buffered = piece;
+    }
+
+    /// The upstream closed the connection: the end of a body read until then, or a body cut
+    /// short.
+    pub fn closed(&self) -> Result<(), Failure> {
+        match self.framing {
+            Reading::UntilClose => Ok(()),
+            _ => Err(Failure::Closed),
+        }
+    }
+
+    /// Whether bytes came after the end of the body (the connection cannot be reused).
+    fn has_more(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+}
+
+impl Body {
     /// The body is complete: its connection goes back to the pool if it may carry another
     /// request and nothing came after the answer.
     fn finish(&mut self) {
         if let Some(source) = self.source.take()
             && source.keep_alive
-            && self.buffered.is_empty()
+            && !self.reader.has_more()
         {
             source.pool.checkin(source.conn);
         }
@@ -285,7 +349,7 @@ impl Body {
 
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
         loop {
-            match self.take_buffered() {
+            match self.reader.step() {
                 Ok(Some(Step::Data(piece))) => return Poll::Ready(Some(Ok(piece))),
                 Ok(Some(Step::Done)) => {
                     self.finish();
@@ -303,15 +367,33 @@ impl Body {
             match std::task::ready!(source.conn.poll_read_some(cx)) {
                 Ok(piece) if piece.is_empty() => {
                     self.source = None;
-                    if matches!(self.framing, Reading::UntilClose) {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Err(Failure::Closed.into())));
+                    return match self.reader.closed() {
+                        Ok(()) => Poll::Ready(None),
+                        Err(failure) => Poll::Ready(Some(Err(failure.into()))),
+                    };
                 }
-                Ok(piece) => self.buffered = piece,
+                Ok(piece) => self.reader.push(piece),
                 Err(e) => {
                     self.source = None;
                     return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    /// Reads what has already arrived of the rest of the body, without waiting and at most
+    /// [`MAX_DRAIN_BYTES`], and drops it: a body whose end is there gives its connection back
+    /// to the pool. For a caller that has what it needs (an event stream's `[DONE]`) before
+    /// the body's end (the chunked coding's last chunk, usually in the same read).
+    pub(crate) fn drain_ready(&mut self) {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut left = MAX_DRAIN_BYTES;
+        while let Poll::Ready(Some(Ok(piece))) = self.poll_piece(&mut cx) {
+            match left.checked_sub(piece.len()) {
+                Some(rest) => left = rest,
+                None => {
+                    self.source = None;
+                    return;
                 }
             }
         }
