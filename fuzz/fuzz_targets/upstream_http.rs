@@ -20,7 +20,7 @@ fuzz_target!(|input: &[u8]| {
         let Some(piece) = pieces.next() else {
             return;
         };
-        match heads.push(piece) {
+        match heads.push(Bytes::copy_from_slice(piece)) {
             Ok(Some(read)) => break read,
             Ok(None) => {}
             Err(_) => return,

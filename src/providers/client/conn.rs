@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -94,12 +94,14 @@ impl Conn {
         })
     }
 
-    /// Writes all of `bytes` and flushes them.
-    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes a request's head and body (vectored where the transport takes it: the body
+    /// is not copied) and flushes them.
+    pub(crate) async fn write_request(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let mut bytes = head.chain(body);
         match &mut self.transport {
-            Transport::Plain(tcp) => tcp.write_all(bytes).await,
+            Transport::Plain(tcp) => tcp.write_all_buf(&mut bytes).await,
             Transport::Tls(tls) => {
-                tls.write_all(bytes).await?;
+                tls.write_all_buf(&mut bytes).await?;
                 tls.flush().await
             }
         }
@@ -270,7 +272,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut conn = pool.checkout(&origin).expect("the first connection");
         assert_eq!(pool.idle_count(), 0);
-        conn.write_all(b"ping").await.unwrap();
+        conn.write_request(b"pi", b"ng").await.unwrap();
         let mut got = [0u8; 4];
         first_peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");

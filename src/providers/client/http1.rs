@@ -1,4 +1,4 @@
-//! The HTTP/1.1 wire format of an upstream call: the request written in one buffer, and the
+//! The HTTP/1.1 wire format of an upstream call: the request's head written in one buffer, and the
 //! answer's head read by `httparse` (hyper's own parser) into the few facts the gateway uses:
 //! status, framing, whether the connection may carry another request, `retry-after`.
 //!
@@ -55,12 +55,13 @@ pub(crate) struct RequestParts<'a> {
     /// The provider's headers, sent unless `extra` names the same header.
     pub(crate) fixed: &'a [(HeaderName, HeaderValue)],
     pub(crate) extra: &'a HeaderMap,
-    pub(crate) body: &'a [u8],
+    /// The length of the body that follows the head.
+    pub(crate) body_len: usize,
 }
 
-/// Writes a request into `out`: request line, `host` (unless a header sets it), the fixed
-/// and extra headers, `content-type` and `content-length` when there is a body, the body.
-pub(crate) fn write_request(out: &mut Vec<u8>, request: &RequestParts<'_>) {
+/// Writes a request's head into `out`: request line, `host` (unless a header sets it), the
+/// fixed and extra headers, `content-type` and `content-length` when there is a body.
+pub(crate) fn write_head(out: &mut Vec<u8>, request: &RequestParts<'_>) {
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(request.path.as_bytes());
@@ -84,18 +85,17 @@ pub(crate) fn write_request(out: &mut Vec<u8>, request: &RequestParts<'_>) {
     for (name, value) in request.extra {
         write_header(out, name, value);
     }
-    if !request.body.is_empty() {
+    if request.body_len > 0 {
         let typed = request.extra.contains_key(header::CONTENT_TYPE)
             || request.fixed.iter().any(|(n, _)| n == header::CONTENT_TYPE);
         if !typed {
             out.extend_from_slice(b"content-type: application/json\r\n");
         }
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(request.body.len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(request.body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(request.body);
 }
 
 /// One header line (`HeaderValue` holds no CR or LF).
@@ -276,7 +276,7 @@ mod tests {
         let mut extra = HeaderMap::new();
         extra.insert("x-team", HeaderValue::from_static("b"));
         let mut out = Vec::new();
-        write_request(
+        write_head(
             &mut out,
             &RequestParts {
                 method: &Method::POST,
@@ -284,21 +284,21 @@ mod tests {
                 origin: Origin::of(&uri).unwrap(),
                 fixed: &fixed,
                 extra: &extra,
-                body: b"{}",
+                body_len: 2,
             },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9100\r\n\
              authorization: Bearer k\r\nx-team: b\r\ncontent-type: application/json\r\n\
-             content-length: 2\r\n\r\n{}"
+             content-length: 2\r\n\r\n"
         );
         // A default port is left out of `host`; a configured `host` replaces it; a GET
         // without a body has neither content type nor length.
         let uri: axum::http::Uri = "https://[::1]/v1/models".parse().unwrap();
         let fixed = [(header::HOST, HeaderValue::from_static("inside"))];
         let mut out = Vec::new();
-        write_request(
+        write_head(
             &mut out,
             &RequestParts {
                 method: &Method::GET,
@@ -306,7 +306,7 @@ mod tests {
                 origin: Origin::of(&uri).unwrap(),
                 fixed: &fixed,
                 extra: &HeaderMap::new(),
-                body: b"",
+                body_len: 0,
             },
         );
         assert_eq!(

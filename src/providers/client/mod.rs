@@ -5,7 +5,7 @@
 //! gateway's hot path and hyper's client costs it a connection task, a dispatch channel
 //! between the two tasks, and about 27 KB of buffers per connection held for as long as a
 //! stream is open. Here the call runs in the request's own task: the request is written in
-//! one buffer, the answer's head is read by `httparse` (hyper's parser) and its body is read
+//! one vectored write (its head built in one buffer, its body not copied), the answer's head is read by `httparse` (hyper's parser) and its body is read
 //! as the caller asks for it, each read landing on the stack. What it takes from an upstream
 //! is bounded ([`http1`], [`chunked`]).
 //!
@@ -123,24 +123,24 @@ impl Client {
     /// body is read as the caller asks for it.
     pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
         let origin = Origin::of(&request.uri)?;
-        let mut written = Vec::with_capacity(512 + request.body.len());
-        http1::write_request(
-            &mut written,
+        let mut head = Vec::with_capacity(512);
+        http1::write_head(
+            &mut head,
             &RequestParts {
                 method: &request.method,
                 path: request.uri.path_and_query().map_or("/", |p| p.as_str()),
                 origin,
                 fixed: &self.shared.fixed,
                 extra: &request.headers,
-                body: &request.body,
+                body_len: request.body.len(),
             },
         );
         let mut conn = match self.shared.pool.checkout(&origin) {
             Some(conn) => conn,
             None => Conn::open(origin, &self.shared.tls).await?,
         };
-        conn.write_all(&written).await?;
-        drop(written);
+        conn.write_request(&head, &request.body).await?;
+        drop(head);
         let (head, rest) = read_head(&mut conn).await?;
         Ok(Response {
             status: head.status,
@@ -165,7 +165,7 @@ async fn read_head(conn: &mut Conn) -> Result<(Head, Bytes), Error> {
         if piece.is_empty() {
             return Err(Failure::Closed.into());
         }
-        if let Some(read) = reader.push(&piece)? {
+        if let Some(read) = reader.push(piece)? {
             return Ok(read);
         }
     }
@@ -185,29 +185,44 @@ pub struct HeadReader {
 }
 
 impl HeadReader {
-    /// Takes the next piece: the head and the bytes after it once the head is complete.
-    pub fn push(&mut self, piece: &[u8]) -> Result<Option<(Head, Bytes)>, Failure> {
-        self.pending.extend_from_slice(piece);
+    /// Takes the next piece: the head and the bytes after it once the head is complete. A
+    /// head that comes whole in one piece is read from it, not copied.
+    pub fn push(&mut self, piece: Bytes) -> Result<Option<(Head, Bytes)>, Failure> {
+        let mut buf = if self.pending.is_empty() {
+            piece
+        } else {
+            self.pending.extend_from_slice(&piece);
+            if http1::head_end(&self.pending, self.scanned).is_none() {
+                return self.wait_for_more();
+            }
+            std::mem::take(&mut self.pending).freeze()
+        };
         loop {
-            let Some(end) = http1::head_end(&self.pending, self.scanned) else {
-                if self.pending.len() > http1::MAX_HEAD_BYTES {
-                    return Err(Failure::Malformed("the head is larger than 64 KB"));
-                }
-                self.scanned = self.pending.len();
-                return Ok(None);
+            let Some(end) = http1::head_end(&buf, self.scanned) else {
+                self.pending.extend_from_slice(&buf);
+                return self.wait_for_more();
             };
-            let head = http1::parse_head(&self.pending[..end])?;
-            let rest = self.pending.split_off(end);
+            let head = http1::parse_head(&buf[..end])?;
+            let rest = buf.split_off(end);
             match head {
-                Some(head) => return Ok(Some((head, rest.freeze()))),
+                Some(head) => return Ok(Some((head, rest))),
                 None if self.informational < MAX_INFORMATIONAL => {
                     self.informational += 1;
-                    self.pending = rest;
+                    buf = rest;
                     self.scanned = 0;
                 }
                 None => return Err(Failure::Malformed("too many informational answers")),
             }
         }
+    }
+
+    /// The head is not complete in `pending`: wait for more, within the bound.
+    fn wait_for_more(&mut self) -> Result<Option<(Head, Bytes)>, Failure> {
+        if self.pending.len() > http1::MAX_HEAD_BYTES {
+            return Err(Failure::Malformed("the head is larger than 64 KB"));
+        }
+        self.scanned = self.pending.len();
+        Ok(None)
     }
 }
 
@@ -492,4 +507,103 @@ pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reads `answer` handed over in the pieces `cuts` makes, as the client does: the head,
+    /// the body, and whether the body ended before the input did.
+    fn read(answer: &[u8], cuts: &[usize]) -> Result<(Head, Vec<u8>, bool), Failure> {
+        let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(answer.len())).collect();
+        bounds.sort_unstable();
+        bounds.push(answer.len());
+        let mut pieces = bounds
+            .iter()
+            .scan(0, |start, &end| {
+                let piece = Bytes::copy_from_slice(&answer[*start..end]);
+                *start = end;
+                Some(piece)
+            })
+            .filter(|p| !p.is_empty());
+        let mut heads = HeadReader::default();
+        let (head, rest) = loop {
+            let piece = pieces.next().ok_or(Failure::Closed)?;
+            if let Some(read) = heads.push(piece)? {
+                break read;
+            }
+        };
+        let mut body = BodyReader::new(head.framing, rest);
+        let mut data = Vec::new();
+        loop {
+            match body.step()? {
+                Some(Step::Data(piece)) => data.extend_from_slice(&piece),
+                Some(Step::Done) => return Ok((head, data, true)),
+                Some(Step::More) | None => match pieces.next() {
+                    Some(piece) => body.push(piece),
+                    None => {
+                        body.closed()?;
+                        return Ok((head, data, false));
+                    }
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_is_bounded_however_it_arrives() {
+        let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+        answer.extend(b"x: y\r\n".repeat(http1::MAX_HEAD_BYTES / 6 + 1));
+        let cuts: Vec<usize> = (1..answer.len()).step_by(97).collect();
+        for cuts in [&[][..], &cuts] {
+            assert_eq!(
+                read(&answer, cuts).unwrap_err(),
+                Failure::Malformed("the head is larger than 64 KB")
+            );
+        }
+        let informational = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INFORMATIONAL + 1);
+        assert_eq!(
+            read(&informational, &[]).unwrap_err(),
+            Failure::Malformed("too many informational answers")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn an_answer_reads_the_same_however_it_is_cut(
+            body in prop::collection::vec(any::<u8>(), 0..600),
+            framing in 0u8..3,
+            informational in 0usize..3,
+            cuts in prop::collection::vec(0usize..900, 0..10),
+        ) {
+            let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n".repeat(informational);
+            answer.extend_from_slice(b"HTTP/1.1 200 OK\r\nx-a: b\r\n");
+            match framing {
+                0 => {
+                    answer.extend(format!("content-length: {}\r\n\r\n", body.len()).bytes());
+                    answer.extend_from_slice(&body);
+                }
+                1 => {
+                    answer.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    for piece in body.chunks(77) {
+                        answer.extend(format!("{:x}\r\n", piece.len()).bytes());
+                        answer.extend_from_slice(piece);
+                        answer.extend_from_slice(b"\r\n");
+                    }
+                    answer.extend_from_slice(b"0\r\n\r\n");
+                }
+                _ => {
+                    answer.extend_from_slice(b"\r\n");
+                    answer.extend_from_slice(&body);
+                }
+            }
+            let (head, data, ended) = read(&answer, &cuts).unwrap();
+            prop_assert_eq!(head.status, StatusCode::OK);
+            prop_assert_eq!(data, body);
+            prop_assert_eq!(ended, framing != 2);
+        }
+    }
 }
