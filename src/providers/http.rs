@@ -460,19 +460,26 @@ fn error_event(value: &Value) -> ProviderError {
 }
 
 /// The reading state of one upstream event stream.
+/// It is the stream itself (not a future re-made for every chunk), so the state stays in place.
 struct ChunkReader {
     events: SseStream<Body>,
     scanner: ChunkScanner,
     origin: Arc<Origin>,
     finished_choice: bool,
+    /// The stream ended (after an error, `[DONE]` or the body's end).
+    ended: bool,
 }
 
 impl ChunkReader {
-    /// The next chunk; `None` at the end. Bytes that complete no event, and events that carry
-    /// nothing, are an empty chunk: a sign of life (see [`ChunkStream`]). A chunk already in
-    /// shape is passed on unparsed ([`InShape`](crate::stream::splice::InShape)).
-    async fn next(&mut self) -> Option<Result<StreamItem, ProviderError>> {
-        let item = match self.events.next().await {
+    /// What the next item of the event stream means: a chunk, or `None` at the end. Bytes
+    /// that complete no event, and events that carry nothing, are an empty chunk: a sign of
+    /// life (see [`ChunkStream`]). A chunk already in shape is passed on unparsed
+    /// ([`InShape`](crate::stream::splice::InShape)).
+    fn interpret(
+        &mut self,
+        next: Option<Result<SseItem, SseError<client::Error>>>,
+    ) -> Option<Result<StreamItem, ProviderError>> {
+        let item = match next {
             None if self.finished_choice => return None,
             None => Err(ProviderError::Stream(
                 "the upstream closed the stream before it finished".to_owned(),
@@ -506,6 +513,24 @@ impl ChunkReader {
     }
 }
 
+impl futures_util::Stream for ChunkReader {
+    type Item = Result<StreamItem, ProviderError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return std::task::Poll::Ready(None);
+        }
+        let next = std::task::ready!(this.events.poll_next_unpin(cx));
+        let item = this.interpret(next);
+        this.ended = !matches!(item, Some(Ok(_)));
+        std::task::Poll::Ready(item)
+    }
+}
+
 impl Upstream {
     /// Opens a chunk stream over an event-stream response, reading each event with
     /// [`openai_event`]. The stream ends at `Done`; a body that ends before any choice
@@ -517,17 +542,9 @@ impl Upstream {
             scanner: ChunkScanner::default(),
             origin: self.origin.clone(),
             finished_choice: false,
+            ended: false,
         };
-        Box::pin(futures_util::stream::unfold(
-            Some(reader),
-            |reader| async move {
-                let mut reader = reader?;
-                match reader.next().await? {
-                    Ok(chunk) => Some((Ok(chunk), Some(reader))),
-                    Err(e) => Some((Err(e), None)),
-                }
-            },
-        ))
+        Box::pin(reader)
     }
 }
 

@@ -353,6 +353,9 @@ impl Drop for SseBody {
 
 /// Events already available together are written together, up to this many bytes.
 const COALESCE_BYTES: usize = 16 * 1024;
+/// The room a frame starts with once an event comes (a few chunks' worth: a frame of many
+/// grows a few times, not once per doubling from one event's size).
+const FRAME_START_BYTES: usize = 2048;
 
 impl SseBody {
     /// Relays whatever the upstream has ready now, without waiting.
@@ -364,6 +367,9 @@ impl SseBody {
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.last_upstream = Instant::now();
+                    if self.pending.capacity() == 0 {
+                        self.pending.reserve(FRAME_START_BYTES);
+                    }
                     if let Err(error) = self.relay(chunk) {
                         self.fail(error);
                     }
