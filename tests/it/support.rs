@@ -265,16 +265,17 @@ fn chunked(data: &str) -> String {
     format!("{:x}\r\n{data}\r\n", data.len())
 }
 
-/// Reads one HTTP/1.1 request (headers and a Content-Length body).
-pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) {
+/// Reads one HTTP/1.1 request (headers and a Content-Length body); false when the client
+/// closed (or failed) before a whole one came.
+pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> bool {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let Ok(n) = socket.read(&mut buf).await else {
-            return;
+            return false;
         };
         if n == 0 {
-            return;
+            return false;
         }
         data.extend_from_slice(&buf[..n]);
         if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -285,7 +286,7 @@ pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if data.len() >= end + 4 + length {
-                return;
+                return true;
             }
         }
     }

@@ -6,42 +6,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
-use crate::support::{TestApp, ask, ask_stream, openai_config, spawn_app, sse_chunks};
+use crate::support::{
+    TestApp, ask, ask_stream, openai_config, read_request, spawn_app, sse_chunks,
+};
 
 /// The most connections an upstream here accepts.
 const MAX_CONNECTIONS: usize = 16;
 /// The most requests it answers on one connection.
 const MAX_REQUESTS: usize = 16;
 
-/// Reads one request (head and `content-length` body); `false` when the client closed.
-async fn read_one_request(socket: &mut TcpStream) -> bool {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if data.len() >= end + 4 + length {
-                return true;
-            }
-        }
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 /// An upstream that answers every request on a connection with `answer(request number)`
-/// (raw bytes: head and body) and counts the connections it accepted.
-async fn upstream(answer: fn(usize) -> String) -> (String, Arc<AtomicUsize>) {
+/// (raw bytes: head and body), closing the connection after each answer when `closes`, and
+/// counts the connections it accepted.
+async fn upstream(answer: fn(usize) -> String, closes: bool) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -54,9 +34,13 @@ async fn upstream(answer: fn(usize) -> String) -> (String, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 for n in 0..MAX_REQUESTS {
-                    if !read_one_request(&mut socket).await
+                    if !read_request(&mut socket).await
                         || socket.write_all(answer(n).as_bytes()).await.is_err()
                     {
+                        return;
+                    }
+                    if closes {
+                        let _ = socket.shutdown().await;
                         return;
                     }
                 }
@@ -135,13 +119,16 @@ async fn streamed(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn one_upstream_connection_carries_answers_and_streams_in_turn() {
-    let (base_url, accepted) = upstream(|n| {
-        if n % 2 == 0 {
-            json_answer(&completion("json"))
-        } else {
-            stream_answer()
-        }
-    })
+    let (base_url, accepted) = upstream(
+        |n| {
+            if n % 2 == 0 {
+                json_answer(&completion("json"))
+            } else {
+                stream_answer()
+            }
+        },
+        false,
+    )
     .await;
     let app = gateway(&base_url).await;
     for _ in 0..3 {
@@ -151,88 +138,77 @@ async fn one_upstream_connection_carries_answers_and_streams_in_turn() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// A JSON answer with `connection: close`; a reused connection would get a 500.
+fn close_after_answer(n: usize) -> String {
+    let body = completion("once");
+    match n {
+        0 => format!(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        _ => never_again(),
+    }
+}
+
+/// A chunked JSON answer that also states a length (the coding wins); a reused connection
+/// would get a 500.
+fn length_beside_coding(n: usize) -> String {
+    let body = completion("coded");
+    match n {
+        0 => format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
+             {:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ),
+        _ => never_again(),
+    }
+}
+
+fn never_again() -> String {
+    "HTTP/1.1 500 Never\r\ncontent-length: 0\r\n\r\n".to_owned()
+}
+
+/// How many upstream connections `requests` JSON requests take through the gateway, each
+/// answered with `text`, when the upstream answers as `answer` says.
+async fn connections_for(answer: fn(usize) -> String, requests: usize, text: &str) -> usize {
+    let (base_url, accepted) = upstream(answer, false).await;
+    let app = gateway(&base_url).await;
+    for _ in 0..requests {
+        assert_eq!(content(&app).await, text);
+    }
+    accepted.load(Ordering::SeqCst)
+}
+
 #[tokio::test]
 async fn connections_the_upstream_closes_or_frames_ambiguously_are_not_reused() {
-    // `connection: close`, then a length beside a transfer coding (the coding wins).
-    let (base_url, accepted) = upstream(|n| {
-        let body = completion("once");
-        if n == 0 {
-            format!(
-                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            )
-        } else {
-            "HTTP/1.1 500 Never\r\ncontent-length: 0\r\n\r\n".to_owned()
-        }
-    })
-    .await;
-    let app = gateway(&base_url).await;
-    for _ in 0..3 {
-        assert_eq!(content(&app).await, "once");
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
-
-    let (base_url, accepted) = upstream(|n| {
-        let body = completion("coded");
-        if n == 0 {
-            format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
-                 {:x}\r\n{body}\r\n0\r\n\r\n",
-                body.len()
-            )
-        } else {
-            "HTTP/1.1 500 Never\r\ncontent-length: 0\r\n\r\n".to_owned()
-        }
-    })
-    .await;
-    let app = gateway(&base_url).await;
-    for _ in 0..2 {
-        assert_eq!(content(&app).await, "coded");
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(connections_for(close_after_answer, 3, "once").await, 3);
+    assert_eq!(connections_for(length_beside_coding, 2, "coded").await, 2);
 }
 
 #[tokio::test]
 async fn informational_answers_and_bodies_read_until_close_are_taken() {
-    let (base_url, accepted) = closing_upstream().await;
+    // Two informational answers, then an HTTP/1.0 answer without a length, ended by the
+    // upstream closing the connection.
+    let (base_url, accepted) = upstream(
+        |_| {
+            format!(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n\
+                 HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{}",
+                completion("until close")
+            )
+        },
+        true,
+    )
+    .await;
     let app = gateway(&base_url).await;
     assert_eq!(content(&app).await, "until close");
     assert_eq!(content(&app).await, "until close");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-/// An upstream that sends two informational answers, then an HTTP/1.0 answer without a
-/// length, and closes the connection.
-async fn closing_upstream() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        for _ in 0..MAX_CONNECTIONS {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if read_one_request(&mut socket).await {
-                    let answer = format!(
-                        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n\
-                         HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{}",
-                        completion("until close")
-                    );
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                }
-            });
-        }
-    });
-    (base_url, accepted)
-}
-
 #[tokio::test]
 async fn an_answer_that_is_not_http_is_a_502_naming_its_kind() {
-    let (base_url, _) = upstream(|_| "SSH-2.0-OpenSSH_9.6\r\n\r\n".to_owned()).await;
+    let (base_url, _) = upstream(|_| "SSH-2.0-OpenSSH_9.6\r\n\r\n".to_owned(), false).await;
     let app = gateway(&base_url).await;
     let response = app.chat(ask("up/m", "hello")).await;
     assert_eq!(response.status(), 502);
