@@ -381,9 +381,11 @@ impl SseBody {
         }
     }
 
-    /// Everything queued, as one write (the buffer goes with it: an idle stream holds none).
+    /// Everything queued, as one write. The buffer goes with it, or is dropped when nothing
+    /// was queued (room reserved for an event that wrote nothing): an idle stream holds none.
     fn take_queued(&mut self) -> Option<Bytes> {
-        (!self.pending.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.pending)))
+        let frame = std::mem::take(&mut self.pending);
+        (!frame.is_empty()).then(|| Bytes::from(frame))
     }
 }
 

@@ -299,3 +299,17 @@ async fn a_choice_index_beyond_n_is_an_error_before_and_after_the_first_chunk() 
     assert_eq!(frames.len(), 2, "{frames:?}");
     assert!(frames[1].contains("index 4294967295"), "{}", frames[1]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_stream_holds_no_frame_buffer() {
+    // A chunk, then bytes that complete no event (an empty chunk) a second later, then quiet.
+    let alive = (1, Ok(ChatChunk::default().into()));
+    let mut body = paced_body(scripted(vec![(0, content("x")), alive], true));
+    assert_eq!(body.open(None).await.unwrap(), Opening::Ready);
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"x\""));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // The sign of life writes nothing; the stream waits again, holding no buffer.
+    assert!(futures_util::FutureExt::now_or_never(body.next()).is_none());
+    assert_eq!(body.pending.capacity(), 0);
+}
