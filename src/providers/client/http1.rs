@@ -59,6 +59,27 @@ pub(crate) struct RequestParts<'a> {
     pub(crate) body_len: usize,
 }
 
+impl<'a> RequestParts<'a> {
+    /// The parts of a request for `method uri` (`http` or `https`) with `body_len` bytes of
+    /// body.
+    pub(crate) fn new(
+        method: &'a Method,
+        uri: &'a axum::http::Uri,
+        fixed: &'a [(HeaderName, HeaderValue)],
+        extra: &'a HeaderMap,
+        body_len: usize,
+    ) -> Result<Self, Failure> {
+        Ok(RequestParts {
+            method,
+            path: uri.path_and_query().map_or("/", |p| p.as_str()),
+            origin: Origin::of(uri)?,
+            fixed,
+            extra,
+            body_len,
+        })
+    }
+}
+
 /// Writes a request's head into `out`: request line, `host` (unless a header sets it), the
 /// fixed and extra headers, `content-type` and `content-length` when there is a body.
 pub(crate) fn write_head(out: &mut Vec<u8>, request: &RequestParts<'_>) {
@@ -263,9 +284,23 @@ mod tests {
         (head.framing, head.keep_alive)
     }
 
+    /// The head `write_head` writes for these parts.
+    fn written_head(
+        method: Method,
+        uri: &str,
+        fixed: &[(HeaderName, HeaderValue)],
+        extra: &HeaderMap,
+        body_len: usize,
+    ) -> String {
+        let uri: axum::http::Uri = uri.parse().unwrap();
+        let mut out = Vec::new();
+        let parts = RequestParts::new(&method, &uri, fixed, extra, body_len).unwrap();
+        write_head(&mut out, &parts);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn requests_carry_host_fixed_and_extra_headers_and_the_body() {
-        let uri: axum::http::Uri = "http://127.0.0.1:9100/v1/chat/completions".parse().unwrap();
         let fixed = [
             (header::AUTHORIZATION, HeaderValue::from_static("Bearer k")),
             (
@@ -275,43 +310,40 @@ mod tests {
         ];
         let mut extra = HeaderMap::new();
         extra.insert("x-team", HeaderValue::from_static("b"));
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            &RequestParts {
-                method: &Method::POST,
-                path: uri.path(),
-                origin: Origin::of(&uri).unwrap(),
-                fixed: &fixed,
-                extra: &extra,
-                body_len: 2,
-            },
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            written_head(
+                Method::POST,
+                "http://127.0.0.1:9100/v1/chat/completions",
+                &fixed,
+                &extra,
+                2
+            ),
             "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:9100\r\n\
              authorization: Bearer k\r\nx-team: b\r\ncontent-type: application/json\r\n\
              content-length: 2\r\n\r\n"
         );
         // A default port is left out of `host`; a configured `host` replaces it; a GET
         // without a body has neither content type nor length.
-        let uri: axum::http::Uri = "https://[::1]/v1/models".parse().unwrap();
         let fixed = [(header::HOST, HeaderValue::from_static("inside"))];
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            &RequestParts {
-                method: &Method::GET,
-                path: uri.path(),
-                origin: Origin::of(&uri).unwrap(),
-                fixed: &fixed,
-                extra: &HeaderMap::new(),
-                body_len: 0,
-            },
+        assert_eq!(
+            written_head(
+                Method::GET,
+                "https://[::1]/v1/models",
+                &fixed,
+                &HeaderMap::new(),
+                0
+            ),
+            "GET /v1/models HTTP/1.1\r\nhost: inside\r\n\r\n"
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "GET /v1/models HTTP/1.1\r\nhost: inside\r\n\r\n"
+            written_head(
+                Method::GET,
+                "https://api.example.com/v1?a=b",
+                &[],
+                &HeaderMap::new(),
+                0
+            ),
+            "GET /v1?a=b HTTP/1.1\r\nhost: api.example.com\r\n\r\n"
         );
         let plain: axum::http::Uri = "http://[::1]/".parse().unwrap();
         let origin = Origin::of(&plain).unwrap();

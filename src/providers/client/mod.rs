@@ -4,10 +4,11 @@
 //! It is written here rather than taken from hyper's client because an upstream call is the
 //! gateway's hot path and hyper's client costs it a connection task, a dispatch channel
 //! between the two tasks, and about 27 KB of buffers per connection held for as long as a
-//! stream is open. Here the call runs in the request's own task: the request is written in
-//! one vectored write (its head built in one buffer, its body not copied), the answer's head is read by `httparse` (hyper's parser) and its body is read
-//! as the caller asks for it, each read landing on the stack. What it takes from an upstream
-//! is bounded ([`http1`], [`chunked`]).
+//! stream is open. Here the call runs in the request's own task: the request goes out in one
+//! vectored write (its head built in one buffer, its body not copied), the answer's head is
+//! read by `httparse` (hyper's parser), and its body is read as the caller asks for it, each
+//! read landing on the stack. What it takes from an upstream is bounded ([`http1`],
+//! [`chunked`]).
 //!
 //! Its errors name no URL; [`failure_kind`] describes one in words fit for a client.
 
@@ -24,12 +25,12 @@ use std::task::{Context, Poll};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio_rustls::TlsConnector;
 
 use self::chunked::ChunkedDecoder;
 use self::conn::{Conn, Pool};
-use self::http1::{Origin, RequestParts};
+use self::http1::RequestParts;
 use crate::config::ProviderConfig;
 
 /// A failure to send a request or to read its answer.
@@ -122,22 +123,18 @@ impl Client {
     /// Sends `request` on an idle connection (or a new one) and reads the answer's head; the
     /// body is read as the caller asks for it.
     pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
-        let origin = Origin::of(&request.uri)?;
+        let parts = RequestParts::new(
+            &request.method,
+            &request.uri,
+            &self.shared.fixed,
+            &request.headers,
+            request.body.len(),
+        )?;
         let mut head = Vec::with_capacity(512);
-        http1::write_head(
-            &mut head,
-            &RequestParts {
-                method: &request.method,
-                path: request.uri.path_and_query().map_or("/", |p| p.as_str()),
-                origin,
-                fixed: &self.shared.fixed,
-                extra: &request.headers,
-                body_len: request.body.len(),
-            },
-        );
-        let mut conn = match self.shared.pool.checkout(&origin) {
+        http1::write_head(&mut head, &parts);
+        let mut conn = match self.shared.pool.checkout(&parts.origin) {
             Some(conn) => conn,
-            None => Conn::open(origin, &self.shared.tls).await?,
+            None => Conn::open(parts.origin, &self.shared.tls).await?,
         };
         conn.write_request(&head, &request.body).await?;
         drop(head);
@@ -413,11 +410,6 @@ impl Body {
             }
         }
     }
-
-    /// The next piece of the body; `None` at its end.
-    pub(crate) async fn piece(&mut self) -> Option<Result<Bytes, Error>> {
-        std::future::poll_fn(|cx| self.poll_piece(cx)).await
-    }
 }
 
 impl Stream for Body {
@@ -459,7 +451,7 @@ pub(crate) async fn read_at_most(
     // Room for what was announced, but no more than a typical answer until it arrives.
     let mut body = Vec::with_capacity(usize::try_from(announced.min(64 * 1024)).unwrap_or(0));
     let mut pieces = response.into_body();
-    while let Some(piece) = pieces.piece().await {
+    while let Some(piece) = pieces.next().await {
         let piece = piece?;
         if body.len().saturating_add(piece.len()) > limit {
             return Ok(None);
