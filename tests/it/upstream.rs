@@ -71,6 +71,11 @@ fn json_answer(body: &str) -> String {
 /// An event stream of two chunks and `[DONE]` in the chunked coding, `[DONE]` and the last
 /// chunk in one write.
 fn stream_answer() -> String {
+    stream_answer_with(0)
+}
+
+/// The same with `after_done` bytes of comments between `[DONE]` and the last chunk.
+fn stream_answer_with(after_done: usize) -> String {
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1,
                "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -82,11 +87,15 @@ fn stream_answer() -> String {
         ),
         format!("data: {}\n\n", chunk(json!({}), json!("stop"))),
         "data: [DONE]\n\n".to_owned(),
+        format!(": {}\n", "x".repeat(after_done)),
     ];
     let mut answer = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
                       transfer-encoding: chunked\r\n\r\n"
         .to_owned();
-    for event in events {
+    for event in events
+        .iter()
+        .filter(|e| after_done > 0 || !e.starts_with(':'))
+    {
         answer.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
     }
     answer.push_str("0\r\n\r\n");
@@ -177,6 +186,16 @@ async fn connections_for(answer: fn(usize) -> String, requests: usize, text: &st
         assert_eq!(content(&app).await, text);
     }
     accepted.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_stream_whose_end_is_far_after_done_gives_up_its_connection() {
+    // 100 KB after `[DONE]` is more than the gateway reads to keep a connection (64 KB).
+    let (base_url, accepted) = upstream(|_| stream_answer_with(100 * 1024), false).await;
+    let app = gateway(&base_url).await;
+    assert_eq!(streamed(&app).await, "hi");
+    assert_eq!(streamed(&app).await, "hi");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
