@@ -21,6 +21,8 @@
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 //! - [`observe`]: Prometheus metrics and the access log, from one record per request.
 //! - [`healthcheck`]: `llmgate health`, the container's health check.
+//! - `http1`: HTTP/1.1's wire format (a head's end, bodies by their framing) for the
+//!   upstream client and the client-facing server.
 //! - [`telemetry`]: OpenTelemetry spans per request and upstream attempt, OTLP export,
 //!   `traceparent` in and out.
 
@@ -31,6 +33,8 @@ pub mod config;
 mod envelope;
 pub mod error;
 pub mod healthcheck;
+#[doc(hidden)]
+pub mod http1;
 pub mod observe;
 pub mod providers;
 mod routing;

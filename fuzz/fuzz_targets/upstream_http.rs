@@ -37,7 +37,7 @@ fuzz_target!(|input: &[u8]| {
             Ok(Some(Step::Done)) => break true,
             Ok(Some(Step::More) | None) => match pieces.next() {
                 Some(piece) => body.push(Bytes::copy_from_slice(piece)),
-                None => break body.closed().is_ok(),
+                None => break body.ends_at_close(),
             },
             Err(_) => break false,
         }

@@ -10,6 +10,9 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::Failure;
+use crate::http1::Framing;
+#[cfg(test)]
+use crate::http1::head_end;
 
 /// The largest answer head.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -127,17 +130,6 @@ fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Where an answer's body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// After this many bytes (0 for an answer without a body).
-    Length(u64),
-    /// At the chunked coding's last chunk.
-    Chunked,
-    /// When the upstream closes the connection.
-    UntilClose,
-}
-
 /// What the gateway reads from an answer's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -148,23 +140,7 @@ pub struct Head {
     pub retry_after: Option<String>,
 }
 
-/// Where the head in `buf` ends (after its empty line), if it is all there. `from` is how
-/// much of `buf` an earlier call saw (so a head arriving byte by byte is scanned once).
-pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    let mut at = start;
-    while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
-        let lf = at + offset;
-        match buf.get(lf + 1..) {
-            Some([b'\n', ..]) => return Some(lf + 2),
-            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
-            _ => at = lf + 1,
-        }
-    }
-    None
-}
-
-/// Reads a complete head (`buf` up to [`head_end`]); `None` for an informational (1xx)
+/// Reads a complete head (`buf` up to [`crate::http1::head_end`]); `None` for an informational (1xx)
 /// answer, which precedes the real one.
 pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -452,45 +428,7 @@ mod tests {
         assert_eq!(head.retry_after.as_deref(), Some("7"));
     }
 
-    #[test]
-    fn a_head_ends_at_its_empty_line_with_either_line_end() {
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody", 0), Some(19));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody", 0), Some(17));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nx: y\r\n", 0), None);
-    }
-
     proptest! {
-        #[test]
-        fn the_end_of_a_head_is_found_however_it_arrives(
-            fields in prop::collection::vec("[a-z]{1,8}: [ -~]{0,12}", 0..6),
-            lf_only in any::<bool>(),
-            cuts in prop::collection::vec(0usize..200, 0..8),
-        ) {
-            let eol = if lf_only { "\n" } else { "\r\n" };
-            let mut text = format!("HTTP/1.1 200 OK{eol}");
-            for field in &fields {
-                text.push_str(field.trim_end());
-                text.push_str(eol);
-            }
-            text.push_str(eol);
-            let end = text.len();
-            text.push_str("body\r\n\r\n");
-            let bytes = text.as_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
-            cuts.sort_unstable();
-            cuts.push(bytes.len());
-            let mut seen = 0;
-            let mut found = None;
-            for cut in cuts {
-                found = head_end(&bytes[..cut], seen);
-                if found.is_some() {
-                    break;
-                }
-                seen = cut;
-            }
-            prop_assert_eq!(found, Some(end));
-        }
-
         #[test]
         fn any_head_is_read_or_refused(text in prop::collection::vec(any::<u8>(), 0..300)) {
             if let Some(end) = head_end(&text, 0) {

@@ -8,16 +8,15 @@
 //! vectored write (its head built in one buffer, its body not copied), the answer's head is
 //! read by `httparse` (hyper's parser), and its body is read as the caller asks for it, each
 //! read landing on the stack. What it takes from an upstream is bounded ([`http1`],
-//! [`chunked`]).
+//! [`crate::http1`]).
 //!
 //! Its errors name no URL; [`failure_kind`] describes one in words fit for a client.
 
-mod chunked;
 mod conn;
 mod http1;
 
-pub use self::chunked::Step;
-pub use self::http1::{Framing, Head};
+pub use self::http1::Head;
+pub use crate::http1::{BodyReader, Framing, Step};
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -28,7 +27,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio_rustls::TlsConnector;
 
-use self::chunked::ChunkedDecoder;
 use self::conn::{Conn, Pool};
 use self::http1::RequestParts;
 use crate::config::ProviderConfig;
@@ -47,6 +45,12 @@ pub enum Failure {
     Closed,
     #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
     Malformed(&'static str),
+}
+
+impl From<crate::http1::Malformed> for Failure {
+    fn from(malformed: crate::http1::Malformed) -> Self {
+        Failure::Malformed(malformed.0)
+    }
 }
 
 /// A pooled client for one provider, which sends that provider's fixed headers on every
@@ -189,13 +193,13 @@ impl HeadReader {
             piece
         } else {
             self.pending.extend_from_slice(&piece);
-            if http1::head_end(&self.pending, self.scanned).is_none() {
+            if crate::http1::head_end(&self.pending, self.scanned).is_none() {
                 return self.wait_for_more();
             }
             std::mem::take(&mut self.pending).freeze()
         };
         loop {
-            let Some(end) = http1::head_end(&buf, self.scanned) else {
+            let Some(end) = crate::http1::head_end(&buf, self.scanned) else {
                 self.pending.extend_from_slice(&buf);
                 return self.wait_for_more();
             };
@@ -243,10 +247,7 @@ impl Response {
 
     /// The length the answer announces, if its body is delimited by one.
     pub(crate) fn content_length(&self) -> Option<u64> {
-        match self.body.reader.framing {
-            Reading::Length(left) => Some(left),
-            _ => None,
-        }
+        self.body.reader.length_left()
     }
 
     pub(crate) fn into_body(self) -> Body {
@@ -272,88 +273,13 @@ struct Source {
     pool: Arc<Pool>,
 }
 
-/// An answer's body read from the pieces that arrive, by its framing (no I/O: the caller
-/// reads).
-#[derive(Debug)]
-pub struct BodyReader {
-    framing: Reading,
-    /// Bytes read and not yet passed on.
-    buffered: Bytes,
-}
-
-/// How far a body is read.
-#[derive(Debug)]
-enum Reading {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
-
-impl BodyReader {
-    /// A body framed by `framing`, of which `rest` (read with the head) is the start.
-    pub fn new(framing: Framing, rest: Bytes) -> Self {
-        BodyReader {
-            framing: match framing {
-                Framing::Length(left) => Reading::Length(left),
-                Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
-                Framing::UntilClose => Reading::UntilClose,
-            },
-            buffered: rest,
-        }
-    }
-
-    /// The next piece of the body, or its end, from what was pushed: `Ok(None)` when more
-    /// must be read.
-    pub fn step(&mut self) -> Result<Option<Step>, Failure> {
-        Ok(Some(match &mut self.framing {
-            Reading::Length(0) => Step::Done,
-            Reading::Length(_) | Reading::UntilClose if self.buffered.is_empty() => {
-                return Ok(None);
-            }
-            Reading::Length(left) => {
-                let take = usize::try_from(*left)
-                    .map_or(self.buffered.len(), |l| l.min(self.buffered.len()));
-                // `take` is at most `left`.
-                *left -= take as u64;
-                Step::Data(self.buffered.split_to(take))
-            }
-            Reading::UntilClose => Step::Data(std::mem::take(&mut self.buffered)),
-            Reading::Chunked(decoder) => match decoder.decode(&mut self.buffered)? {
-                Step::More => return Ok(None),
-                step => step,
-            },
-        }))
-    }
-
-    /// Takes what was read next (once [`BodyReader::step`] asked for more).
-    pub fn push(&mut self, piece: Bytes) {
-        debug_assert!(self.buffered.is_empty());
-        self.buffered = piece;
-    }
-
-    /// The upstream closed the connection: the end of a body read until then, or a body cut
-    /// short.
-    pub fn closed(&self) -> Result<(), Failure> {
-        match self.framing {
-            Reading::UntilClose => Ok(()),
-            _ => Err(Failure::Closed),
-        }
-    }
-
-    /// Whether bytes came after the end of the body (the connection cannot be reused).
-    fn has_more(&self) -> bool {
-        !self.buffered.is_empty()
-    }
-}
-
 impl Body {
     /// The body is complete: its connection goes back to the pool if it may carry another
     /// request and nothing came after the answer.
     fn finish(&mut self) {
         if let Some(source) = self.source.take()
             && source.keep_alive
-            && !self.reader.has_more()
+            && self.reader.take_rest().is_empty()
         {
             source.pool.checkin(source.conn);
         }
@@ -368,9 +294,9 @@ impl Body {
                     return Poll::Ready(None);
                 }
                 Ok(Some(Step::More) | None) => {}
-                Err(failure) => {
+                Err(malformed) => {
                     self.source = None;
-                    return Poll::Ready(Some(Err(failure.into())));
+                    return Poll::Ready(Some(Err(Failure::from(malformed).into())));
                 }
             }
             let Some(source) = &mut self.source else {
@@ -379,9 +305,10 @@ impl Body {
             match std::task::ready!(source.conn.poll_read_some(cx)) {
                 Ok(piece) if piece.is_empty() => {
                     self.source = None;
-                    return match self.reader.closed() {
-                        Ok(()) => Poll::Ready(None),
-                        Err(failure) => Poll::Ready(Some(Err(failure.into()))),
+                    return if self.reader.ends_at_close() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Err(Failure::Closed.into())))
                     };
                 }
                 Ok(piece) => self.reader.push(piece),
@@ -536,10 +463,8 @@ mod tests {
                 Some(Step::Done) => return Ok((head, data, true)),
                 Some(Step::More) | None => match pieces.next() {
                     Some(piece) => body.push(piece),
-                    None => {
-                        body.closed()?;
-                        return Ok((head, data, false));
-                    }
+                    None if body.ends_at_close() => return Ok((head, data, false)),
+                    None => return Err(Failure::Closed),
                 },
             }
         }

@@ -2,14 +2,14 @@
 //! comes out as slices of what was read (no copy), and between reads the decoder holds a few
 //! counters, so a body of any length costs the same memory.
 //!
-//! Everything an upstream controls is bounded: a chunk size beyond 64 bits, a size line
+//! Everything the sender controls is bounded: a chunk size beyond 64 bits, a size line
 //! longer than [`MAX_LINE_BYTES`], more than [`MAX_EXTENSION_BYTES`] of chunk extensions in
 //! one body, trailers beyond [`MAX_TRAILER_BYTES`], and any byte out of the grammar (line
 //! ends are CRLF) are errors.
 
 use bytes::{Buf, Bytes};
 
-use super::Failure;
+use super::{Malformed, Step};
 
 /// The longest chunk-size line (size, whitespace and extensions).
 const MAX_LINE_BYTES: usize = 4096;
@@ -17,17 +17,6 @@ const MAX_LINE_BYTES: usize = 4096;
 const MAX_EXTENSION_BYTES: usize = 16 * 1024;
 /// The trailer section (read and ignored).
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
-
-/// What decoding the bytes at hand gave.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    /// A piece of the body.
-    Data(Bytes),
-    /// Nothing more until more bytes arrive.
-    More,
-    /// The body is complete; bytes after it are left in the input.
-    Done,
-}
 
 /// Where in the coding the decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +55,7 @@ enum State {
 
 /// A chunked body's decoder.
 #[derive(Debug)]
-pub(crate) struct ChunkedDecoder {
+pub struct ChunkedDecoder {
     state: State,
     /// Bytes of the current size line.
     line_bytes: usize,
@@ -87,14 +76,14 @@ impl Default for ChunkedDecoder {
     }
 }
 
-fn malformed(why: &'static str) -> Failure {
-    Failure::Malformed(why)
+fn malformed(why: &'static str) -> Malformed {
+    Malformed(why)
 }
 
 impl ChunkedDecoder {
     /// Decodes from the front of `input`, consuming what it reads: the next piece of data,
     /// or `More` once `input` is used up, or `Done` at the end of the body.
-    pub(crate) fn decode(&mut self, input: &mut Bytes) -> Result<Step, Failure> {
+    pub fn decode(&mut self, input: &mut Bytes) -> Result<Step, Malformed> {
         loop {
             if self.state == State::Done {
                 return Ok(Step::Done);
@@ -122,7 +111,7 @@ impl ChunkedDecoder {
     }
 
     /// The state after one byte outside a chunk's data.
-    fn next_state(&mut self, byte: u8) -> Result<State, Failure> {
+    fn next_state(&mut self, byte: u8) -> Result<State, Malformed> {
         Ok(match self.state {
             State::Size { size, digits } => {
                 self.count_line_byte()?;
@@ -179,7 +168,7 @@ impl ChunkedDecoder {
 
     /// After a chunk size's digits: CR ends the line, anything else but LF is whitespace or
     /// an extension (counted against the body's extension bound).
-    fn size_tail(&mut self, size: u64, byte: u8) -> Result<State, Failure> {
+    fn size_tail(&mut self, size: u64, byte: u8) -> Result<State, Malformed> {
         match byte {
             b'\r' => Ok(State::SizeLf { size }),
             b'\n' => Err(malformed("a chunk size line does not end in CRLF")),
@@ -194,7 +183,7 @@ impl ChunkedDecoder {
         }
     }
 
-    fn count_line_byte(&mut self) -> Result<(), Failure> {
+    fn count_line_byte(&mut self) -> Result<(), Malformed> {
         self.line_bytes += 1;
         if self.line_bytes > MAX_LINE_BYTES {
             return Err(malformed("a chunk size line is too long"));
@@ -204,7 +193,7 @@ impl ChunkedDecoder {
 }
 
 /// `byte` must be `wanted`; then the decoder moves to `then`.
-fn expect(byte: u8, wanted: u8, then: State) -> Result<State, Failure> {
+fn expect(byte: u8, wanted: u8, then: State) -> Result<State, Malformed> {
     if byte == wanted {
         Ok(then)
     } else {
@@ -229,7 +218,10 @@ mod tests {
 
     /// Decodes `input` handed over in the pieces `cuts` makes: the data, whether the body
     /// ended, and what was left after it.
-    fn decode_in_pieces(input: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, bool, Vec<u8>), Failure> {
+    fn decode_in_pieces(
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<u8>, bool, Vec<u8>), Malformed> {
         let mut decoder = ChunkedDecoder::default();
         let mut data = Vec::new();
         let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
@@ -257,7 +249,7 @@ mod tests {
         Ok((data, false, Vec::new()))
     }
 
-    fn decoded(input: &str) -> Result<(Vec<u8>, bool, Vec<u8>), Failure> {
+    fn decoded(input: &str) -> Result<(Vec<u8>, bool, Vec<u8>), Malformed> {
         decode_in_pieces(input.as_bytes(), &[])
     }
 
@@ -289,7 +281,7 @@ mod tests {
             ("4\x01\r\n", "control"),
         ] {
             match decoded(input) {
-                Err(Failure::Malformed(message)) => {
+                Err(Malformed(message)) => {
                     assert!(message.contains(why), "{input:?}: {message}")
                 }
                 other => panic!("{input:?}: {other:?}"),
@@ -308,7 +300,7 @@ mod tests {
             (big_trailers, "trailers are too large"),
         ] {
             match decoded(&input) {
-                Err(Failure::Malformed(message)) => assert!(message.contains(why), "{message}"),
+                Err(Malformed(message)) => assert!(message.contains(why), "{message}"),
                 other => panic!("{why}: {other:?}"),
             }
         }

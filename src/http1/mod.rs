@@ -1,0 +1,181 @@
+//! HTTP/1.1's wire format as both sides of the gateway read it: where a head ends, and a
+//! body read by its framing (a length, the chunked coding, or until the connection closes).
+//! Nothing here does I/O: the caller reads and hands over what arrived, so the same code
+//! serves the upstream client, the client-facing server, property tests and fuzz targets.
+
+pub mod chunked;
+
+use bytes::Bytes;
+
+use self::chunked::ChunkedDecoder;
+
+/// Bytes that break HTTP/1.1's grammar or one of the bounds set on it, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub &'static str);
+
+/// Where a message's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// After this many bytes (0 for a message without a body).
+    Length(u64),
+    /// At the chunked coding's last chunk.
+    Chunked,
+    /// When the sender closes the connection.
+    UntilClose,
+}
+
+/// What reading the bytes at hand gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A piece of the body.
+    Data(Bytes),
+    /// Nothing more until more bytes arrive.
+    More,
+    /// The body is complete; bytes after it are left in the input.
+    Done,
+}
+
+/// Where the head in `buf` ends (after its empty line), if it is all there. `from` is how
+/// much of `buf` an earlier call saw (so a head arriving byte by byte is scanned once).
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut at = start;
+    while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
+        let lf = at + offset;
+        match buf.get(lf + 1..) {
+            Some([b'\n', ..]) => return Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
+            _ => at = lf + 1,
+        }
+    }
+    None
+}
+
+/// A body read from the pieces that arrive, by its framing.
+#[derive(Debug)]
+pub struct BodyReader {
+    framing: Reading,
+    /// Bytes read and not yet passed on.
+    buffered: Bytes,
+}
+
+/// How far a body is read.
+#[derive(Debug)]
+enum Reading {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+impl BodyReader {
+    /// A body framed by `framing`, of which `rest` (read with the head) is the start.
+    pub fn new(framing: Framing, rest: Bytes) -> Self {
+        BodyReader {
+            framing: match framing {
+                Framing::Length(left) => Reading::Length(left),
+                Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+                Framing::UntilClose => Reading::UntilClose,
+            },
+            buffered: rest,
+        }
+    }
+
+    /// The next piece of the body, or its end, from what was pushed: `Ok(None)` when more
+    /// must be read.
+    pub fn step(&mut self) -> Result<Option<Step>, Malformed> {
+        Ok(Some(match &mut self.framing {
+            Reading::Length(0) => Step::Done,
+            Reading::Length(_) | Reading::UntilClose if self.buffered.is_empty() => {
+                return Ok(None);
+            }
+            Reading::Length(left) => {
+                let take = usize::try_from(*left)
+                    .map_or(self.buffered.len(), |l| l.min(self.buffered.len()));
+                // `take` is at most `left`.
+                *left -= take as u64;
+                Step::Data(self.buffered.split_to(take))
+            }
+            Reading::UntilClose => Step::Data(std::mem::take(&mut self.buffered)),
+            Reading::Chunked(decoder) => match decoder.decode(&mut self.buffered)? {
+                Step::More => return Ok(None),
+                step => step,
+            },
+        }))
+    }
+
+    /// Takes what was read next (once [`BodyReader::step`] asked for more).
+    pub fn push(&mut self, piece: Bytes) {
+        debug_assert!(self.buffered.is_empty());
+        self.buffered = piece;
+    }
+
+    /// Whether the sender closing the connection now ends the body properly (a body read
+    /// until then), rather than cutting it short.
+    pub fn ends_at_close(&self) -> bool {
+        matches!(self.framing, Reading::UntilClose)
+    }
+
+    /// The bytes left announced by a length, if the body is delimited by one.
+    pub fn length_left(&self) -> Option<u64> {
+        match self.framing {
+            Reading::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// What came after the end of the body (once it is done): the start of the next
+    /// message, or bytes that stop the connection from being reused.
+    pub fn take_rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buffered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_with_either_line_end() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody", 0), Some(19));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody", 0), Some(17));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nx: y\r\n", 0), None);
+    }
+
+    proptest! {
+        #[test]
+        fn the_end_of_a_head_is_found_however_it_arrives(
+            fields in prop::collection::vec("[a-z]{1,8}: [ -~]{0,12}", 0..6),
+            lf_only in any::<bool>(),
+            cuts in prop::collection::vec(0usize..200, 0..8),
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut text = format!("HTTP/1.1 200 OK{eol}");
+            for field in &fields {
+                text.push_str(field.trim_end());
+                text.push_str(eol);
+            }
+            text.push_str(eol);
+            let end = text.len();
+            text.push_str("body\r\n\r\n");
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(bytes.len());
+            let mut seen = 0;
+            let mut found = None;
+            for cut in cuts {
+                found = head_end(&bytes[..cut], seen);
+                if found.is_some() {
+                    break;
+                }
+                seen = cut;
+            }
+            prop_assert_eq!(found, Some(end));
+        }
+
+    }
+}
