@@ -5,7 +5,7 @@
 
 pub mod chunked;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use self::chunked::ChunkedDecoder;
 
@@ -50,6 +50,81 @@ pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// A `content-length` value: digits only (no sign, no list), at most 64 bits.
+pub fn content_length(value: &[u8]) -> Result<u64, Malformed> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Malformed("the content length is not a number"));
+    }
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(Malformed("the content length does not fit in 64 bits"))
+    })
+}
+
+/// The last entry of a comma-separated header value.
+pub fn last_token(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    value.rsplit(',').next().map(str::trim)
+}
+
+/// Whether a comma-separated header value lists `token`.
+pub fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A head gathered from the pieces that arrive.
+#[derive(Debug, Default)]
+pub struct HeadBuffer {
+    /// The start of a head that is not complete yet.
+    pending: BytesMut,
+    /// How much of `pending` was scanned for the head's end.
+    scanned: usize,
+}
+
+/// More than the most bytes a head may have arrived without its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadTooLarge;
+
+impl HeadBuffer {
+    /// Takes the next piece: once a head of at most `max` bytes is complete, the head and the
+    /// bytes after it. A head that comes whole in one piece is cut from it, not copied.
+    pub fn push(
+        &mut self,
+        piece: Bytes,
+        max: usize,
+    ) -> Result<Option<(Bytes, Bytes)>, HeadTooLarge> {
+        let mut buf = if self.pending.is_empty() {
+            piece
+        } else {
+            self.pending.extend_from_slice(&piece);
+            std::mem::take(&mut self.pending).freeze()
+        };
+        match head_end(&buf, self.scanned) {
+            Some(end) if end > max => Err(HeadTooLarge),
+            Some(end) => {
+                self.scanned = 0;
+                let rest = buf.split_off(end);
+                Ok(Some((buf, rest)))
+            }
+            None if buf.len() > max => Err(HeadTooLarge),
+            None => {
+                self.scanned = buf.len();
+                self.pending = BytesMut::from(buf);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether no part of a head has arrived.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// A body read from the pieces that arrive, by its framing.

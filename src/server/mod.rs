@@ -11,7 +11,8 @@
 mod admin;
 mod auth;
 mod chat;
-mod connection;
+#[doc(hidden)]
+pub mod connection;
 mod extract;
 mod health;
 mod live;

@@ -10,9 +10,9 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::Failure;
-use crate::http1::Framing;
 #[cfg(test)]
 use crate::http1::head_end;
+use crate::http1::{Framing, content_length, has_token, last_token};
 
 /// The largest answer head.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -213,34 +213,6 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
         keep_alive,
         retry_after,
     }))
-}
-
-/// A `content-length` value: digits only (no sign, no list), at most 64 bits.
-fn content_length(value: &[u8]) -> Result<u64, Failure> {
-    let value = value.trim_ascii();
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(Failure::Malformed("the content length is not a number"));
-    }
-    value.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or(Failure::Malformed(
-                "the content length does not fit in 64 bits",
-            ))
-    })
-}
-
-/// The last entry of a comma-separated header value.
-fn last_token(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?;
-    value.rsplit(',').next().map(str::trim)
-}
-
-/// Whether a comma-separated header value lists `token`.
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]

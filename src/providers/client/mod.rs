@@ -16,6 +16,7 @@ mod conn;
 mod http1;
 
 pub use self::http1::Head;
+use crate::http1::HeadBuffer;
 pub use crate::http1::{BodyReader, Framing, Step};
 
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio_rustls::TlsConnector;
 
@@ -179,9 +180,7 @@ const MAX_INFORMATIONAL: usize = 8;
 /// I/O: the caller reads).
 #[derive(Debug, Default)]
 pub struct HeadReader {
-    pending: BytesMut,
-    /// How much of `pending` was scanned for the head's end.
-    scanned: usize,
+    buffer: HeadBuffer,
     informational: usize,
 }
 
@@ -189,41 +188,24 @@ impl HeadReader {
     /// Takes the next piece: the head and the bytes after it once the head is complete. A
     /// head that comes whole in one piece is read from it, not copied.
     pub fn push(&mut self, piece: Bytes) -> Result<Option<(Head, Bytes)>, Failure> {
-        let mut buf = if self.pending.is_empty() {
-            piece
-        } else {
-            self.pending.extend_from_slice(&piece);
-            if crate::http1::head_end(&self.pending, self.scanned).is_none() {
-                return self.wait_for_more();
-            }
-            std::mem::take(&mut self.pending).freeze()
-        };
+        let mut piece = piece;
         loop {
-            let Some(end) = crate::http1::head_end(&buf, self.scanned) else {
-                self.pending.extend_from_slice(&buf);
-                return self.wait_for_more();
+            let Some((head, rest)) = self
+                .buffer
+                .push(piece, http1::MAX_HEAD_BYTES)
+                .map_err(|_| Failure::Malformed("the head is larger than 64 KB"))?
+            else {
+                return Ok(None);
             };
-            let head = http1::parse_head(&buf[..end])?;
-            let rest = buf.split_off(end);
-            match head {
+            match http1::parse_head(&head)? {
                 Some(head) => return Ok(Some((head, rest))),
                 None if self.informational < MAX_INFORMATIONAL => {
                     self.informational += 1;
-                    buf = rest;
-                    self.scanned = 0;
+                    piece = rest;
                 }
                 None => return Err(Failure::Malformed("too many informational answers")),
             }
         }
-    }
-
-    /// The head is not complete in `pending`: wait for more, within the bound.
-    fn wait_for_more(&mut self) -> Result<Option<(Head, Bytes)>, Failure> {
-        if self.pending.len() > http1::MAX_HEAD_BYTES {
-            return Err(Failure::Malformed("the head is larger than 64 KB"));
-        }
-        self.scanned = self.pending.len();
-        Ok(None)
     }
 }
 

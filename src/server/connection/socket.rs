@@ -1,0 +1,180 @@
+//! A client connection's socket, shared by the connection (heads, responses) and the request
+//! body being read: reads land on the stack and are copied into a piece of their size, so a
+//! waiting connection holds no read buffer; a write the client takes nothing of for
+//! `write_stall_timeout` fails, so a client that stops reading is dropped.
+
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+/// The most bytes one read takes.
+const READ_BYTES: usize = 16 * 1024;
+
+pub(crate) struct Socket {
+    stream: TcpStream,
+    write_stall_timeout: Duration,
+}
+
+impl Socket {
+    pub(crate) fn new(stream: TcpStream, write_stall_timeout: Duration) -> Self {
+        Socket {
+            stream,
+            write_stall_timeout,
+        }
+    }
+
+    /// The next bytes that arrive; empty once the client closed its side.
+    pub(crate) fn poll_read_some(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        self.poll_read_at_most(cx, READ_BYTES)
+    }
+
+    fn poll_read_at_most(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
+        let mut buf = [0u8; READ_BYTES];
+        let buf = &mut buf[..max.min(READ_BYTES)];
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf) {
+                Ok(n) => return Poll::Ready(Ok(Bytes::copy_from_slice(&buf[..n]))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Resolves once the client is gone (closed its side, or the connection failed) while a
+    /// request is being answered. Bytes it sends meanwhile (its next request) are kept in
+    /// `early`, up to `max`; after that this stops looking.
+    pub(crate) fn poll_gone(
+        &self,
+        cx: &mut Context<'_>,
+        early: &mut BytesMut,
+        max: usize,
+    ) -> Poll<()> {
+        loop {
+            let room = max.saturating_sub(early.len());
+            if room == 0 {
+                return Poll::Pending;
+            }
+            match ready!(self.poll_read_at_most(cx, room)) {
+                Ok(piece) if !piece.is_empty() => early.extend_from_slice(&piece),
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// Writes what is left of `bytes` after the first `*sent` (a few bytes: no stall timeout).
+    pub(crate) fn poll_write_from(
+        &self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+        sent: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        while let Some(left) = bytes.get(*sent..).filter(|left| !left.is_empty()) {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(left) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes all of `slices` in order, in as few system calls as the socket allows.
+    pub(crate) async fn write_all(&self, slices: &[&[u8]]) -> io::Result<()> {
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let mut written = 0;
+        while written < total {
+            let mut io = [IoSlice::new(&[]); 16];
+            let count = unwritten(slices, written, &mut io);
+            match self.stream.try_write_vectored(&io[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket takes more, at most the write stall timeout.
+    async fn writable(&self) -> io::Result<()> {
+        match tokio::time::timeout(self.write_stall_timeout, self.stream.writable()).await {
+            Ok(ready) => ready,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the write stall timeout",
+            )),
+        }
+    }
+
+    /// Closes the connection after an answer that left some of the request unread (a refused
+    /// head, a body the routes did not read): ends the sending side, then reads and drops what
+    /// the client still sends for a moment (at most 64 KB), so that the client reads the
+    /// answer rather than a reset.
+    pub(crate) async fn linger(self) {
+        let mut stream = self.stream;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        let discard = async {
+            let mut left = 64 * 1024usize;
+            let mut buf = [0u8; 4096];
+            while left > 0 {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), discard).await;
+    }
+}
+
+/// Fills `out` with what is left of `slices` after the first `skip` bytes; returns how many
+/// slices it set.
+fn unwritten<'a>(slices: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<'a>]) -> usize {
+    let mut count = 0;
+    for slice in slices {
+        if skip >= slice.len() {
+            skip -= slice.len();
+            continue;
+        }
+        if count == out.len() {
+            break;
+        }
+        out[count] = IoSlice::new(&slice[skip..]);
+        skip = 0;
+        count += 1;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn what_is_left_to_write_is_the_rest_of_the_bytes(
+            slices in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 0..20),
+            skip in 0usize..400,
+        ) {
+            let slices: Vec<&[u8]> = slices.iter().map(Vec::as_slice).collect();
+            let all = slices.concat();
+            let mut out = [IoSlice::new(&[]); 16];
+            let count = unwritten(&slices, skip, &mut out);
+            let left: Vec<u8> = out[..count].iter().flat_map(|s| s.iter().copied()).collect();
+            let expected = &all[skip.min(all.len())..];
+            // At most 16 slices at once: what is left starts the rest of the bytes.
+            prop_assert!(expected.starts_with(&left));
+            if count < 16 {
+                prop_assert_eq!(&left[..], expected);
+            }
+        }
+    }
+}
