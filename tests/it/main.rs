@@ -31,3 +31,4 @@ mod traces;
 mod translate;
 mod ui;
 mod upstream;
+mod wire;

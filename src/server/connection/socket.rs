@@ -10,6 +10,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
+/// The most bytes read and dropped while a connection closes after an answer.
+const LINGER_BYTES: usize = 1024 * 1024;
+/// How long a closing connection reads and drops what the client sends.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
 /// The most bytes one read takes.
 const READ_BYTES: usize = 16 * 1024;
 
@@ -114,22 +119,20 @@ impl Socket {
 
     /// Closes the connection after an answer that left some of the request unread (a refused
     /// head, a body the routes did not read): ends the sending side, then reads and drops what
-    /// the client still sends for a moment (at most 64 KB), so that the client reads the
+    /// the client still sends for a moment (at most [`LINGER_BYTES`]), so that the client reads the
     /// answer rather than a reset.
-    pub(crate) async fn linger(self) {
-        let mut stream = self.stream;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    pub(crate) async fn linger(mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
         let discard = async {
-            let mut left = 64 * 1024usize;
-            let mut buf = [0u8; 4096];
+            let mut left = LINGER_BYTES;
             while left > 0 {
-                match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => left = left.saturating_sub(n),
+                match std::future::poll_fn(|cx| self.poll_read_some(cx)).await {
+                    Ok(piece) if !piece.is_empty() => left = left.saturating_sub(piece.len()),
+                    _ => return,
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), discard).await;
+        let _ = tokio::time::timeout(LINGER_TIME, discard).await;
     }
 }
 
