@@ -4,8 +4,9 @@
 //! A small mock upstream (in this process) trickles an OpenAI chunk every 100 ms on every
 //! stream until the hold time ends; the real gateway binary relays them; this process opens
 //! the N client streams (in batches), measures the gateway's RSS once all are open, and times
-//! the first chunk of new short streams before and during the load. Everything is on
-//! loopback and bounded in time.
+//! the first chunk of new short streams before and during the load (from a thread of their
+//! own, against a mock on a thread of its own, so this process's load does not delay them).
+//! Everything is on loopback and bounded in time.
 //!
 //! `cargo bench --bench stream_capacity` (release binary `target/release/llmgate`, or
 //! `LLMGATE_BIN`); `STREAMS` (default 10,000, capped by the open-file limit: the gateway needs
@@ -130,7 +131,12 @@ async fn read_request(socket: &mut TcpStream) -> Option<bool> {
     }
 }
 
-fn start_gateway(binary: &str, port: u16, upstream: u16) -> (Child, std::path::PathBuf) {
+fn start_gateway(
+    binary: &str,
+    port: u16,
+    upstream: u16,
+    quick_upstream: u16,
+) -> (Child, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("llmgate-streams-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("llmgate.toml");
@@ -139,7 +145,7 @@ fn start_gateway(binary: &str, port: u16, upstream: u16) -> (Child, std::path::P
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 30000\n\
              [providers.slow]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{upstream}/slow/v1\"\n\
-             [providers.quick]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{upstream}/quick/v1\"\n"
+             [providers.quick]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{quick_upstream}/quick/v1\"\n"
         ),
     )
     .expect("config written");
@@ -237,8 +243,55 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Times `PROBES` new short streams one after the other: (p50, max).
+/// The process's user and system CPU time so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+/// Times `PROBES` new short streams on a thread and runtime of their own (the load's mock
+/// and readers keep this process's runtime busy, and would delay the probe's own reads).
 async fn probe(port: u16) -> (Duration, Duration) {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a probe runtime")
+            .block_on(probe_streams(port))
+    })
+    .await
+    .expect("the probe thread")
+}
+
+/// Runs `mock` on a thread and runtime of its own, so the quick streams' upstream answers
+/// whatever the trickling streams' mock is doing.
+fn spawn_own_mock(listener: std::net::TcpListener, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a mock runtime");
+        runtime.block_on(async move {
+            listener
+                .set_nonblocking(true)
+                .expect("a non-blocking listener");
+            let listener = TcpListener::from_std(listener).expect("the quick mock's listener");
+            mock(listener, stop).await;
+        });
+    });
+}
+
+/// Times `PROBES` new short streams one after the other: (p50, max).
+async fn probe_streams(port: u16) -> (Duration, Duration) {
     let mut times = Vec::new();
     for _ in 0..PROBES {
         let (socket, ttft) = open_stream(port, "quick/m")
@@ -265,8 +318,11 @@ async fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("mock port");
     let upstream = listener.local_addr().expect("mock address").port();
     tokio::spawn(mock(listener, stop.clone()));
+    let quick = std::net::TcpListener::bind("127.0.0.1:0").expect("quick mock port");
+    let quick_upstream = quick.local_addr().expect("quick mock address").port();
+    spawn_own_mock(quick, stop.clone());
     let port = free_port();
-    let (mut gateway, dir) = start_gateway(&settings.binary, port, upstream);
+    let (mut gateway, dir) = start_gateway(&settings.binary, port, upstream, quick_upstream);
     wait_healthy(port).await;
     let pid = gateway.id();
     let (idle_p50, idle_max) = probe(port).await;
@@ -304,8 +360,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loaded_rss = rss_kb(pid);
     let (loaded_p50, loaded_max) = probe(port).await;
+    let (cpu_from, wall_from) = (cpu_ticks(pid), Instant::now());
     let left = settings.hold.saturating_sub(opened.elapsed());
-    tokio::time::sleep(left).await;
+    tokio::time::sleep(left.max(Duration::from_secs(1))).await;
+    // The gateway's CPU while it relays (100 ticks a second on Linux).
+    let cpu_share =
+        cpu_ticks(pid).saturating_sub(cpu_from) as f64 / 100.0 / wall_from.elapsed().as_secs_f64();
     let peak_rss = rss_kb(pid).max(loaded_rss);
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
@@ -320,11 +380,11 @@ async fn main() {
         .unwrap_or(0);
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
     println!(
-        "| streams open | opened in | gateway RSS idle | with the streams | peak | per open stream | new stream TTFT p50 / max, idle | same, under load |"
+        "| streams open | opened in | gateway RSS idle | with the streams | peak | per open stream | new stream TTFT p50 / max, idle | same, under load | gateway CPU under load |"
     );
-    println!("|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     println!(
-        "| {opened_count} of {} | {:.1} s | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} KB | {} / {} ms | {} / {} ms |",
+        "| {opened_count} of {} | {:.1} s | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} KB | {} / {} ms | {} / {} ms | {:.0} % |",
         settings.streams,
         open_took.as_secs_f64(),
         idle_rss as f64 / 1024.0,
@@ -335,6 +395,7 @@ async fn main() {
         ms(idle_max),
         ms(loaded_p50),
         ms(loaded_max),
+        cpu_share * 100.0,
     );
     assert_eq!(
         opened_count, settings.streams,
