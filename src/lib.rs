@@ -10,8 +10,8 @@
 //!   [`error::ProviderError`] (what went wrong upstream).
 //! - `envelope`: errors on the wire: the OpenAI envelope and Nugen's 422 shape.
 //! - [`schema`]: canonical request, response and chunk types; parsing and validation.
-//! - [`server`]: axum routes, the two ingress dialects (`/v1`, `/api/v3`), keys, health,
-//!   OpenAPI, graceful shutdown.
+//! - [`server`]: client connections (the gateway's own HTTP/1.1), axum routes, the two
+//!   ingress dialects (`/v1`, `/api/v3`), keys, health, OpenAPI, graceful shutdown.
 //! - `routing`: model name and routing policy -> an ordered plan of attempts; retries,
 //!   fallbacks, timeouts, circuit breaking, hedging, variables.
 //! - `cache`: the exact-match response cache.

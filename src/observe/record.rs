@@ -290,7 +290,7 @@ impl HttpBody for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        // hyper need not poll a body past its last frame when the body says it has ended.
+        // The connection need not poll a body past its last frame when the body says it has ended.
         if self.inner.is_end_stream() {
             self.finish.completed = true;
         }

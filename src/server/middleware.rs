@@ -54,7 +54,7 @@ pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
         .to_owned()
 }
 
-/// The service hyper calls: the router, behind the work every request gets first. It sets
+/// The service every connection calls: the router, behind the work every request gets first. It sets
 /// the request's id (on the request, as a [`RequestId`] extension, and on the response),
 /// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see

@@ -209,7 +209,7 @@ fn routes(state: AppState) -> Router {
 
 /// A tick every second, which keeps the timer driver's next wake-up near. tokio wakes its
 /// own driver (an eventfd write and one more `epoll_wait`) whenever a timer is set earlier
-/// than that wake-up, and every keep-alive response sets one (hyper's header read timeout):
+/// than that wake-up, and every keep-alive response sets one (the header read timeout):
 /// without the tick, each request on a quiet gateway pays those two system calls.
 fn timer_tick() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(Duration::from_secs(1));

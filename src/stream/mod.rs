@@ -8,7 +8,7 @@
 //! failure is an error event.
 //!
 //! The outgoing stream is a hand-written `Stream` so its timing rules are in one place: every
-//! frame is yielded as soon as it exists (hyper writes and flushes it; nothing buffers SSE),
+//! frame is yielded as soon as it exists (the connection writes it at once; nothing buffers SSE),
 //! a `: keep-alive` comment goes out after `keepalive` without a frame, and the stream ends
 //! with one error event when the upstream is idle too long, passes the attempt's total
 //! deadline, or fails. Idle means no upstream item at all: adapters yield an empty chunk when
