@@ -1,8 +1,9 @@
 //! A client connection's socket, shared by the connection (heads, responses) and the request
-//! body being read: reads land on the stack and are copied into a piece of their size, so a
-//! waiting connection holds no read buffer; a write the client takes nothing of for
+//! body being read: reads land on a buffer of the thread's and are copied into a piece of
+//! their size, so a waiting connection holds no read buffer; a write the client takes nothing of for
 //! `write_stall_timeout` fails, so a client that stops reading is dropped.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -17,6 +18,12 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// The most bytes one read takes.
 const READ_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Where reads land before they are copied into a piece of their size: one per thread,
+    /// so a read neither allocates nor clears a buffer.
+    static READ_BUFFER: RefCell<Box<[u8; READ_BYTES]>> = RefCell::new(Box::new([0; READ_BYTES]));
+}
 
 pub(crate) struct Socket {
     stream: TcpStream,
@@ -37,12 +44,16 @@ impl Socket {
     }
 
     fn poll_read_at_most(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
-        let mut buf = [0u8; READ_BYTES];
-        let buf = &mut buf[..max.min(READ_BYTES)];
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf) {
-                Ok(n) => return Poll::Ready(Ok(Bytes::copy_from_slice(&buf[..n]))),
+            let read = READ_BUFFER.with_borrow_mut(|buf| {
+                let buf = &mut buf[..max.min(READ_BYTES)];
+                self.stream
+                    .try_read(buf)
+                    .map(|n| Bytes::copy_from_slice(&buf[..n]))
+            });
+            match read {
+                Ok(piece) => return Poll::Ready(Ok(piece)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
