@@ -39,17 +39,15 @@ pub enum Step {
 /// Where the head in `buf` ends (after its empty line), if it is all there. `from` is how
 /// much of `buf` an earlier call saw (so a head arriving byte by byte is scanned once).
 pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    let mut at = start;
-    while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
-        let lf = at + offset;
+    let start = from.saturating_sub(3).min(buf.len());
+    memchr::memchr_iter(b'\n', &buf[start..]).find_map(|offset| {
+        let lf = start + offset;
         match buf.get(lf + 1..) {
-            Some([b'\n', ..]) => return Some(lf + 2),
-            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
-            _ => at = lf + 1,
+            Some([b'\n', ..]) => Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => Some(lf + 3),
+            _ => None,
         }
-    }
-    None
+    })
 }
 
 /// A `content-length` value: digits only (no sign, no list), at most 64 bits.

@@ -169,8 +169,45 @@ fn unwritten<'a>(slices: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<'a>]) 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use tokio::net::TcpListener;
 
     use super::*;
+
+    /// A loopback connection: the gateway's side as a [`Socket`], and the client's.
+    async fn connected(stall: Duration) -> (Socket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Socket::new(server, stall), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_fails_a_write_after_the_stall_timeout() {
+        let (socket, _client) = connected(Duration::from_secs(5)).await;
+        let piece = vec![0u8; 1 << 20];
+        let started = tokio::time::Instant::now();
+        // The socket's buffers fill up, then a write waits for the client, which never reads.
+        let error = loop {
+            if let Err(error) = socket.write_all(&[&piece]).await {
+                break error;
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn what_a_client_sends_while_it_waits_is_kept_and_its_close_seen() {
+        use tokio::io::AsyncWriteExt;
+        let (socket, mut client) = connected(Duration::from_secs(5)).await;
+        client.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut early = BytesMut::new();
+        std::future::poll_fn(|cx| socket.poll_gone(cx, &mut early, 1024)).await;
+        assert_eq!(&early[..], b"GET /next HTTP/1.1\r\n");
+    }
 
     proptest! {
         #[test]
