@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// The most bytes read and dropped while a connection closes after an answer.
@@ -48,8 +49,7 @@ impl Socket {
             ready!(self.stream.poll_read_ready(cx))?;
             let read = READ_BUFFER.with_borrow_mut(|buf| {
                 let buf = &mut buf[..max.min(READ_BYTES)];
-                self.stream
-                    .try_read(buf)
+                self.try_read_draining(buf)
                     .map(|n| Bytes::copy_from_slice(&buf[..n]))
             });
             match read {
@@ -57,6 +57,28 @@ impl Socket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
+        }
+    }
+
+    /// Reads into `buf`. A read that returns less than `buf` holds emptied the socket, so the
+    /// runtime's cached readiness is cleared as it is (as tokio's own `AsyncRead` does): the
+    /// next read waits for the client instead of costing a system call that would block.
+    fn try_read_draining(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut read = None;
+        // Readiness is cleared only when the closure says `WouldBlock`, and only as it was
+        // before the read: bytes that arrive after it set it again.
+        let cleared = self.stream.try_io(Interest::READABLE, || {
+            let n = self.stream.try_read(buf)?;
+            read = Some(n);
+            if n > 0 && n < buf.len() {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match read {
+            Some(n) => Ok(n),
+            None => cleared.map(|()| 0),
         }
     }
 
