@@ -21,14 +21,6 @@ async fn app(extra: &str) -> TestApp {
     .await
 }
 
-/// Everything the server sends until it closes the connection (bounded by 10 s).
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the server closed the connection in time");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn still_serves(app: &TestApp) {
     let response = app.chat(ask("echo/x", "still here")).await;
     assert_eq!(response.status(), 200);

@@ -303,3 +303,11 @@ pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool)
     }
     check()
 }
+
+/// Everything the gateway sends on `stream` until it closes the connection (bounded by 10 s).
+pub(crate) async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the gateway closed the connection in time");
+    String::from_utf8_lossy(&out).into_owned()
+}

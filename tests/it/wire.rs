@@ -22,14 +22,6 @@ fn chat_head(fields: &str) -> String {
     )
 }
 
-/// Everything the gateway sends until it closes the connection (bounded by 10 s).
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the gateway closed the connection in time");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Reads until `wanted` has arrived (bounded by 10 s).
 async fn read_until(stream: &mut TcpStream, wanted: &str) -> String {
     let mut out = Vec::new();
