@@ -5,6 +5,7 @@
 
 pub mod chunked;
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 
 use self::chunked::ChunkedDecoder;
@@ -74,6 +75,22 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Writes one header line (`HeaderValue` holds no CR or LF).
+pub fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a message's `connection` fields ask to close the connection after it.
+pub fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|value| has_token(value.as_bytes(), "close"))
 }
 
 /// A head gathered from the pieces that arrive.

@@ -21,11 +21,6 @@ async fn app(extra: &str) -> TestApp {
     .await
 }
 
-async fn still_serves(app: &TestApp) {
-    let response = app.chat(ask("echo/x", "still here")).await;
-    assert_eq!(response.status(), 200);
-}
-
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let app = app("").await;

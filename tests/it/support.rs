@@ -311,3 +311,9 @@ pub(crate) async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String 
     assert!(read.is_ok(), "the gateway closed the connection in time");
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The gateway still answers a chat request through its `echo` provider.
+pub(crate) async fn still_serves(app: &TestApp) {
+    let response = app.chat(ask("echo/x", "still here")).await;
+    assert_eq!(response.status(), 200);
+}

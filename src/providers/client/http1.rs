@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use super::Failure;
 #[cfg(test)]
 use crate::http1::head_end;
-use crate::http1::{Framing, content_length, has_token, last_token};
+use crate::http1::{Framing, content_length, has_token, last_token, write_header};
 
 /// The largest answer head.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -119,14 +119,6 @@ pub(crate) fn write_head(out: &mut Vec<u8>, request: &RequestParts<'_>) {
         out.extend_from_slice(itoa::Buffer::new().format(request.body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// One header line (`HeaderValue` holds no CR or LF).
-fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

@@ -26,7 +26,7 @@ use super::request::{Refusal, RequestHead, parse_request};
 use super::response::{Batch, Delimit, write_head};
 use super::socket::Socket;
 use crate::config::ConnectionLimits;
-use crate::http1::{Framing, HeadBuffer, has_token};
+use crate::http1::{Framing, HeadBuffer, asks_to_close};
 use crate::server::middleware::Front;
 
 /// Serves requests on `socket` until the client closes, a limit or an error ends the
@@ -241,13 +241,6 @@ fn delimit(status: StatusCode, head_only: bool, http11: bool, exact: Option<u64>
         (false, None, true) => Delimit::Chunked,
         (false, None, false) => Delimit::Close,
     }
-}
-
-fn asks_to_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|value| has_token(value.as_bytes(), "close"))
 }
 
 /// Room for a head with these fields (so it is written without growing).

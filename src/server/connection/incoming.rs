@@ -45,8 +45,11 @@ impl Reading {
 
     /// Whether the routes read the whole body (or gave up on it after an error).
     pub(super) fn is_over(shared: &Shared) -> bool {
-        let reading = shared.lock().unwrap_or_else(PoisonError::into_inner);
-        reading.done || reading.failed
+        shared.lock().unwrap_or_else(PoisonError::into_inner).over()
+    }
+
+    fn over(&self) -> bool {
+        self.done || self.failed
     }
 }
 
@@ -69,7 +72,7 @@ impl http_body::Body for Incoming {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         let mut reading = this.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        if reading.done || reading.failed {
+        if reading.over() {
             return Poll::Ready(None);
         }
         if let Some(sent) = &mut reading.continue_sent {
@@ -111,8 +114,7 @@ impl http_body::Body for Incoming {
     }
 
     fn is_end_stream(&self) -> bool {
-        let reading = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        reading.done || reading.failed
+        Reading::is_over(&self.shared)
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -10,7 +10,7 @@
 use axum::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use bytes::Bytes;
 
-use crate::http1::{Framing, content_length, has_token, last_token};
+use crate::http1::{Framing, asks_to_close, content_length, last_token};
 
 /// The most header fields in a request head (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -70,11 +70,7 @@ pub fn parse_request(head: &Bytes) -> Result<RequestHead, Refusal> {
     }
     let framing = framing(&headers, version)?;
     let http11 = version == Version::HTTP_11;
-    let keep_alive = http11
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|value| has_token(value.as_bytes(), "close"));
+    let keep_alive = http11 && !asks_to_close(&headers);
     let expects_continue = http11
         && headers
             .get(header::EXPECT)

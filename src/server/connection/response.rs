@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 
+use crate::http1::write_header;
+
 /// Where a response's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Delimit {
@@ -46,10 +48,7 @@ pub(super) fn write_head(
         if is_framing(name) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_header(out, name, value);
     }
     match delimit {
         Delimit::Length(length) | Delimit::Nothing(Some(length)) => {

@@ -231,6 +231,24 @@ mod tests {
         assert_eq!(&early[..], b"GET /next HTTP/1.1\r\n");
     }
 
+    #[tokio::test]
+    async fn a_waiting_client_s_bytes_are_kept_up_to_the_bound_and_no_further() {
+        use tokio::io::AsyncWriteExt;
+        let (socket, mut client) = connected(Duration::from_secs(5)).await;
+        client.write_all(&[b'x'; 4096]).await.unwrap();
+        let mut early = BytesMut::new();
+        let watched = tokio::time::timeout(
+            Duration::from_millis(200),
+            std::future::poll_fn(|cx| socket.poll_gone(cx, &mut early, 1024)),
+        )
+        .await;
+        assert!(
+            watched.is_err(),
+            "at the bound it stops looking, so it never resolves"
+        );
+        assert_eq!(early.len(), 1024);
+    }
+
     proptest! {
         #[test]
         fn what_is_left_to_write_is_the_rest_of_the_bytes(
