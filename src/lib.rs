@@ -45,3 +45,9 @@ mod state;
 pub use state::bench_memory_admission;
 pub mod stream;
 pub mod telemetry;
+
+/// A hash map whose keys come from the config (names of models, providers, keys), looked up
+/// on every request: hashed by foldhash, several times cheaper than the standard SipHash on
+/// short names. Requests only look keys up; they never insert, so there is no flood to
+/// resist beyond foldhash's per-process seed.
+pub(crate) type NameMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -18,13 +18,15 @@ mod series;
 pub(crate) mod window;
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::NameMap;
 
 /// Metric names.
 pub(crate) mod names {
@@ -273,9 +275,30 @@ impl AttemptOutcome {
     }
 }
 
-/// Counts one upstream attempt of `provider` (a configured name).
+/// Counts one upstream attempt of `provider` (a configured name). Each counter is looked up
+/// in the registry once and kept: building its key costs more than the increment.
 pub(crate) fn upstream_attempt(provider: &str, outcome: AttemptOutcome) {
-    counter!(names::UPSTREAM, "provider" => provider.to_owned(), "outcome" => outcome.as_str())
+    /// The most providers kept; the map starts over when full (the series stay).
+    const MAX_PROVIDERS: usize = 1024;
+    type ByOutcome = [Option<Counter>; 4];
+    static COUNTERS: OnceLock<Mutex<NameMap<String, ByOutcome>>> = OnceLock::new();
+    let mut counters = COUNTERS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !counters.contains_key(provider) {
+        if counters.len() >= MAX_PROVIDERS {
+            counters.clear();
+        }
+        counters.insert(provider.to_owned(), ByOutcome::default());
+    }
+    let Some(slots) = counters.get_mut(provider) else {
+        return;
+    };
+    slots[outcome as usize]
+        .get_or_insert_with(|| {
+            counter!(names::UPSTREAM, "provider" => provider.to_owned(), "outcome" => outcome.as_str())
+        })
         .increment(1);
 }
 

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{HeaderValue, Method, Uri};
 use http_body::{Frame, SizeHint};
 use metrics::{counter, gauge};
 use tokio::time::Instant;
@@ -53,9 +54,11 @@ pub(crate) struct Tally {
 /// What is known about one request. Label fields hold configured names only.
 #[derive(Debug)]
 pub(crate) struct Record {
-    pub(crate) request_id: String,
-    method: String,
-    path: String,
+    /// Plain text (see `server::middleware`), logged as such.
+    request_id: HeaderValue,
+    method: Method,
+    /// Its path alone is logged: a query may hold a credential.
+    uri: Uri,
     /// `openai` | `nugen` on the chat paths; only those count in the request metrics.
     ingress: Option<&'static str>,
     /// The key's name.
@@ -102,9 +105,9 @@ impl Observed {
     /// middleware.
     pub(crate) fn detached() -> Self {
         Observed(Arc::new(Mutex::new(Record::new(
-            String::new(),
-            String::new(),
-            String::new(),
+            HeaderValue::from_static(""),
+            Method::GET,
+            Uri::default(),
             Instant::now(),
         ))))
     }
@@ -121,12 +124,12 @@ impl Observed {
 }
 
 impl Record {
-    fn new(request_id: String, method: String, path: String, start: Instant) -> Self {
-        let ingress = super::ingress(&path);
+    fn new(request_id: HeaderValue, method: Method, uri: Uri, start: Instant) -> Self {
+        let ingress = super::ingress(uri.path());
         Record {
             request_id,
             method,
-            path,
+            uri,
             ingress,
             key: None,
             model: None,
@@ -161,8 +164,8 @@ pub(crate) struct Finish {
 
 impl Finish {
     /// Starts the record of a request; counts it as active.
-    pub(crate) fn start(request_id: String, method: String, path: String, start: Instant) -> Self {
-        let record = Record::new(request_id, method, path, start);
+    pub(crate) fn start(request_id: HeaderValue, method: Method, uri: Uri, start: Instant) -> Self {
+        let record = Record::new(request_id, method, uri, start);
         if let Some(ingress) = record.ingress {
             super::per_ingress(ingress).active.increment(1.0);
         }
@@ -344,9 +347,9 @@ fn access_line(record: &Record, ending: &Ending, spent: &Spent) {
     let (prompt_tokens, completion_tokens) = record.usage.unzip();
     tracing::info!(
         target: "llmgate::access",
-        request_id = %record.request_id,
-        method = %record.method,
-        path = %record.path,
+        request_id = record.request_id.to_str().unwrap_or_default(),
+        method = record.method.as_str(),
+        path = record.uri.path(),
         key = record.key.as_deref().unwrap_or(NONE),
         ingress = record.ingress.unwrap_or(NONE),
         model = record.model.as_deref().unwrap_or(UNKNOWN),
@@ -400,7 +403,7 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent
         series.prompt_tokens.increment(spent.prompt);
         series.completion_tokens.increment(spent.completion);
         if spent.unpriced {
-            counter!(UNPRICED, "provider" => provider.to_owned()).increment(spent.tokens());
+            series.unpriced().increment(spent.tokens());
         }
         super::add_spend(record.key.as_deref().unwrap_or(NONE), spent.nano_usd);
     }
@@ -424,9 +427,9 @@ fn record_metrics(record: &Record, ingress: &'static str, ending: &Ending, spent
 pub(crate) fn bench_record_request() {
     let start = Instant::now();
     let finish = Finish::start(
-        "0123456789abcdef0123456789abcdef".to_owned(),
-        "POST".to_owned(),
-        "/v1/chat/completions".to_owned(),
+        HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
+        Method::POST,
+        Uri::from_static("/v1/chat/completions"),
         start,
     );
     static WINDOW: std::sync::OnceLock<Arc<super::window::ModelWindow>> =
@@ -453,9 +456,9 @@ mod tests {
 
     fn record() -> Record {
         Record::new(
-            "id".into(),
-            "POST".into(),
-            "/v1/chat/completions".into(),
+            HeaderValue::from_static("id"),
+            Method::POST,
+            Uri::from_static("/v1/chat/completions"),
             Instant::now(),
         )
     }

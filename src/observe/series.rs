@@ -8,13 +8,14 @@
 //! the registry; only the shortcut is lost).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{Counter, Histogram, counter, histogram};
 
 use super::names;
+use crate::NameMap;
 
 /// The most label sets kept.
 const MAX_SETS: usize = 4096;
@@ -40,6 +41,8 @@ pub(crate) struct Series {
     pub(crate) completion_tokens: Counter,
     /// `llmgate_requests_total{ingress,model,provider,key,code}`, by code as they occur.
     requests: Mutex<Vec<(u16, Counter)>>,
+    /// `llmgate_unpriced_tokens_total{provider}`, made on first use.
+    unpriced: OnceLock<Counter>,
     labels: Owned,
 }
 
@@ -57,8 +60,15 @@ impl Series {
             prompt_tokens: tokens("prompt"),
             completion_tokens: tokens("completion"),
             requests: Mutex::default(),
+            unpriced: OnceLock::new(),
             labels,
         }
+    }
+
+    /// The counter of tokens without a price.
+    pub(crate) fn unpriced(&self) -> &Counter {
+        (self.unpriced)
+            .get_or_init(|| counter!(names::UNPRICED, "provider" => self.labels.provider.clone()))
     }
 
     /// The request counter of status `code`.
@@ -78,14 +88,14 @@ impl Series {
 
 /// The series of `labels`, made on first use.
 pub(crate) fn of(labels: Labels<'_>) -> Arc<Series> {
-    static CACHE: OnceLock<Mutex<HashMap<Owned, Arc<Series>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<NameMap<Owned, Arc<Series>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     find_or_make(&mut cache.lock().unwrap_or_else(|e| e.into_inner()), labels)
 }
 
 /// The series of `labels` in `sets`, made and kept there when missing; `sets` starts over
 /// when it holds [`MAX_SETS`].
-fn find_or_make(sets: &mut HashMap<Owned, Arc<Series>>, labels: Labels<'_>) -> Arc<Series> {
+fn find_or_make(sets: &mut NameMap<Owned, Arc<Series>>, labels: Labels<'_>) -> Arc<Series> {
     if let Some(series) = sets.get(&labels as &dyn View) {
         return series.clone();
     }
@@ -191,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_cache_holds_at_most_max_sets() {
-        let mut sets = HashMap::new();
+        let mut sets = NameMap::default();
         for i in 0..=MAX_SETS {
             let key = format!("bound-{i}");
             let labels = Labels {

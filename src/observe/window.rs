@@ -11,7 +11,7 @@
 //! `provider/model` targets), at most [`MAX_WINDOWS`] of each, built once per config
 //! generation (lookups need no lock) and carried over by name across reloads.
 
-use std::collections::HashMap;
+use crate::NameMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -318,7 +318,7 @@ impl ModelWindow {
 /// Recent windows by configured name, for one config generation.
 #[derive(Debug, Default)]
 pub(crate) struct Recent<const B: usize> {
-    windows: HashMap<String, Arc<Window<B>>>,
+    windows: NameMap<String, Arc<Window<B>>>,
 }
 
 impl<const B: usize> Recent<B> {
@@ -329,7 +329,7 @@ impl<const B: usize> Recent<B> {
         previous: Option<&Recent<B>>,
     ) -> Self {
         let now = Instant::now();
-        let mut windows = HashMap::new();
+        let mut windows = NameMap::default();
         for name in names {
             if windows.len() >= MAX_WINDOWS {
                 break;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{Method, Uri};
 use futures_util::StreamExt;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -129,8 +129,8 @@ impl Upstream {
             .client
             .request(Method::POST, &self.endpoint, prepared.body.clone());
         let headers = request.headers_mut();
-        if let Ok(id) = HeaderValue::try_from(cx.request_id.as_str()) {
-            headers.insert(X_REQUEST_ID, id);
+        if let Some(id) = &cx.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
         }
         for (name, value) in &prepared.headers {
             headers.insert(name, value.clone());

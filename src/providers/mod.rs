@@ -96,7 +96,7 @@ pub struct CallCx {
     /// The client's `X-Session-ID`, if any.
     pub session_id: Option<String>,
     /// The gateway's request id, sent upstream as `x-request-id`.
-    pub request_id: String,
+    pub request_id: Option<HeaderValue>,
     /// The request's trace, for the upstream `traceparent`.
     pub trace: crate::telemetry::TraceParent,
 }
@@ -184,7 +184,8 @@ pub(crate) struct ProviderHandle {
 /// Every configured provider, by name.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    providers: BTreeMap<String, ProviderHandle>,
+    /// Shared, so a route's candidates hold a provider without copying its config.
+    providers: BTreeMap<String, Arc<ProviderHandle>>,
 }
 
 impl Registry {
@@ -221,7 +222,7 @@ impl Registry {
                 adapter,
                 config: config.clone(),
             };
-            providers.insert(name.clone(), handle);
+            providers.insert(name.clone(), Arc::new(handle));
         }
         Ok(Registry { providers })
     }
@@ -229,17 +230,19 @@ impl Registry {
     /// A registry of ready-made providers (test doubles).
     #[cfg(test)]
     pub(crate) fn from_handles(handles: impl IntoIterator<Item = ProviderHandle>) -> Self {
-        let providers = handles.into_iter().map(|h| (h.name.clone(), h)).collect();
+        let providers = (handles.into_iter())
+            .map(|h| (h.name.clone(), Arc::new(h)))
+            .collect();
         Registry { providers }
     }
 
     /// The provider called `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&ProviderHandle> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ProviderHandle>> {
         self.providers.get(name)
     }
 
     /// Every provider, by name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &ProviderHandle> {
-        self.providers.values()
+        self.providers.values().map(Arc::as_ref)
     }
 }

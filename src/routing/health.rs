@@ -235,7 +235,12 @@ impl Health {
 
     /// Records a success: the target is healthy (and forgotten).
     pub(crate) fn success(&self, target: &str) {
-        self.with(|targets| targets.map.remove(target));
+        self.with(|targets| {
+            // Healthy targets are not in the map: no hashing for the common case.
+            if !targets.map.is_empty() {
+                targets.map.remove(target);
+            }
+        });
     }
 
     /// Records a failure that is the target's own; `probe` is the attempt's claim, if it was

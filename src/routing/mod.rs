@@ -13,10 +13,11 @@ pub(crate) mod plan;
 pub(crate) mod retry;
 pub(crate) mod variables;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::NameMap;
 use crate::config::{ModelConfig, ServerConfig};
 use crate::observe::window::{LATENCY_BINS, ModelWindow, Recent};
 use crate::providers::Registry;
@@ -33,8 +34,8 @@ pub(crate) struct Router {
     pub(crate) health: Health,
     /// Metric label of each configured name (alias or listed `provider/model`), and
     /// `provider/*` by provider name.
-    labels: HashMap<String, Arc<str>>,
-    wildcards: HashMap<String, Arc<str>>,
+    labels: NameMap<String, Arc<str>>,
+    wildcards: NameMap<String, Arc<str>>,
     /// Recent requests and latencies of each model label (carried over by name on reload).
     recent: Recent<LATENCY_BINS>,
 }
@@ -73,8 +74,8 @@ impl Router {
             aliases,
             max_retry_wait: server.max_retry_wait,
             health,
-            labels: HashMap::new(),
-            wildcards: HashMap::new(),
+            labels: NameMap::default(),
+            wildcards: NameMap::default(),
             recent: Recent::default(),
         };
         router.labels = (router.listed_models().into_iter())

@@ -14,6 +14,7 @@
 //! first, and the request is still sent (the client gets the upstream's real answer).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,7 +37,7 @@ const ORQ_DEFAULT_WEIGHT: f64 = 0.5;
 #[derive(Clone)]
 pub(crate) struct Candidate {
     /// The provider.
-    pub(crate) provider: ProviderHandle,
+    pub(crate) provider: Arc<ProviderHandle>,
     /// The model name to ask it for.
     pub(crate) upstream_model: String,
     /// `provider/model`, the circuit breaker's key.
@@ -171,10 +172,14 @@ impl Router {
                     key_variable: ProviderKind::from_name(provider)
                         .and_then(ProviderKind::key_variable),
                 })?;
+        let mut key = String::with_capacity(provider.len() + 1 + model.len());
+        key.push_str(provider);
+        key.push('/');
+        key.push_str(model);
         Ok(Candidate {
             provider: handle.clone(),
             upstream_model: model.to_owned(),
-            key: format!("{provider}/{model}"),
+            key,
         })
     }
 

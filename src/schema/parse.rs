@@ -8,10 +8,12 @@ use crate::error::{FieldError, FieldErrorKind, FieldPath, GatewayError, PathSegm
 ///
 /// The body is parsed once without path tracking (the common, valid case pays nothing for
 /// it); only a body that fails is parsed again through `serde_path_to_error` to find where.
+/// Its UTF-8 is checked once, up front, rather than string by string as they are read.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    match serde_json::from_slice(body) {
-        Ok(request) => Ok(request),
-        Err(_) => Err(GatewayError::InvalidRequest(vec![locate_error(body)])),
+    let parsed = std::str::from_utf8(body).map(serde_json::from_str);
+    match parsed {
+        Ok(Ok(request)) => Ok(request),
+        _ => Err(GatewayError::InvalidRequest(vec![locate_error(body)])),
     }
 }
 

@@ -14,10 +14,10 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::live::Live;
+use super::middleware::Arrival;
 use crate::cache;
 use crate::config::{CacheScope, GatewayKey, Secret};
 use crate::error::GatewayError;
-use crate::observe::record::Observed;
 
 /// Who is calling: the index of the matched key, or `None` when no keys are configured.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +74,10 @@ impl FromRequestParts<AppState> for Authorized {
             Caller(None)
         };
         if let Some(key) = caller.key(&live)
-            && let Some(observed) = parts.extensions.get::<Observed>()
+            && let Some(arrival) = parts.extensions.get::<Arrival>()
         {
             let name = Arc::<str>::from(key.name.as_str());
-            observed.update(|record| record.key = Some(name));
+            arrival.observed.update(|record| record.key = Some(name));
         }
         Ok(Authorized { caller, live })
     }

@@ -16,16 +16,15 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::Response;
 use tokio::time::Instant;
-use tower_http::request_id::RequestId;
 use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::auth::{Authorized, Caller};
 use super::live::Live;
-use super::middleware::{RequestStart, request_id};
+use super::middleware::Arrival;
 use crate::cache::{self, Cached};
 use crate::error::{GatewayError, ProviderError};
 use crate::observe::record::{CacheUse, Observed};
@@ -48,8 +47,8 @@ pub(crate) struct ChatCall {
     pub(crate) caller: Caller,
     /// The client's `X-Session-ID`.
     pub(crate) session_id: Option<String>,
-    /// The request id.
-    pub(crate) request_id: String,
+    /// The request id (none for code run without the front service).
+    pub(crate) request_id: Option<HeaderValue>,
     /// When the gateway received the request.
     pub(crate) start: Instant,
     /// The request's trace span.
@@ -66,10 +65,7 @@ impl FromRequestParts<AppState> for ChatCall {
     /// Checks the key first ([`Authorized`]), so a refused request costs no more.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
         let Authorized { caller, live } = Authorized::from_request_parts(parts, state).await?;
-        let start = parts
-            .extensions
-            .get::<RequestStart>()
-            .map_or_else(Instant::now, |s| s.0);
+        let arrival = parts.extensions.get::<Arrival>();
         let session_id = parts
             .headers
             .get("x-session-id")
@@ -85,13 +81,11 @@ impl FromRequestParts<AppState> for ChatCall {
             state: live,
             caller,
             session_id,
-            request_id: request_id(parts.extensions.get::<RequestId>()),
-            start,
+            request_id: arrival.map(|a| a.id.clone()),
+            start: arrival.map_or_else(Instant::now, |a| a.start),
             span,
             trace,
-            observed: (parts.extensions.get::<Observed>())
-                .cloned()
-                .unwrap_or_else(Observed::detached),
+            observed: arrival.map_or_else(Observed::detached, |a| a.observed.clone()),
         })
     }
 }
@@ -103,7 +97,8 @@ pub(crate) async fn complete(
     body: Result<Bytes, GatewayError>,
 ) -> Result<Response, GatewayError> {
     let span = call.span.clone();
-    let answer = answer(call, body).instrument(span.clone()).await;
+    // Boxed: the router moves the handler's future a few times, and this one is kilobytes.
+    let answer = Box::pin(answer(call, body)).instrument(span.clone()).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(error) => error.status(),
@@ -600,22 +595,21 @@ async fn replay(
 }
 
 fn json_answer(call: &ChatCall, body: Vec<u8>, answered: &Answered) -> Response {
-    let mut answer = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    gateway_headers(answer.headers_mut(), call, answered);
+    let mut answer = Response::new(Body::from(body));
+    let headers = answer.headers_mut();
+    headers.reserve(ANSWER_HEADERS);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    gateway_headers(headers, call, answered);
     answer
 }
 
 fn sse_answer(call: &ChatCall, body: SseBody, answered: &Answered) -> Response {
     let mut answer = Response::new(Body::from_stream(body));
-    *answer.status_mut() = StatusCode::OK;
     let headers = answer.headers_mut();
+    headers.reserve(ANSWER_HEADERS);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -626,6 +620,11 @@ fn sse_answer(call: &ChatCall, body: SseBody, answered: &Answered) -> Response {
     gateway_headers(headers, call, answered);
     answer
 }
+
+/// Room for a completion's headers, so the map is made once: the content's type (and a
+/// stream's two more), the gateway's five, and `x-request-id`, a cache's and the key's
+/// limits added on the way out.
+const ANSWER_HEADERS: usize = 16;
 
 /// The gateway's own response headers (names parsed once, here).
 const X_LLMGATE_PROVIDER: HeaderName = HeaderName::from_static("x-llmgate-provider");
@@ -650,8 +649,17 @@ fn gateway_headers(headers: &mut HeaderMap, call: &ChatCall, answered: &Answered
 /// formatting.
 fn milliseconds(duration: Duration) -> HeaderValue {
     let micros = duration.as_micros();
-    let text = format!("{}.{:03}", micros / 1000, micros % 1000);
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("0.000"))
+    let mut whole = itoa::Buffer::new();
+    let whole = whole.format(micros / 1000);
+    let fraction = micros % 1000;
+    let mut text = Vec::with_capacity(whole.len() + 4);
+    text.extend_from_slice(whole.as_bytes());
+    text.push(b'.');
+    for unit in [100, 10, 1] {
+        // A digit: below 10.
+        text.push(b'0' + (fraction / unit % 10) as u8);
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(text)).unwrap_or(HeaderValue::from_static("0.000"))
 }
 
 #[cfg(test)]

@@ -16,13 +16,12 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, GatewayError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-        match content_type.as_deref() {
-            Some(ct) if is_json(ct) => {}
-            Some(other) => return Err(GatewayError::UnsupportedMediaType(format!("`{other}`"))),
+        match request.headers().get(header::CONTENT_TYPE) {
+            Some(ct) if is_json(ct.as_bytes()) => {}
+            Some(other) => {
+                let shown = other.to_str().unwrap_or("(not text)");
+                return Err(GatewayError::UnsupportedMediaType(format!("`{shown}`")));
+            }
             None => {
                 return Err(GatewayError::UnsupportedMediaType(
                     "no Content-Type".to_owned(),
@@ -49,16 +48,23 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// `application/json` or `application/<anything>+json`, any parameters.
-fn is_json(content_type: &str) -> bool {
+/// `application/json` or `application/<anything>+json`, any parameters, any case.
+fn is_json(content_type: &[u8]) -> bool {
+    const TYPE: &[u8] = b"application/";
     let essence = content_type
-        .split(';')
+        .split(|&b| b == b';')
         .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .unwrap_or_default()
+        .trim_ascii();
+    let Some((kind, subtype)) = essence.split_at_checked(TYPE.len()) else {
+        return false;
+    };
+    let ends_json = |suffix: &[u8]| {
+        subtype.len() >= suffix.len()
+            && subtype[subtype.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    kind.eq_ignore_ascii_case(TYPE)
+        && (subtype.eq_ignore_ascii_case(b"json") || ends_json(b"+json"))
 }
 
 #[cfg(test)]
@@ -67,10 +73,15 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/vnd.api+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(is_json(b"application/json"));
+        assert!(is_json(b"Application/JSON; charset=utf-8"));
+        assert!(is_json(b" application/json ;"));
+        assert!(is_json(b"application/vnd.api+json"));
+        assert!(is_json(b"application/VND.API+JSON"));
+        assert!(!is_json(b"text/plain"));
+        assert!(!is_json(b"text/json"));
+        assert!(!is_json(b"application/"));
+        assert!(!is_json(b"application/jsonx"));
+        assert!(!is_json(b"application/x-www-form-urlencoded"));
     }
 }

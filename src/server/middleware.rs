@@ -11,9 +11,8 @@ use axum::response::Response;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tower::Service;
-use tower_http::request_id::RequestId;
 
-use crate::observe::record::Finish;
+use crate::observe::record::{Finish, Observed};
 use crate::telemetry::X_REQUEST_ID;
 
 /// The longest client `x-request-id` kept; longer ones are replaced.
@@ -42,20 +41,19 @@ fn is_valid_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// When the gateway received the request (for `x-llmgate-overhead-ms`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestStart(pub(crate) Instant);
-
-/// The request id as text, from the extension [`front`] put there.
-pub(crate) fn request_id(request_id: Option<&RequestId>) -> String {
-    request_id
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+/// What [`Front`] knows of a request, for the handlers: one extension, not three.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    /// The request id (plain text, see [`request_id_of`]).
+    pub(crate) id: HeaderValue,
+    /// When the gateway received the request (for `x-llmgate-overhead-ms`).
+    pub(crate) start: Instant,
+    /// The request's record.
+    pub(crate) observed: Observed,
 }
 
 /// The service every connection calls: the router, behind the work every request gets first. It sets
-/// the request's id (on the request, as a [`RequestId`] extension, and on the response),
+/// the request's id (in the request's [`Arrival`] extension, and on the response),
 /// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see
 /// [`crate::observe::record`]). The handlers fill the record through its `Observed` extension.
@@ -82,16 +80,16 @@ where
         let start = Instant::now();
         let id = request_id_of(request.headers());
         let finish = Finish::start(
-            id.to_str().unwrap_or_default().to_owned(),
-            request.method().to_string(),
-            request.uri().path().to_owned(),
+            id.clone(),
+            request.method().clone(),
+            request.uri().clone(),
             start,
         );
-        request.headers_mut().insert(X_REQUEST_ID, id.clone());
-        let extensions = request.extensions_mut();
-        extensions.insert(RequestId::new(id.clone()));
-        extensions.insert(RequestStart(start));
-        extensions.insert(finish.observed());
+        request.extensions_mut().insert(Arrival {
+            id: id.clone(),
+            start,
+            observed: finish.observed(),
+        });
         let routed = self.0.call(request);
         Box::pin(async move {
             let mut response = match routed.await {
