@@ -159,9 +159,14 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(()); // a comment
         }
+        let colon = memchr::memchr(b':', line);
         let line = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+        // `:` is ASCII, so the text splits on a character boundary there.
+        let (field, value) = match colon {
+            Some(at) => (
+                &line[..at],
+                line[at + 1..].strip_prefix(' ').unwrap_or(&line[at + 1..]),
+            ),
             None => (line, ""),
         };
         match field {

@@ -62,11 +62,13 @@ impl InShape {
             Known::Leading(leading) => Some(leading),
             Known::Nothing | Known::WantLeading => None,
         };
-        let Some(read) = read_chunk(&event.data, read_leading) else {
+        // Kept here, not returned: the keys take 600 bytes, and this runs for every chunk.
+        let mut keys = Keys::default();
+        let Some(read) = read_chunk(&event.data, read_leading, &mut keys) else {
             return Err(event);
         };
         let leading = match known {
-            Known::WantLeading => Leading::of(&event.data, &read),
+            Known::WantLeading => Leading::of(&event.data, &read, &keys),
             Known::Nothing | Known::Leading(_) => None,
         };
         let ChunkRead {
@@ -211,14 +213,14 @@ struct Leading {
 impl Leading {
     /// The members before `"choices"` of the chunk in shape `text`, read as `read`; `None`
     /// when there are none or they take more than [`MAX_LEADING_BYTES`].
-    fn of(text: &str, read: &ChunkRead<'_>) -> Option<Leading> {
+    fn of(text: &str, read: &ChunkRead, keys: &Keys<'_>) -> Option<Leading> {
         let leading = text
             .get(..read.choices_key)
             .filter(|t| t.len() <= MAX_LEADING_BYTES)?;
-        let keys = read.keys_before_choices;
-        (keys > 0).then(|| Leading {
+        let count = read.keys_before_choices;
+        (count > 0).then(|| Leading {
             text: leading.to_owned(),
-            keys: read.keys.spans(keys),
+            keys: keys.spans(count),
             kept: read.kept[..read.choices_at].to_vec(),
         })
     }
@@ -267,10 +269,8 @@ impl<'a> Keys<'a> {
 }
 
 /// A chunk read by [`read_chunk`].
-struct ChunkRead<'a> {
-    /// Its top-level keys.
-    keys: Keys<'a>,
-    /// How many of them come before `choices`.
+struct ChunkRead {
+    /// How many of its top-level keys come before `choices`.
     keys_before_choices: usize,
     /// The members passed on as written (`"key":value`), in the upstream's order.
     kept: Vec<Range<usize>>,
@@ -288,9 +288,13 @@ struct ChunkRead<'a> {
 /// twice. `id`, `object`, `created` and `model` are written anew by the normalizer, and a
 /// `usage: null` is dropped (as the slow path does), so they are not kept. When `leading`
 /// is given, the text begins with its text, and the read starts after it.
-fn read_chunk<'a>(text: &'a str, leading: Option<&Leading>) -> Option<ChunkRead<'a>> {
+/// Its top-level keys are noted in `keys`.
+fn read_chunk<'a>(
+    text: &'a str,
+    leading: Option<&Leading>,
+    keys: &mut Keys<'a>,
+) -> Option<ChunkRead> {
     let mut reader = Reader::new(text);
-    let mut keys = Keys::default();
     let mut kept = Vec::with_capacity(4);
     if let Some(leading) = leading {
         for &(start, len) in &leading.keys {
@@ -326,7 +330,6 @@ fn read_chunk<'a>(text: &'a str, leading: Option<&Leading>) -> Option<ChunkRead<
     reader.at_end().then_some(())?;
     let (keys_before_choices, choices_at, choices_key, choices) = choices?;
     Some(ChunkRead {
-        keys,
         keys_before_choices,
         kept,
         choices_at,
