@@ -251,10 +251,15 @@ impl TraceParent {
 /// without `format!`'s machinery).
 pub(crate) fn push_hex(out: &mut String, value: u128, digits: u32) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..digits).rev() {
-        let nibble = (value >> (shift * 4)) & 0xf;
-        out.push(char::from(DIGITS[nibble as usize]));
+    let mut text = [b'0'; 32];
+    let digits = text.len().min(digits as usize);
+    let mut rest = value;
+    for slot in text[..digits].iter_mut().rev() {
+        *slot = DIGITS[(rest & 0xf) as usize];
+        rest >>= 4;
     }
+    // Hex digits are ASCII: one push, not one per digit.
+    out.push_str(std::str::from_utf8(&text[..digits]).unwrap_or_default());
 }
 
 fn nonzero_u128() -> u128 {

@@ -194,7 +194,10 @@ impl SseBody {
 
     /// Keeps `spans` open until the stream ends, recording the upstream's model and usage and
     /// a failure on them.
-    pub(crate) fn trace(&mut self, spans: Vec<tracing::Span>) {
+    pub(crate) fn trace(&mut self, mut spans: Vec<tracing::Span>) {
+        // A disabled span records nothing: without tracing, no chunk takes the slow path
+        // just to show the model on it.
+        spans.retain(|span| !span.is_disabled());
         self.spans = spans;
     }
 
