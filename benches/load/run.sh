@@ -4,6 +4,7 @@
 #   benches/load/run.sh                       # full matrix: direct floor + llmgate, json+stream, c=1/32/256
 #   DURATION=5 RUNS=1 benches/load/run.sh     # quick look
 #   LIMITS=1 benches/load/run.sh              # per-key limits: none vs memory vs redis backend, json c=32
+#   INTERLEAVE=1 NO_DIRECT=1 benches/load/run.sh  # nginx-proxy and llmgate side by side, cell by cell (below)
 #
 # What it does:
 #   1. starts the nginx mock upstream (bench/upstream/start.sh, CPU 0) unless it is already up;
@@ -35,7 +36,7 @@
 #   LLMGATE_COMMIT (free text naming the source the binary was built from, for the report)
 #   and the harness knobs, passed through: DURATION (15) RUNS (3) WARMUP (5) CONCURRENCY ("1 32 256")
 #   MODES ("nonstream stream") LOADGEN_CPUS (0) GATEWAY_CPUS (1) NO_DIRECT (0)
-#   LIMITS (0; 1 = the limits comparison above)  REDIS_SERVER (redis-server)  REDIS_CPUS ($LOADGEN_CPUS)
+#   INTERLEAVE (0; 1 = cell by cell, see run_interleaved)  LIMITS (0; 1 = the limits comparison above)  REDIS_SERVER (redis-server)  REDIS_CPUS ($LOADGEN_CPUS)
 # The report is written by the harness to $RESULTS_DIR/<stamp>.md (+ .jsonl, .env); copy the .md into
 # benches/load/results/ to keep it.
 set -euo pipefail
@@ -53,6 +54,7 @@ fi
 export DURATION="${DURATION:-15}" RUNS="${RUNS:-3}" WARMUP="${WARMUP:-5}"
 export CONCURRENCY="${CONCURRENCY:-1 32 256}" MODES="${MODES:-nonstream stream}" NO_DIRECT="${NO_DIRECT:-0}"
 export LOADGEN_CPUS="${LOADGEN_CPUS:-0}" GATEWAY_CPUS="${GATEWAY_CPUS:-1}"
+INTERLEAVE="${INTERLEAVE:-0}"
 export RESULTS_DIR="${RESULTS_DIR:-/tmp/llmgate-bench-results}"
 export BENCH_RUN="${BENCH_RUN:-/tmp/bench-run}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
@@ -215,6 +217,44 @@ if [[ -n "$REDIS_I" ]]; then
   REDIS_REQ0="$(gw_requests "${G_LISTEN[$REDIS_I]}")"
 fi
 
+# INTERLEAVE=1: round after round ($RUNS rounds), each cell (mode, concurrency) is one harness
+# run of one measured run per target, the targets' order reversed every other round. The peers
+# of a cell are then measured a minute apart, not the whole matrix apart: on a VM whose speed
+# drifts over minutes, the matrix order alone moved a ratio by a third. merge.py joins the
+# rounds into one report (medians over the rounds) plus the ratios round by round.
+run_interleaved() {
+  local parts="$BENCH_RUN/llmgate-interleave" round mode c order=() stamp t0 rc=0
+  rm -rf "$parts"; mkdir -p "$parts"
+  t0=$(date +%s)
+  for ((round = 1; round <= RUNS; round++)); do
+    order=("${SPECS[@]}")
+    if ((round % 2 == 0)); then
+      order=(); for ((c = ${#SPECS[@]} - 1; c >= 0; c--)); do order+=("${SPECS[$c]}"); done
+    fi
+    for mode in $MODES; do
+      for c in $CONCURRENCY; do
+        log "round $round/$RUNS: $mode c=$c"
+        RUNS=1 MODES="$mode" CONCURRENCY="$c" RESULTS_DIR="$parts/$round-$mode-$c" \
+          "$BENCH/run-all.sh" "${order[@]}" >/dev/null || rc=$?
+      done
+    done
+  done
+  stamp="$(date +%Y-%m-%d-%H%M)"
+  cp "$(find "$parts" -name '*.env' | head -1)" "$RESULTS_DIR/$stamp.env"
+  # Cells in the matrix's order, rounds in order within each.
+  local files=()
+  for mode in $MODES; do for c in $CONCURRENCY; do
+    for ((round = 1; round <= RUNS; round++)); do files+=("$(find "$parts/$round-$mode-$c" -name '*.jsonl' | head -1)"); done
+  done; done
+  python3 "$HERE/merge.py" "$RESULTS_DIR/$stamp.jsonl" "${files[@]}" >"$parts/side-by-side.md"
+  python3 "$BENCH/lib/report.py" "$RESULTS_DIR/$stamp.jsonl" "$RESULTS_DIR/$stamp.env" \
+    "interleaved: $RUNS rounds of one ${DURATION}s run per target and cell, warmup=${WARMUP}s loadgen_cpus=$LOADGEN_CPUS gateway_cpus=$GATEWAY_CPUS wall=$(($(date +%s) - t0))s" \
+    >"$RESULTS_DIR/$stamp.md"
+  cat "$parts/side-by-side.md" >>"$RESULTS_DIR/$stamp.md"
+  cat "$RESULTS_DIR/$stamp.md"
+  return "$rc"
+}
+
 # 3. the harness (direct floor unless NO_DIRECT=1, then each gateway)
 SPECS=()
 # Peers measured in the same run: nginx as a plain reverse proxy (the floor) unless PEERS says
@@ -232,7 +272,11 @@ done
 MARKER="$BENCH_RUN/llmgate-run.marker"
 : >"$MARKER"; sleep 1
 rc=0
-"$BENCH/run-all.sh" "${SPECS[@]}" || rc=$?
+if [[ "$INTERLEAVE" == 1 ]]; then
+  run_interleaved || rc=$?
+else
+  "$BENCH/run-all.sh" "${SPECS[@]}" || rc=$?
+fi
 MD="$(find "$RESULTS_DIR" -maxdepth 1 -name '*.md' -newer "$MARKER" -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)"
 rm -f "$MARKER"
 [[ -n "$MD" ]] || die "run-all.sh wrote no report (rc=$rc)"
