@@ -595,28 +595,30 @@ async fn replay(
 }
 
 fn json_answer(call: &ChatCall, body: Vec<u8>, answered: &Answered) -> Response {
-    let mut answer = Response::new(Body::from(body));
-    let headers = answer.headers_mut();
-    headers.reserve(ANSWER_HEADERS);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    gateway_headers(headers, call, answered);
-    answer
+    completion(Body::from(body), "application/json", call, answered)
 }
 
 fn sse_answer(call: &ChatCall, body: SseBody, answered: &Answered) -> Response {
-    let mut answer = Response::new(Body::from_stream(body));
+    let mut answer = completion(Body::from_stream(body), "text/event-stream", call, answered);
     let headers = answer.headers_mut();
-    headers.reserve(ANSWER_HEADERS);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    answer
+}
+
+/// A completion's answer: `body` of `content_type`, with the gateway's headers in a header
+/// map made once.
+fn completion(
+    body: Body,
+    content_type: &'static str,
+    call: &ChatCall,
+    answered: &Answered,
+) -> Response {
+    let mut answer = Response::new(body);
+    let headers = answer.headers_mut();
+    headers.reserve(ANSWER_HEADERS);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     gateway_headers(headers, call, answered);
     answer
 }
