@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderValue, Method};
 use http_body::{Frame, SizeHint};
 use metrics::{counter, gauge};
 use tokio::time::Instant;
@@ -57,8 +57,9 @@ pub(crate) struct Record {
     /// Plain text (see `server::middleware`), logged as such.
     request_id: HeaderValue,
     method: Method,
-    /// Its path alone is logged: a query may hold a credential.
-    uri: Uri,
+    /// The path alone (a query may hold a credential), copied: the request's own bytes would
+    /// keep its whole head alive for as long as a stream runs.
+    path: String,
     /// `openai` | `nugen` on the chat paths; only those count in the request metrics.
     ingress: Option<&'static str>,
     /// The key's name.
@@ -107,7 +108,7 @@ impl Observed {
         Observed(Arc::new(Mutex::new(Record::new(
             HeaderValue::from_static(""),
             Method::GET,
-            Uri::default(),
+            String::new(),
             Instant::now(),
         ))))
     }
@@ -124,12 +125,12 @@ impl Observed {
 }
 
 impl Record {
-    fn new(request_id: HeaderValue, method: Method, uri: Uri, start: Instant) -> Self {
-        let ingress = super::ingress(uri.path());
+    fn new(request_id: HeaderValue, method: Method, path: String, start: Instant) -> Self {
+        let ingress = super::ingress(&path);
         Record {
             request_id,
             method,
-            uri,
+            path,
             ingress,
             key: None,
             model: None,
@@ -164,8 +165,13 @@ pub(crate) struct Finish {
 
 impl Finish {
     /// Starts the record of a request; counts it as active.
-    pub(crate) fn start(request_id: HeaderValue, method: Method, uri: Uri, start: Instant) -> Self {
-        let record = Record::new(request_id, method, uri, start);
+    pub(crate) fn start(
+        request_id: HeaderValue,
+        method: Method,
+        path: String,
+        start: Instant,
+    ) -> Self {
+        let record = Record::new(request_id, method, path, start);
         if let Some(ingress) = record.ingress {
             super::per_ingress(ingress).active.increment(1.0);
         }
@@ -349,7 +355,7 @@ fn access_line(record: &Record, ending: &Ending, spent: &Spent) {
         target: "llmgate::access",
         request_id = record.request_id.to_str().unwrap_or_default(),
         method = record.method.as_str(),
-        path = record.uri.path(),
+        path = record.path.as_str(),
         key = record.key.as_deref().unwrap_or(NONE),
         ingress = record.ingress.unwrap_or(NONE),
         model = record.model.as_deref().unwrap_or(UNKNOWN),
@@ -429,7 +435,7 @@ pub(crate) fn bench_record_request() {
     let finish = Finish::start(
         HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
         Method::POST,
-        Uri::from_static("/v1/chat/completions"),
+        "/v1/chat/completions".to_owned(),
         start,
     );
     static WINDOW: std::sync::OnceLock<Arc<super::window::ModelWindow>> =
@@ -458,7 +464,7 @@ mod tests {
         Record::new(
             HeaderValue::from_static("id"),
             Method::POST,
-            Uri::from_static("/v1/chat/completions"),
+            "/v1/chat/completions".to_owned(),
             Instant::now(),
         )
     }

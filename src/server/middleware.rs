@@ -23,7 +23,11 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// hex id.
 fn request_id_of(headers: &HeaderMap) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
-        Some(value) if is_valid_request_id(value.as_bytes()) => value.clone(),
+        // Copied, not shared: the value is a slice of the request's head, which the id would
+        // keep alive for as long as a stream runs.
+        Some(value) if is_valid_request_id(value.as_bytes()) => {
+            HeaderValue::from_bytes(value.as_bytes()).unwrap_or(HeaderValue::from_static("0"))
+        }
         _ => {
             let mut id = String::with_capacity(32);
             crate::telemetry::push_hex(&mut id, fastrand::u128(..), 32);
@@ -82,7 +86,7 @@ where
         let finish = Finish::start(
             id.clone(),
             request.method().clone(),
-            request.uri().clone(),
+            request.uri().path().to_owned(),
             start,
         );
         request.extensions_mut().insert(Arrival {
