@@ -275,31 +275,47 @@ impl AttemptOutcome {
     }
 }
 
+/// The most providers whose upstream-attempt counters are kept; the map starts over when
+/// full (the series stay in the registry).
+const MAX_COUNTED_PROVIDERS: usize = 1024;
+
+/// `llmgate_upstream_requests_total` of one provider, by outcome, made on first use.
+type ByOutcome = [Option<Counter>; 4];
+
 /// Counts one upstream attempt of `provider` (a configured name). Each counter is looked up
 /// in the registry once and kept: building its key costs more than the increment.
 pub(crate) fn upstream_attempt(provider: &str, outcome: AttemptOutcome) {
-    /// The most providers kept; the map starts over when full (the series stay).
-    const MAX_PROVIDERS: usize = 1024;
-    type ByOutcome = [Option<Counter>; 4];
     static COUNTERS: OnceLock<Mutex<NameMap<String, ByOutcome>>> = OnceLock::new();
     let mut counters = COUNTERS
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if !counters.contains_key(provider) {
-        if counters.len() >= MAX_PROVIDERS {
-            counters.clear();
-        }
-        counters.insert(provider.to_owned(), ByOutcome::default());
-    }
-    let Some(slots) = counters.get_mut(provider) else {
-        return;
+    count_attempt(&mut counters, provider, outcome);
+}
+
+/// [`upstream_attempt`] in `counters`, which holds at most [`MAX_COUNTED_PROVIDERS`].
+fn count_attempt(
+    counters: &mut NameMap<String, ByOutcome>,
+    provider: &str,
+    outcome: AttemptOutcome,
+) {
+    let count = |slots: &mut ByOutcome| {
+        slots[outcome as usize]
+            .get_or_insert_with(|| {
+                counter!(names::UPSTREAM, "provider" => provider.to_owned(), "outcome" => outcome.as_str())
+            })
+            .increment(1);
     };
-    slots[outcome as usize]
-        .get_or_insert_with(|| {
-            counter!(names::UPSTREAM, "provider" => provider.to_owned(), "outcome" => outcome.as_str())
-        })
-        .increment(1);
+    if let Some(slots) = counters.get_mut(provider) {
+        count(slots);
+        return;
+    }
+    if counters.len() >= MAX_COUNTED_PROVIDERS {
+        counters.clear();
+    }
+    let mut slots = ByOutcome::default();
+    count(&mut slots);
+    counters.insert(provider.to_owned(), slots);
 }
 
 /// The `/metrics` text: the recorder's metrics, then the families written from state.
@@ -384,6 +400,29 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn upstream_counters_are_kept_once_per_provider_and_at_most_the_bound() {
+        let mut counters = NameMap::default();
+        count_attempt(&mut counters, "p", AttemptOutcome::Ok);
+        count_attempt(&mut counters, "p", AttemptOutcome::Timeout);
+        assert_eq!(counters.len(), 1);
+        let kept = counters["p"].iter().filter(|c| c.is_some()).count();
+        assert_eq!(kept, 2, "one counter per outcome seen");
+        for i in 0..MAX_COUNTED_PROVIDERS {
+            count_attempt(&mut counters, &format!("bound-{i}"), AttemptOutcome::Ok);
+            assert!(
+                counters.len() <= MAX_COUNTED_PROVIDERS,
+                "{}",
+                counters.len()
+            );
+        }
+        assert_eq!(
+            counters.len(),
+            1,
+            "full: started over with the new provider"
+        );
     }
 
     #[test]

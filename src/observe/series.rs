@@ -8,7 +8,6 @@
 //! the registry; only the shortcut is lost).
 
 use std::borrow::Borrow;
-
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -11,7 +11,6 @@
 //! `provider/model` targets), at most [`MAX_WINDOWS`] of each, built once per config
 //! generation (lookups need no lock) and carried over by name across reloads.
 
-use crate::NameMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +18,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 use utoipa::ToSchema;
+
+use crate::NameMap;
 
 /// Seconds a window keeps (complete seconds are reported; the running one is not).
 pub(crate) const SECONDS: usize = 60;

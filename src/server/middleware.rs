@@ -60,7 +60,8 @@ pub(crate) struct Arrival {
 /// the request's id (in the request's [`Arrival`] extension, and on the response),
 /// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see
-/// [`crate::observe::record`]). The handlers fill the record through its `Observed` extension.
+/// [`crate::observe::record`]). The handlers fill the record through the extension's
+/// `observed`.
 ///
 /// A plain service around the router rather than a router layer: a layer would box and
 /// clone per request what this does once.

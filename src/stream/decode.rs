@@ -163,10 +163,10 @@ impl SseDecoder {
         let line = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
         // `:` is ASCII, so the text splits on a character boundary there.
         let (field, value) = match colon {
-            Some(at) => (
-                &line[..at],
-                line[at + 1..].strip_prefix(' ').unwrap_or(&line[at + 1..]),
-            ),
+            Some(at) => {
+                let value = &line[at + 1..];
+                (&line[..at], value.strip_prefix(' ').unwrap_or(value))
+            }
             None => (line, ""),
         };
         match field {

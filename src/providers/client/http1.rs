@@ -81,9 +81,7 @@ impl<'a> RequestParts<'a> {
             body_len,
         })
     }
-}
 
-impl RequestParts<'_> {
     /// Whether the request's own headers name `name`. They are the gateway's few (request id,
     /// trace context, a dialect's one or two): a scan costs less than hashing the name.
     fn adds(&self, name: &HeaderName) -> bool {
