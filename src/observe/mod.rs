@@ -27,6 +27,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::NameMap;
+use crate::server::ChatRoute;
 
 /// Metric names.
 pub(crate) mod names {
@@ -180,11 +181,7 @@ fn describe() {
 
 /// The chat ingress of a path, if it is a chat path.
 pub(crate) fn ingress(path: &str) -> Option<&'static str> {
-    match path {
-        "/v1/chat/completions" => Some("openai"),
-        "/api/v3/inference/chat/completions" => Some("nugen"),
-        _ => None,
-    }
+    ChatRoute::of(path).map(ChatRoute::ingress)
 }
 
 /// Registers the series that exist before any traffic, so every family shows in the first

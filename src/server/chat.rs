@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, MatchedPath};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::auth::{Authorized, Caller};
+use super::extract::JsonBody;
 use super::live::Live;
 use super::middleware::Arrival;
 use crate::cache::{self, Cached};
@@ -59,11 +60,80 @@ pub(crate) struct ChatCall {
     pub(crate) observed: Observed,
 }
 
+/// The two chat routes, one per ingress dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChatRoute {
+    /// `POST /v1/chat/completions`.
+    OpenAi,
+    /// `POST /api/v3/inference/chat/completions`.
+    Nugen,
+}
+
+impl ChatRoute {
+    /// The chat route at `path`, if it is one.
+    pub(crate) fn of(path: &str) -> Option<Self> {
+        [ChatRoute::OpenAi, ChatRoute::Nugen]
+            .into_iter()
+            .find(|route| route.path() == path)
+    }
+
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            ChatRoute::OpenAi => "/v1/chat/completions",
+            ChatRoute::Nugen => "/api/v3/inference/chat/completions",
+        }
+    }
+
+    /// The `ingress` label of its metrics.
+    pub(crate) fn ingress(self) -> &'static str {
+        match self {
+            ChatRoute::OpenAi => "openai",
+            ChatRoute::Nugen => "nugen",
+        }
+    }
+}
+
+/// Serves a `POST` to a chat route as the router would (the same extractors, handler and
+/// rejections), without the router: its matching, extractor plumbing and future wrappers
+/// cost about 4k instructions per request, a tenth of the gateway's own work on a JSON
+/// request (`benches/load/results`). [`super::middleware::Front`] sends these here.
+pub(crate) async fn serve(route: ChatRoute, state: AppState, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let call = match ChatCall::of(&mut parts, &state, route).await {
+        Ok(call) => call,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let body = JsonBody::read(Request::from_parts(parts, body), &state).await;
+    match route {
+        ChatRoute::OpenAi => super::openai::chat_completions(call, body)
+            .await
+            .into_response(),
+        ChatRoute::Nugen => super::nugen::chat_completions(call, body)
+            .await
+            .into_response(),
+    }
+}
+
 impl FromRequestParts<AppState> for ChatCall {
     type Rejection = GatewayError;
 
-    /// Checks the key first ([`Authorized`]), so a refused request costs no more.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|path| ChatRoute::of(path.as_str()))
+            .unwrap_or(ChatRoute::OpenAi);
+        ChatCall::of(parts, state, route).await
+    }
+}
+
+impl ChatCall {
+    /// Checks the key first ([`Authorized`]), so a refused request costs no more.
+    async fn of(
+        parts: &mut Parts,
+        state: &AppState,
+        route: ChatRoute,
+    ) -> Result<Self, GatewayError> {
         let Authorized { caller, live } = Authorized::from_request_parts(parts, state).await?;
         let arrival = parts.extensions.get::<Arrival>();
         let session_id = parts
@@ -71,11 +141,7 @@ impl FromRequestParts<AppState> for ChatCall {
             .get("x-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map_or("/v1/chat/completions", MatchedPath::as_str);
-        let span = telemetry::request_span(route, &parts.headers);
+        let span = telemetry::request_span(route.path(), &parts.headers);
         let trace = telemetry::TraceParent::of_request(&parts.headers);
         Ok(ChatCall {
             state: live,
@@ -675,5 +741,23 @@ mod tests {
         assert_eq!(shown(Duration::from_nanos(125_999)), "0.125");
         assert_eq!(shown(Duration::from_micros(1_234_567)), "1234.567");
         assert_eq!(shown(Duration::from_millis(7)), "7.000");
+    }
+
+    #[test]
+    fn chat_routes_are_their_exact_paths() {
+        for route in [ChatRoute::OpenAi, ChatRoute::Nugen] {
+            assert_eq!(ChatRoute::of(route.path()), Some(route));
+        }
+        assert_eq!(ChatRoute::OpenAi.ingress(), "openai");
+        assert_eq!(ChatRoute::Nugen.ingress(), "nugen");
+        for other in [
+            "/v1/chat/completions/",
+            "/v1/chat",
+            "/V1/chat/completions",
+            "",
+            "/",
+        ] {
+            assert_eq!(ChatRoute::of(other), None, "{other}");
+        }
     }
 }

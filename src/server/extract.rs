@@ -4,7 +4,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::header;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::AppState;
 use crate::error::{FieldError, FieldErrorKind, GatewayError};
@@ -16,6 +17,13 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = GatewayError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, GatewayError> {
+        JsonBody::read(request, state).await
+    }
+}
+
+impl JsonBody {
+    /// Checks the type, then reads the body within the size and time limits.
+    pub(crate) async fn read(request: Request, state: &AppState) -> Result<Self, GatewayError> {
         match request.headers().get(header::CONTENT_TYPE) {
             Some(ct) if is_json(ct.as_bytes()) => {}
             Some(other) => {
@@ -30,18 +38,18 @@ impl FromRequest<AppState> for JsonBody {
         }
         let server = &state.live().server;
         let (limit, deadline) = (server.max_body_bytes, server.connections.body_read_timeout);
-        let read = tokio::time::timeout(deadline, Bytes::from_request(request, state)).await;
-        let Ok(read) = read else {
+        let body = Limited::new(request.into_body(), limit);
+        let Ok(read) = tokio::time::timeout(deadline, body.collect()).await else {
             return Err(GatewayError::RequestTimeout(deadline.as_secs()));
         };
         match read {
-            Ok(bytes) => Ok(JsonBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Ok(collected) => Ok(JsonBody(collected.to_bytes())),
+            Err(error) if error.is::<LengthLimitError>() => {
                 Err(GatewayError::BodyTooLarge { limit })
             }
-            Err(rejection) => Err(GatewayError::InvalidRequest(vec![FieldError {
+            Err(error) => Err(GatewayError::InvalidRequest(vec![FieldError {
                 path: Default::default(),
-                message: format!("could not read the request body: {}", rejection.body_text()),
+                message: format!("could not read the request body: {error}"),
                 kind: FieldErrorKind::InvalidJson,
             }])),
         }

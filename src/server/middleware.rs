@@ -6,12 +6,15 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{self, HeaderMap, HeaderValue};
+use axum::http::{self, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
-use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Either};
 use tokio::time::Instant;
 use tower::Service;
 
+use super::AppState;
+use super::chat::{self, ChatRoute};
 use crate::observe::record::{Finish, Observed};
 use crate::telemetry::X_REQUEST_ID;
 
@@ -65,8 +68,14 @@ pub(crate) struct Arrival {
 ///
 /// A plain service around the router rather than a router layer: a layer would box and
 /// clone per request what this does once.
+///
+/// It also serves `POST`s to the chat routes itself ([`chat::serve`]), which the router
+/// would answer the same way at more cost; the router has every other request.
 #[derive(Clone)]
-pub(crate) struct Front(pub(crate) Router);
+pub(crate) struct Front {
+    pub(crate) router: Router,
+    pub(crate) state: AppState,
+}
 
 impl<B> Service<http::Request<B>> for Front
 where
@@ -95,7 +104,13 @@ where
             start,
             observed: finish.observed(),
         });
-        let routed = self.0.call(request);
+        let routed = match ChatRoute::of(request.uri().path()) {
+            Some(route) if request.method() == Method::POST => {
+                let request = request.map(axum::body::Body::new);
+                Either::Left(chat::serve(route, self.state.clone(), request).map(Ok))
+            }
+            _ => Either::Right(self.router.call(request)),
+        };
         Box::pin(async move {
             let mut response = match routed.await {
                 Ok(response) => response,

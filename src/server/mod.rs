@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::providers::discover::Discovery;
 use crate::state::SharedState;
 use crate::stream::normalize::unix_now;
+pub(crate) use chat::ChatRoute;
 pub use live::ConfigSource;
 use live::{Live, Loaded};
 pub use reload::Reloaded;
@@ -154,17 +155,18 @@ pub(crate) fn key_names(auth: Option<&crate::config::AuthConfig>) -> Vec<String>
 
 /// The gateway's routes, behind [`middleware::Front`].
 fn app(state: AppState) -> middleware::Front {
-    middleware::Front(routes(state))
+    middleware::Front {
+        router: routes(state.clone()),
+        state,
+    }
 }
 
 /// The gateway's routes.
 fn routes(state: AppState) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route(
-            "/api/v3/inference/chat/completions",
-            post(nugen::chat_completions),
-        )
+        // Front serves their `POST`s itself (`chat::serve`, the same handlers).
+        .route(ChatRoute::OpenAi.path(), post(openai::chat_completions))
+        .route(ChatRoute::Nugen.path(), post(nugen::chat_completions))
         .route("/v1/models", get(openai::list_models));
     let admin = Router::new()
         .route(
