@@ -276,7 +276,7 @@ mod tests {
     use super::*;
 
     fn request(body: serde_json::Value) -> ChatRequest {
-        crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
+        *crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
     }
 
     fn cx() -> CallCx {

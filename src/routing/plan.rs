@@ -13,7 +13,6 @@
 //! another candidate is healthy; when every one is ejected, all stay, soonest end of cool-down
 //! first, and the request is still sent (the client gets the upstream's real answer).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,11 +95,12 @@ impl Router {
                 .map(|a| a.fallbacks.iter().map(String::as_str).collect())
                 .unwrap_or_default(),
         };
-        let mut candidates = Vec::new();
-        let mut seen = HashSet::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        // A repeat is found by a scan: candidates are few (an alias's targets, then up to
+        // 16 fallbacks' targets), and a scan of a few costs less than hashing their keys.
         let mut add = |ordered: Vec<Candidate>| {
             for candidate in ordered {
-                if seen.insert(candidate.key.clone()) {
+                if !candidates.iter().any(|c| c.key == candidate.key) {
                     candidates.push(candidate);
                 }
             }

@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     fn request(body: Value) -> ChatRequest {
-        crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
+        *crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn alias(targets: &[(&str, f64)], fallbacks: &[&str], attempts: u32) -> ModelCon
 fn request(body: serde_json::Value) -> ChatRequest {
     let mut body = body;
     body["messages"] = json!([{"role": "user", "content": "hi"}]);
-    crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
+    *crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap()
 }
 
 /// Plans and runs `request`: the answer's text (or the error) and the attempts taken.

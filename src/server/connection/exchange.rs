@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::http::response::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Version, header};
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
@@ -156,10 +157,10 @@ async fn exchange(
         && !*closing.borrow();
     let mut out = Vec::with_capacity(head_capacity(&parts.headers));
     write_head(&mut out, parts.status, &parts.headers, delimit, !keep_alive);
-    drop(parts);
+    // The answer's fields are dropped once its head is out, off the time to the first byte.
     let complete = match delimit {
         Delimit::Nothing(_) => socket.write_all(&[&out]).await.is_ok(),
-        _ => write_body(socket, out, body, delimit, &mut watch).await,
+        _ => write_body(socket, (out, parts), body, delimit, &mut watch).await,
     };
     // What came after the request's body, if it was read to its end.
     let rest = match &incoming {
@@ -252,10 +253,11 @@ fn head_capacity(headers: &HeaderMap) -> usize {
     fields + 128
 }
 
-/// Writes the answer's head and body; true when all of it went out.
+/// Writes the answer's head and body; true when all of it went out. The head's fields
+/// (`Parts`) are dropped once the head is out.
 async fn write_body(
     socket: &Socket,
-    head: Vec<u8>,
+    head: (Vec<u8>, Parts),
     mut body: Body,
     delimit: Delimit,
     watch: &mut Watch<'_>,
@@ -273,7 +275,7 @@ async fn write_body(
         if batch.is_empty() && !batch.ended {
             // Nothing to send yet: the head goes out alone, then the body or the client's
             // going is awaited.
-            if let Some(head) = head.take()
+            if let Some((head, _fields)) = head.take()
                 && socket.write_all(&[&head]).await.is_err()
             {
                 return false;
@@ -299,7 +301,9 @@ async fn write_body(
             tracing::debug!("a response body's length differs from the one announced");
             return false;
         }
-        let head = head.take().unwrap_or_default();
+        let (head, _fields) = head
+            .take()
+            .map_or((Vec::new(), None), |(h, f)| (h, Some(f)));
         if socket
             .write_all(batch.slices(&head, delimit).as_slice())
             .await
