@@ -28,7 +28,7 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::client::{self, Client};
+use super::client::{self, Client, Endpoint};
 use super::http;
 use crate::config::{MAX_PROVIDER_MODELS, ProviderConfig, model_id_problem};
 
@@ -142,7 +142,7 @@ struct Fetcher {
     provider: Arc<str>,
     client: Client,
     /// `{base_url}/models`.
-    url: Uri,
+    url: Arc<Endpoint>,
     /// The same without userinfo or query, for the log.
     shown_url: Arc<str>,
     timeout: Duration,
@@ -155,7 +155,7 @@ impl Fetcher {
             provider: Arc::from(name),
             client: Client::for_provider(config)?,
             shown_url: Arc::from(http::shown_url(&url)),
-            url: Uri::try_from(url.as_str())?,
+            url: Arc::new(Endpoint::new(&Uri::try_from(url.as_str())?)?),
             timeout: config.timeout.min(FETCH_TIMEOUT),
         })
     }

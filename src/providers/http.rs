@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::client::{self, Body, Client, Response, cause_chain, failure_kind};
+use super::client::{self, Body, Client, Endpoint, Response, cause_chain, failure_kind};
 use super::{Answer, CallCx, ChunkStream, Prepared, Provider, StreamItem, Unsupported};
 use crate::config::{ProviderConfig, ServerConfig};
 use crate::error::ProviderError;
@@ -98,7 +98,7 @@ impl Origin {
 pub(crate) struct Upstream {
     client: Client,
     /// Parsed once, not on every request.
-    endpoint: Uri,
+    endpoint: Arc<Endpoint>,
     origin: Arc<Origin>,
     limits: Limits,
 }
@@ -110,7 +110,7 @@ impl Upstream {
         // The URL parser normalizes (an international host becomes ASCII, say); the
         // request's URI is that normal form.
         let url = url::Url::parse(&config.endpoint())?;
-        let endpoint = Uri::try_from(url.as_str())?;
+        let endpoint = Arc::new(Endpoint::new(&Uri::try_from(url.as_str())?)?);
         Ok(Upstream {
             client: Client::for_provider(config)?,
             origin: Arc::new(Origin::new(name, &url)),

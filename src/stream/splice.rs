@@ -15,7 +15,6 @@
 //! path changes the bytes, never the JSON a client reads (a property test and the
 //! `upstream_stream` fuzz target check both paths against each other).
 
-use std::io::Write;
 use std::ops::Range;
 
 use self::json::Reader;
@@ -228,8 +227,10 @@ impl Leading {
 
 /// Writes `"created":N,"model":"M"`, as the slow path's types write them.
 pub(crate) fn write_created_and_model(out: &mut Vec<u8>, created: i64, model: &str) {
+    out.extend_from_slice(b"\"created\":");
+    out.extend_from_slice(itoa::Buffer::new().format(created).as_bytes());
+    out.extend_from_slice(b",\"model\":");
     // Writing into a Vec cannot fail.
-    let _ = write!(out, "\"created\":{created},\"model\":");
     serde_json::to_writer(out, model).unwrap_or_default();
 }
 

@@ -50,6 +50,36 @@ impl<'a> Origin<'a> {
     }
 }
 
+/// Where requests go, parsed once when a provider is set up rather than on every request:
+/// the origin of an `http` or `https` URI, and its path and query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    tls: bool,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Endpoint {
+    pub(crate) fn new(uri: &axum::http::Uri) -> Result<Self, Failure> {
+        let origin = Origin::of(uri)?;
+        Ok(Endpoint {
+            tls: origin.tls,
+            host: origin.host.to_owned(),
+            port: origin.port,
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        })
+    }
+
+    pub(crate) fn origin(&self) -> Origin<'_> {
+        Origin {
+            tls: self.tls,
+            host: &self.host,
+            port: self.port,
+        }
+    }
+}
+
 /// The parts of a request.
 pub(crate) struct RequestParts<'a> {
     pub(crate) method: &'a Method,
@@ -63,23 +93,22 @@ pub(crate) struct RequestParts<'a> {
 }
 
 impl<'a> RequestParts<'a> {
-    /// The parts of a request for `method uri` (`http` or `https`) with `body_len` bytes of
-    /// body.
+    /// The parts of a request for `method endpoint` with `body_len` bytes of body.
     pub(crate) fn new(
         method: &'a Method,
-        uri: &'a axum::http::Uri,
+        endpoint: &'a Endpoint,
         fixed: &'a [(HeaderName, HeaderValue)],
         extra: &'a HeaderMap,
         body_len: usize,
-    ) -> Result<Self, Failure> {
-        Ok(RequestParts {
+    ) -> Self {
+        RequestParts {
             method,
-            path: uri.path_and_query().map_or("/", |p| p.as_str()),
-            origin: Origin::of(uri)?,
+            path: &endpoint.path,
+            origin: endpoint.origin(),
             fixed,
             extra,
             body_len,
-        })
+        }
     }
 
     /// Whether the request's own headers name `name`. They are the gateway's few (request id,
@@ -242,7 +271,8 @@ mod tests {
     ) -> String {
         let uri: axum::http::Uri = uri.parse().unwrap();
         let mut out = Vec::new();
-        let parts = RequestParts::new(&method, &uri, fixed, extra, body_len).unwrap();
+        let endpoint = Endpoint::new(&uri).unwrap();
+        let parts = RequestParts::new(&method, &endpoint, fixed, extra, body_len);
         write_head(&mut out, &parts);
         String::from_utf8(out).unwrap()
     }
@@ -298,6 +328,7 @@ mod tests {
         assert_eq!((origin.host, origin.port, origin.tls), ("[::1]", 80, false));
         let other: axum::http::Uri = "ftp://x/".parse().unwrap();
         assert!(Origin::of(&other).is_err());
+        assert!(Endpoint::new(&other).is_err());
     }
 
     #[test]

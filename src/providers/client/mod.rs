@@ -15,6 +15,7 @@
 mod conn;
 mod http1;
 
+pub(crate) use self::http1::Endpoint;
 pub use self::http1::Head;
 use crate::http1::HeadBuffer;
 pub use crate::http1::{BodyReader, Framing, Step};
@@ -23,7 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio_rustls::TlsConnector;
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Client {
 /// A request to send: its method, URI, the headers it adds to the fixed ones, and its body.
 pub(crate) struct Request {
     method: Method,
-    uri: Uri,
+    endpoint: Arc<Endpoint>,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -116,10 +117,10 @@ impl Client {
 
     /// A request for `method uri` with `body` (sent as JSON when not empty); the caller may
     /// add headers before [`Client::send`]ing it.
-    pub(crate) fn request(&self, method: Method, uri: &Uri, body: Bytes) -> Request {
+    pub(crate) fn request(&self, method: Method, endpoint: &Arc<Endpoint>, body: Bytes) -> Request {
         Request {
             method,
-            uri: uri.clone(),
+            endpoint: endpoint.clone(),
             headers: HeaderMap::new(),
             body,
         }
@@ -130,11 +131,11 @@ impl Client {
     pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
         let parts = RequestParts::new(
             &request.method,
-            &request.uri,
+            &request.endpoint,
             &self.shared.fixed,
             &request.headers,
             request.body.len(),
-        )?;
+        );
         let mut head = Vec::with_capacity(512);
         http1::write_head(&mut head, &parts);
         let mut conn = match self.shared.pool.checkout(&parts.origin) {
