@@ -58,8 +58,19 @@ impl FromRequestParts<AppState> for Authorized {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
+        Authorized::check(&parts.headers, parts.extensions.get::<Arrival>(), state)
+    }
+}
+
+impl Authorized {
+    /// Checks the request's key; notes the key's name in the request's record (`arrival`).
+    pub(crate) fn check(
+        headers: &HeaderMap,
+        arrival: Option<&Arrival>,
+        state: &AppState,
+    ) -> Result<Self, GatewayError> {
         let live = state.live();
-        let presented = presented_token(&parts.headers);
+        let presented = presented_token(headers);
         if presented.is_some_and(|token| matches_any(live.admin_keys(), token)) {
             return Err(GatewayError::InvalidApiKey);
         }
@@ -74,7 +85,7 @@ impl FromRequestParts<AppState> for Authorized {
             Caller(None)
         };
         if let Some(key) = caller.key(&live)
-            && let Some(arrival) = parts.extensions.get::<Arrival>()
+            && let Some(arrival) = arrival
         {
             let name = Arc::<str>::from(key.name.as_str());
             arrival.observed.update(|record| record.key = Some(name));

@@ -97,9 +97,14 @@ impl ChatRoute {
 /// rejections), without the router: its matching, extractor plumbing and future wrappers
 /// cost about 4k instructions per request, a tenth of the gateway's own work on a JSON
 /// request (`benches/load/results`). [`super::middleware::Front`] sends these here.
-pub(crate) async fn serve(route: ChatRoute, state: AppState, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let call = match ChatCall::of(&mut parts, &state, route).await {
+pub(crate) async fn serve(
+    route: ChatRoute,
+    state: AppState,
+    request: Request,
+    arrival: Arrival,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let call = match ChatCall::of(&parts, &state, route, Some(&arrival)) {
         Ok(call) => call,
         Err(rejection) => return rejection.into_response(),
     };
@@ -123,19 +128,19 @@ impl FromRequestParts<AppState> for ChatCall {
             .get::<MatchedPath>()
             .and_then(|path| ChatRoute::of(path.as_str()))
             .unwrap_or(ChatRoute::OpenAi);
-        ChatCall::of(parts, state, route).await
+        ChatCall::of(parts, state, route, parts.extensions.get::<Arrival>())
     }
 }
 
 impl ChatCall {
     /// Checks the key first ([`Authorized`]), so a refused request costs no more.
-    async fn of(
-        parts: &mut Parts,
+    fn of(
+        parts: &Parts,
         state: &AppState,
         route: ChatRoute,
+        arrival: Option<&Arrival>,
     ) -> Result<Self, GatewayError> {
-        let Authorized { caller, live } = Authorized::from_request_parts(parts, state).await?;
-        let arrival = parts.extensions.get::<Arrival>();
+        let Authorized { caller, live } = Authorized::check(&parts.headers, arrival, state)?;
         let session_id = parts
             .headers
             .get("x-session-id")

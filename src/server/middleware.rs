@@ -99,17 +99,22 @@ where
             request.uri().path().to_owned(),
             start,
         );
-        request.extensions_mut().insert(Arrival {
+        let arrival = Arrival {
             id: id.clone(),
             start,
             observed: finish.observed(),
-        });
+        };
+        // The chat routes get the arrival as it is; the router's handlers, as an extension.
         let routed = match ChatRoute::of(request.uri().path()) {
             Some(route) if request.method() == Method::POST => {
                 let request = request.map(axum::body::Body::new);
-                Either::Left(chat::serve(route, self.state.clone(), request).map(Ok))
+                let served = chat::serve(route, self.state.clone(), request, arrival);
+                Either::Left(served.map(Ok))
             }
-            _ => Either::Right(self.router.call(request)),
+            _ => {
+                request.extensions_mut().insert(arrival);
+                Either::Right(self.router.call(request))
+            }
         };
         Box::pin(async move {
             let mut response = match routed.await {
