@@ -13,6 +13,7 @@
 //! another candidate is healthy; when every one is ejected, all stay, soonest end of cool-down
 //! first, and the request is still sent (the client gets the upstream's real answer).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,22 @@ struct Weighted {
     weight: f64,
 }
 
+/// Up to this many candidates, a repeat is found by a scan, which costs less than hashing
+/// their keys; past it (an alias with many targets), by a hash set.
+const SCANNED_CANDIDATES: usize = 16;
+
+/// Whether `key` names none of `candidates` (whose keys `seen` holds once there are more
+/// than [`SCANNED_CANDIDATES`]).
+fn first_time(seen: &mut HashSet<String>, candidates: &[Candidate], key: &str) -> bool {
+    if candidates.len() < SCANNED_CANDIDATES {
+        return !candidates.iter().any(|c| c.key == key);
+    }
+    if seen.is_empty() {
+        seen.extend(candidates.iter().map(|c| c.key.clone()));
+    }
+    seen.insert(key.to_owned())
+}
+
 impl Router {
     /// The plan for `request` (its `model` and routing policy) in conversation `session`.
     pub(crate) fn plan(
@@ -96,11 +113,10 @@ impl Router {
                 .unwrap_or_default(),
         };
         let mut candidates: Vec<Candidate> = Vec::new();
-        // A repeat is found by a scan: candidates are few (an alias's targets, then up to
-        // 16 fallbacks' targets), and a scan of a few costs less than hashing their keys.
+        let mut seen = HashSet::new();
         let mut add = |ordered: Vec<Candidate>| {
             for candidate in ordered {
-                if !candidates.iter().any(|c| c.key == candidate.key) {
+                if first_time(&mut seen, &candidates, &candidate.key) {
                     candidates.push(candidate);
                 }
             }

@@ -76,7 +76,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A request to send: its method, URI, the headers it adds to the fixed ones, and its body.
+/// A request to send: its method, endpoint, the headers it adds to the fixed ones, and its body.
 pub(crate) struct Request {
     method: Method,
     endpoint: Arc<Endpoint>,
@@ -115,7 +115,7 @@ impl Client {
         })
     }
 
-    /// A request for `method uri` with `body` (sent as JSON when not empty); the caller may
+    /// A request for `method endpoint` with `body` (sent as JSON when not empty); the caller may
     /// add headers before [`Client::send`]ing it.
     pub(crate) fn request(&self, method: Method, endpoint: &Arc<Endpoint>, body: Bytes) -> Request {
         Request {

@@ -938,3 +938,29 @@ async fn a_hedge_is_a_sibling_attempt_span() {
     providers.sort();
     assert_eq!(providers, ["a", "b"], "{spans:#?}");
 }
+
+#[test]
+fn a_plan_names_each_target_once_however_many_there_are() {
+    // Below and above the count up to which repeats are found by a scan.
+    for count in [3, 40] {
+        let names: Vec<&'static str> = (0..count)
+            .map(|i| &*Box::leak(format!("p{i}").into_boxed_str()))
+            .collect();
+        let providers = names.iter().map(|n| (*n, Scripted::new(vec![]))).collect();
+        // Every target twice, and fallbacks that repeat the first and the last.
+        let targets: Vec<(&str, f64)> = names.iter().chain(&names).map(|n| (*n, 1.0)).collect();
+        let first = format!("{}/m", names[0]);
+        let last = format!("{}/m", names[count - 1]);
+        let big = alias(&targets, &[&first, &last], 1);
+        let w = world(providers, vec![("big", big)], ServerConfig::default());
+        let plan = w
+            .router
+            .plan(&request(json!({"model": "big"})), None)
+            .unwrap();
+        let mut keys: Vec<&str> = plan.candidates.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys.len(), count, "{keys:?}");
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), count);
+    }
+}
