@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, header};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -155,7 +155,7 @@ impl Fetcher {
             provider: Arc::from(name),
             client: Client::for_provider(config)?,
             shown_url: Arc::from(http::shown_url(&url)),
-            url: Arc::new(Endpoint::new(&Uri::try_from(url.as_str())?)?),
+            url: Arc::new(Endpoint::new(url.as_str())?),
             timeout: config.timeout.min(FETCH_TIMEOUT),
         })
     }

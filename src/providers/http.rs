@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{Method, Uri};
+use axum::http::Method;
 use futures_util::StreamExt;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -110,7 +110,7 @@ impl Upstream {
         // The URL parser normalizes (an international host becomes ASCII, say); the
         // request's URI is that normal form.
         let url = url::Url::parse(&config.endpoint())?;
-        let endpoint = Arc::new(Endpoint::new(&Uri::try_from(url.as_str())?)?);
+        let endpoint = Arc::new(Endpoint::new(url.as_str())?);
         Ok(Upstream {
             client: Client::for_provider(config)?,
             origin: Arc::new(Origin::new(name, &url)),

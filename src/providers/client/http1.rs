@@ -63,8 +63,10 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(uri: &axum::http::Uri) -> Result<Self, Failure> {
-        let origin = Origin::of(uri)?;
+    /// The endpoint at `url`, an `http` or `https` URL.
+    pub(crate) fn new(url: &str) -> Result<Self, Failure> {
+        let uri = axum::http::Uri::try_from(url).map_err(|_| Failure::Address("not a URI"))?;
+        let origin = Origin::of(&uri)?;
         Ok(Endpoint {
             tls: origin.tls,
             host: origin.host.to_owned(),
@@ -276,9 +278,8 @@ mod tests {
         extra: &HeaderMap,
         body_len: usize,
     ) -> String {
-        let uri: axum::http::Uri = uri.parse().unwrap();
         let mut out = Vec::new();
-        let endpoint = Endpoint::new(&uri).unwrap();
+        let endpoint = Endpoint::new(uri).unwrap();
         let parts = RequestParts::new(&method, &endpoint, fixed, extra, body_len);
         write_head(&mut out, &parts);
         String::from_utf8(out).unwrap()
@@ -335,7 +336,8 @@ mod tests {
         assert_eq!((origin.host, origin.port, origin.tls), ("[::1]", 80, false));
         let other: axum::http::Uri = "ftp://x/".parse().unwrap();
         assert!(Origin::of(&other).is_err());
-        assert!(Endpoint::new(&other).is_err());
+        assert!(Endpoint::new("ftp://x/").is_err());
+        assert!(Endpoint::new("http://").is_err());
     }
 
     #[test]
