@@ -102,17 +102,6 @@ pub(crate) struct Record {
 pub(crate) struct Observed(Arc<Mutex<Record>>);
 
 impl Observed {
-    /// A record not tied to a response (it is never finished): for code run without the
-    /// middleware.
-    pub(crate) fn detached() -> Self {
-        Observed(Arc::new(Mutex::new(Record::new(
-            HeaderValue::from_static(""),
-            Method::GET,
-            String::new(),
-            Instant::now(),
-        ))))
-    }
-
     /// Updates the record.
     pub(crate) fn update(&self, f: impl FnOnce(&mut Record)) {
         f(&mut self.lock());

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
@@ -48,8 +48,8 @@ pub(crate) struct ChatCall {
     pub(crate) caller: Caller,
     /// The client's `X-Session-ID`.
     pub(crate) session_id: Option<String>,
-    /// The request id (none for code run without the front service).
-    pub(crate) request_id: Option<HeaderValue>,
+    /// The request id.
+    pub(crate) request_id: HeaderValue,
     /// When the gateway received the request.
     pub(crate) start: Instant,
     /// The request's trace span.
@@ -93,18 +93,25 @@ impl ChatRoute {
     }
 }
 
-/// Serves a `POST` to a chat route as the router would (the same extractors, handler and
-/// rejections), without the router: its matching, extractor plumbing and future wrappers
-/// cost about 4k instructions per request, a tenth of the gateway's own work on a JSON
-/// request (`benches/load/results`). [`super::middleware::Front`] sends these here.
+/// Serves a request to a chat route: [`super::middleware::Front`] sends these here rather
+/// than to the router, whose matching, extractor plumbing and future wrappers cost about 4k
+/// instructions per request, a tenth of the gateway's own work on a JSON request
+/// (`benches/load/results`). Any method but `POST` is answered 405 with `Allow: POST`.
 pub(crate) async fn serve(
     route: ChatRoute,
     state: AppState,
     request: Request,
     arrival: Arrival,
 ) -> Response {
+    if request.method() != Method::POST {
+        let mut answer = super::openai::method_not_allowed(request.uri().clone())
+            .await
+            .into_response();
+        (answer.headers_mut()).insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return answer;
+    }
     let (parts, body) = request.into_parts();
-    let call = match ChatCall::of(&parts, &state, route, Some(&arrival)) {
+    let call = match ChatCall::of(&parts, &state, route, &arrival) {
         Ok(call) => call,
         Err(rejection) => return rejection.into_response(),
     };
@@ -119,28 +126,15 @@ pub(crate) async fn serve(
     }
 }
 
-impl FromRequestParts<AppState> for ChatCall {
-    type Rejection = GatewayError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, GatewayError> {
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .and_then(|path| ChatRoute::of(path.as_str()))
-            .unwrap_or(ChatRoute::OpenAi);
-        ChatCall::of(parts, state, route, parts.extensions.get::<Arrival>())
-    }
-}
-
 impl ChatCall {
     /// Checks the key first ([`Authorized`]), so a refused request costs no more.
     fn of(
         parts: &Parts,
         state: &AppState,
         route: ChatRoute,
-        arrival: Option<&Arrival>,
+        arrival: &Arrival,
     ) -> Result<Self, GatewayError> {
-        let Authorized { caller, live } = Authorized::check(&parts.headers, arrival, state)?;
+        let Authorized { caller, live } = Authorized::check(&parts.headers, Some(arrival), state)?;
         let session_id = parts
             .headers
             .get("x-session-id")
@@ -152,11 +146,11 @@ impl ChatCall {
             state: live,
             caller,
             session_id,
-            request_id: arrival.map(|a| a.id.clone()),
-            start: arrival.map_or_else(Instant::now, |a| a.start),
+            request_id: arrival.id.clone(),
+            start: arrival.start,
             span,
             trace,
-            observed: arrival.map_or_else(Observed::detached, |a| a.observed.clone()),
+            observed: arrival.observed.clone(),
         })
     }
 }
@@ -354,7 +348,7 @@ fn call_cx(call: &ChatCall, candidate: &Candidate) -> CallCx {
     CallCx {
         upstream_model: candidate.upstream_model.clone(),
         session_id: call.session_id.clone(),
-        request_id: call.request_id.clone(),
+        request_id: Some(call.request_id.clone()),
         trace: call.trace,
     }
 }

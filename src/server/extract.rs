@@ -3,7 +3,7 @@
 //! can render the field errors its own way.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::Request;
 use axum::http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -12,14 +12,6 @@ use crate::error::{FieldError, FieldErrorKind, GatewayError};
 
 /// The raw bytes of a JSON request body.
 pub(crate) struct JsonBody(pub(crate) Bytes);
-
-impl FromRequest<AppState> for JsonBody {
-    type Rejection = GatewayError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, GatewayError> {
-        JsonBody::read(request, state).await
-    }
-}
 
 impl JsonBody {
     /// Checks the type, then reads the body within the size and time limits.

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{self, HeaderMap, HeaderValue, Method};
+use axum::http::{self, HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Either};
@@ -69,8 +69,8 @@ pub(crate) struct Arrival {
 /// A plain service around the router rather than a router layer: a layer would box and
 /// clone per request what this does once.
 ///
-/// It also serves `POST`s to the chat routes itself ([`chat::serve`]), which the router
-/// would answer the same way at more cost; the router has every other request.
+/// It also serves the chat routes itself ([`chat::serve`]), at less cost than the router,
+/// which has every other request.
 #[derive(Clone)]
 pub(crate) struct Front {
     pub(crate) router: Router,
@@ -106,7 +106,7 @@ where
         };
         // The chat routes get the arrival as it is; the router's handlers, as an extension.
         let routed = match ChatRoute::of(request.uri().path()) {
-            Some(route) if request.method() == Method::POST => {
+            Some(route) => {
                 let request = request.map(axum::body::Body::new);
                 let served = chat::serve(route, self.state.clone(), request, arrival);
                 Either::Left(served.map(Ok))

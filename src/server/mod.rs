@@ -163,11 +163,7 @@ fn app(state: AppState) -> middleware::Front {
 
 /// The gateway's routes.
 fn routes(state: AppState) -> Router {
-    let api = Router::new()
-        // Front serves their `POST`s itself (`chat::serve`, the same handlers).
-        .route(ChatRoute::OpenAi.path(), post(openai::chat_completions))
-        .route(ChatRoute::Nugen.path(), post(nugen::chat_completions))
-        .route("/v1/models", get(openai::list_models));
+    let api = Router::new().route("/v1/models", get(openai::list_models));
     let admin = Router::new()
         .route(
             "/admin/keys",

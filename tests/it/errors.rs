@@ -124,6 +124,7 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
         .send()
         .await
         .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
     let (status, error) = error_of(response).await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
@@ -134,6 +135,18 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
             .as_str()
             .unwrap()
             .contains("/v1/chat/completions")
+    );
+    let response = app
+        .client
+        .put(app.url("/api/v3/inference/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
     );
 }
 
