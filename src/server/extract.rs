@@ -1,6 +1,7 @@
-//! The chat body extractor: `Content-Type` must be JSON (415), the body must fit
-//! `server.max_body_bytes` (413) and arrive within `server.body_read_timeout_secs` (408); parsing and validation happen in the handler so each dialect
-//! can render the field errors its own way.
+//! The chat body, read: `Content-Type` must be JSON (415), the body must fit
+//! `server.max_body_bytes` (413) and arrive within `server.body_read_timeout_secs` (408);
+//! parsing and validation happen in the handler so each dialect can render the field errors
+//! its own way.
 
 use axum::body::Bytes;
 use axum::extract::Request;
