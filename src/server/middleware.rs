@@ -48,7 +48,8 @@ fn is_valid_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// What [`Front`] knows of a request, for the handlers: one extension, not three.
+/// What [`Front`] knows of a request, for the handlers: an argument to the chat routes, an
+/// extension for the router's.
 #[derive(Debug, Clone)]
 pub(crate) struct Arrival {
     /// The request id (plain text, see [`request_id_of`]).
@@ -60,10 +61,10 @@ pub(crate) struct Arrival {
 }
 
 /// The service every connection calls: the router, behind the work every request gets first. It sets
-/// the request's id (in the request's [`Arrival`] extension, and on the response),
+/// the request's id (in the request's [`Arrival`], and on the response),
 /// records the start time and starts the request's record, which writes its one access-log
 /// line and its metrics when the response body ends or is dropped (see
-/// [`crate::observe::record`]). The handlers fill the record through the extension's
+/// [`crate::observe::record`]). The handlers fill the record through the arrival's
 /// `observed`.
 ///
 /// A plain service around the router rather than a router layer: a layer would box and
@@ -111,7 +112,7 @@ where
                 let served = chat::serve(route, self.state.clone(), request, arrival);
                 Either::Left(served.map(Ok))
             }
-            _ => {
+            None => {
                 request.extensions_mut().insert(arrival);
                 Either::Right(self.router.call(request))
             }
