@@ -45,15 +45,12 @@ pub struct InShape {
 impl InShape {
     /// Takes `event` when it is a chunk in shape; gives it back otherwise.
     pub fn scan(event: SseEvent) -> Result<InShape, SseEvent> {
-        Self::read_event(event, Known::Nothing).map(|(found, _)| found)
+        Self::read_event(event, Known::Nothing).map(|read| read.found)
     }
 
     /// [`InShape::scan`], where `known` says what of the event is already read, or that its
     /// leading members are wanted (then they come with the chunk, when it has some).
-    fn read_event(
-        event: SseEvent,
-        known: Known<'_>,
-    ) -> Result<(InShape, Option<Leading>), SseEvent> {
+    fn read_event(event: SseEvent, known: Known<'_>) -> Result<EventRead, SseEvent> {
         if event.event.is_some() {
             return Err(event);
         }
@@ -76,6 +73,11 @@ impl InShape {
             choices: marks,
             ..
         } = read;
+        // A chunk relayed as written with one choice whose delta has a `content` string.
+        let content = match &marks[..] {
+            [mark] if !mark.lacks_a_member() => mark.content.clone(),
+            _ => None,
+        };
         let text = event.data;
         let json_end = text.len();
         let mut found = InShape {
@@ -91,7 +93,11 @@ impl InShape {
         {
             return Err(found.into_event());
         }
-        Ok((found, leading))
+        Ok(EventRead {
+            found,
+            leading,
+            content,
+        })
     }
 
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
@@ -163,24 +169,131 @@ impl InShape {
 /// members (`id`, `object`, `created`, `model`, ...), so the scanner keeps what it read of
 /// the last chunk in shape before its `"choices"` key ([`Leading`]): a chunk that begins
 /// with the same bytes has the same members there, already read and checked, and only the
-/// rest of it is read.
+/// rest of it is read. Most chunks of a stream differ from the one before only in their
+/// text, so the scanner also keeps the last chunk in shape that has one (a [`Template`]):
+/// a chunk that is the same bytes around another text is read as it was, and only its text
+/// is read.
 #[derive(Debug, Default)]
 pub struct ChunkScanner {
     leading: Option<Leading>,
+    template: Option<Template>,
 }
 
 impl ChunkScanner {
     /// Takes `event` when it is a chunk in shape (as [`InShape::scan`] does); gives it back
     /// otherwise.
     pub fn scan(&mut self, event: SseEvent) -> Result<InShape, SseEvent> {
+        let event = match &self.template {
+            Some(template) => match template.read(event) {
+                Ok(found) => return Ok(found),
+                Err(event) => event,
+            },
+            None => event,
+        };
         let leading = (self.leading.as_ref())
             .filter(|leading| event.data.as_bytes().starts_with(leading.text.as_bytes()));
-        let Some(leading) = leading else {
-            let (found, leading) = InShape::read_event(event, Known::WantLeading)?;
-            self.leading = leading;
-            return Ok(found);
+        let read = match leading {
+            Some(leading) => InShape::read_event(event, Known::Leading(leading))?,
+            None => {
+                let mut read = InShape::read_event(event, Known::WantLeading)?;
+                self.leading = read.leading.take();
+                read
+            }
         };
-        InShape::read_event(event, Known::Leading(leading)).map(|(found, _)| found)
+        if let Some(content) = read.content {
+            self.template = Template::of(&read.found, content).or(self.template.take());
+        }
+        Ok(read.found)
+    }
+}
+
+/// What [`InShape::read_event`] read of an event in shape.
+struct EventRead {
+    found: InShape,
+    /// Its leading members, when they were wanted.
+    leading: Option<Leading>,
+    /// Its `content` string (quotes included), when it has one choice with a `content`
+    /// string and goes out as written (no member added).
+    content: Option<Range<usize>>,
+}
+
+/// The most bytes of a chunk a [`ChunkScanner`] keeps as its [`Template`].
+const MAX_TEMPLATE_BYTES: usize = 2048;
+
+/// A chunk in shape with one choice whose delta has a `content` string, as text and as read.
+/// Another chunk with the same bytes before and after that string differs only in the one
+/// string: it has the same members with the same values but the text, so it reads the same
+/// but for where the members after the string are and how long the text is.
+#[derive(Debug)]
+struct Template {
+    text: String,
+    /// The `content` string, quotes included.
+    content: Range<usize>,
+    kept: Vec<Range<usize>>,
+    indexes: Vec<u32>,
+    finished: bool,
+}
+
+impl Template {
+    /// The template of `found`, whose `content` string is at `content`; `None` when it
+    /// takes more than [`MAX_TEMPLATE_BYTES`].
+    fn of(found: &InShape, content: Range<usize>) -> Option<Template> {
+        (found.json_end <= MAX_TEMPLATE_BYTES).then(|| Template {
+            text: found.text[..found.json_end].to_owned(),
+            content,
+            kept: found.kept.clone(),
+            indexes: found.indexes.clone(),
+            finished: found.finished,
+        })
+    }
+
+    /// Takes `event` when it is this template's text with another `content` string; gives
+    /// it back otherwise.
+    fn read(&self, event: SseEvent) -> Result<InShape, SseEvent> {
+        match self.read_text(&event) {
+            Some((end, text_bytes)) => Ok(self.chunk(event.data, end, text_bytes)),
+            None => Err(event),
+        }
+    }
+
+    /// Where the event's `content` string ends and its length unescaped, when the event is
+    /// the template's text around another string.
+    fn read_text(&self, event: &SseEvent) -> Option<(usize, usize)> {
+        event.event.is_none().then_some(())?;
+        let (text, template) = (event.data.as_bytes(), self.text.as_bytes());
+        let (before, after) = (
+            &template[..self.content.start],
+            &template[self.content.end..],
+        );
+        // The string takes two bytes at least, so `before` and `after` cannot overlap.
+        let end = text.len().checked_sub(after.len())?;
+        (end >= before.len() + 2 && text.starts_with(before) && text.ends_with(after))
+            .then_some(())?;
+        (text[before.len()] == b'"').then_some(())?;
+        let mut reader = Reader::at_offset(&event.data, before.len());
+        let text_bytes = reader.string()?;
+        (reader.at() == end).then_some((end, text_bytes))
+    }
+
+    /// The chunk in shape `text`, whose `content` string ends at `end`.
+    fn chunk(&self, text: String, end: usize, text_bytes: usize) -> InShape {
+        // Offsets after the string move with its end; those before it stay.
+        let moved = |at: usize| match at.checked_sub(self.content.end) {
+            Some(past) => end + past,
+            None => at,
+        };
+        InShape {
+            json_end: text.len(),
+            text,
+            kept: self
+                .kept
+                .iter()
+                .map(|r| moved(r.start)..moved(r.end))
+                .collect(),
+            indexes: self.indexes.clone(),
+            finished: self.finished,
+            text_bytes: text_bytes as u64,
+        }
     }
 }
 
@@ -375,6 +488,8 @@ struct ChoiceMark {
     finished: bool,
     /// Bytes of its `content`, unescaped.
     text_bytes: usize,
+    /// Where its `content` string is, quotes included.
+    content: Option<Range<usize>>,
     /// Which members it lacks that the slow path always writes.
     lacks_finish_reason: bool,
     lacks_logprobs: bool,
@@ -399,28 +514,36 @@ fn read_choice(reader: &mut Reader) -> Option<ChoiceMark> {
         "logprobs" => once(&mut logprobs, reader.value()?),
         _ => reader.value(),
     })?;
+    let (text_bytes, content) = delta?;
     Some(ChoiceMark {
         extent: start..reader.at(),
         index: index?,
         finished: finish_reason.flatten().is_some(),
-        text_bytes: delta?,
+        text_bytes,
+        content,
         lacks_finish_reason: finish_reason.is_none(),
         lacks_logprobs: logprobs.is_none(),
     })
 }
 
 /// A delta whose known members are strings (a `null` one would be dropped by the slow path)
-/// and that makes no tool or function call: its `content`'s length, unescaped.
-fn read_delta(reader: &mut Reader) -> Option<usize> {
+/// and that makes no tool or function call: its `content`'s length, unescaped, and where
+/// the `content` string is (quotes included).
+fn read_delta(reader: &mut Reader) -> Option<(usize, Option<Range<usize>>)> {
     let (mut role, mut content, mut refusal) = (None, None, None);
     reader.object(|reader, key, _| match key {
         "role" => once(&mut role, reader.string()?),
-        "content" => once(&mut content, reader.string()?),
+        "content" => {
+            reader.skip_whitespace();
+            let start = reader.at();
+            let len = reader.string()?;
+            once(&mut content, (len, start..reader.at()))
+        }
         "refusal" => once(&mut refusal, reader.string()?),
         "tool_calls" | "function_call" => None,
         _ => reader.value(),
     })?;
-    Some(content.unwrap_or(0))
+    Some(content.map_or((0, None), |(len, at)| (len, Some(at))))
 }
 
 /// Fills `slot`, which must still be empty: a member named twice is not in shape.

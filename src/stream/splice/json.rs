@@ -72,6 +72,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A reader at byte `at` of `text`.
+    pub(super) fn at_offset(text: &'a str, at: usize) -> Self {
+        Reader {
+            at,
+            ..Reader::new(text)
+        }
+    }
+
     /// Where the reader is, as a byte offset into the text.
     pub(super) fn at(&self) -> usize {
         self.at

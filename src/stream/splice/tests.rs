@@ -426,3 +426,98 @@ proptest! {
         }
     }
 }
+
+/// `TYPICAL` with `token` (a JSON string, or bytes that are not one) for its text.
+fn typical_with(token: &str) -> String {
+    TYPICAL.replace(r#"" mock""#, token)
+}
+
+#[test]
+fn a_streams_scanner_reads_only_the_text_of_a_chunk_like_the_last() {
+    let mut scanner = ChunkScanner::default();
+    assert_eq!(scan_in(&mut scanner, TYPICAL), scanned(TYPICAL));
+    let template = scanner.template.as_ref().expect("the chunk is kept");
+    assert_eq!(&TYPICAL[template.content.clone()], r#"" mock""#);
+    for token in [
+        r#""""#,
+        r#""a much longer text than the template's""#,
+        r#""\"quoted\" \\ \n \u00e9 \ud83d\ude00 é""#,
+    ] {
+        let text = typical_with(token);
+        assert_eq!(scan_in(&mut scanner, &text), scanned(&text), "{text}");
+    }
+    let found = scanner.scan(SseEvent {
+        event: None,
+        data: typical_with(r#""\"é""#),
+    });
+    assert_eq!(found.unwrap().text_bytes, 3);
+    // Bytes that are not one string around the same text are read whole, and refused.
+    for token in [
+        "\"a\u{1}\"",
+        r#""\q""#,
+        r#""\ud800""#,
+        r#""a"b""#,
+        r#""a""#.trim_end_matches('"'),
+        "null",
+        "7",
+    ] {
+        let text = typical_with(token);
+        assert_eq!(scan_in(&mut scanner, &text), "None", "{text}");
+        assert_eq!(scanned(&text), "None", "{text}");
+    }
+    // Other bytes around the text, even as many, are read whole.
+    let other_index = typical_with(r#""a""#).replace(r#""index":0"#, r#""index":1"#);
+    let finished =
+        typical_with(r#""a""#).replace("\"finish_reason\":null", "\"finish_reason\":\"ab\"");
+    let other_id = typical_with(r#""a""#).replace("chatcmpl-B9", "chatcmpl-C9");
+    let number_object =
+        typical_with(r#""a""#).replace(r#""chat.completion.chunk""#, "12345678901234567890123");
+    for text in [other_index, finished, other_id, number_object] {
+        let mut scanner = ChunkScanner::default();
+        scan_in(&mut scanner, TYPICAL);
+        assert_eq!(scan_in(&mut scanner, &text), scanned(&text), "{text}");
+    }
+    // An event with a name is not a chunk, whatever its text.
+    let named = SseEvent {
+        event: Some("error".to_owned()),
+        data: TYPICAL.to_owned(),
+    };
+    assert!(scanner.scan(named).is_err());
+}
+
+#[test]
+fn a_chunk_beyond_the_bound_is_not_kept() {
+    let long = "x".repeat(MAX_TEMPLATE_BYTES);
+    let text = typical_with(&format!("\"{long}\""));
+    let mut scanner = ChunkScanner::default();
+    assert_eq!(scan_in(&mut scanner, &text), scanned(&text));
+    assert!(scanner.template.is_none());
+}
+
+/// A chunk's text as a string token, or as bytes that are not one.
+fn text_token() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "\\PC{0,12}".prop_map(|text| serde_json::to_string(&text).unwrap()),
+        1 => "[\"\\\\a-z\\x00-\\x1f\\u{e9}]{0,8}".prop_map(|raw| format!("\"{raw}\"")),
+        1 => Just("null".to_owned()),
+    ]
+}
+
+proptest! {
+    /// Chunks alike but for their text are read as a stateless scan reads them.
+    #[test]
+    fn a_streams_scanner_reads_chunks_alike_as_a_scan_does(
+        choice in choice(),
+        leading in leading_text(),
+        tokens in prop::collection::vec((text_token(), trailing_text()), 1..6),
+    ) {
+        let mut scanner = ChunkScanner::default();
+        let choices = serde_json::to_string(&[choice]).unwrap();
+        for (token, trailing) in tokens {
+            // The text in place of the choice's `content`, when it has one.
+            let choices = choices.replacen(r#""content":"#, &format!(r#""content":{token},"x":"#), 1);
+            let text = format!(r#"{leading}"choices":{choices}{trailing}}}"#);
+            prop_assert_eq!(scan_in(&mut scanner, &text), scanned(&text), "{}", text);
+        }
+    }
+}
