@@ -39,8 +39,9 @@ pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamItem, Provi
 /// One chunk of an upstream stream.
 #[derive(Debug)]
 pub(crate) enum StreamItem {
-    /// A parsed chunk.
-    Parsed(ChatChunk),
+    /// A parsed chunk (boxed: it is several times an in-shape chunk's size, and every chunk
+    /// is moved through the stream's layers).
+    Parsed(Box<ChatChunk>),
     /// An OpenAI-shaped chunk already in the contract's shape, still as the upstream's text
     /// (the stream's fast path).
     InShape(InShape),
@@ -76,7 +77,7 @@ impl StreamItem {
     /// The chunk, parsed.
     pub(crate) fn into_parsed(self) -> Result<ChatChunk, ProviderError> {
         match self {
-            StreamItem::Parsed(chunk) => Ok(chunk),
+            StreamItem::Parsed(chunk) => Ok(*chunk),
             StreamItem::InShape(chunk) => chunk.parse(),
         }
     }
@@ -84,7 +85,7 @@ impl StreamItem {
 
 impl From<ChatChunk> for StreamItem {
     fn from(chunk: ChatChunk) -> Self {
-        StreamItem::Parsed(chunk)
+        StreamItem::Parsed(Box::new(chunk))
     }
 }
 

@@ -225,6 +225,9 @@ impl SseBody {
 
     /// Normalizes an upstream chunk and queues its event; false when nothing was queued.
     fn relay(&mut self, item: StreamItem) -> Result<bool, ProviderError> {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(FRAME_START_BYTES);
+        }
         // The fast path, unless the answer is recorded (the cache keeps parsed chunks) or
         // the upstream's model is still to be traced.
         if let StreamItem::InShape(chunk) = &item
@@ -370,9 +373,6 @@ impl SseBody {
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.last_upstream = Instant::now();
-                    if self.pending.capacity() == 0 {
-                        self.pending.reserve(FRAME_START_BYTES);
-                    }
                     if let Err(error) = self.relay(chunk) {
                         self.fail(error);
                     }

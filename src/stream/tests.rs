@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use super::*;
 
 fn chunk(value: Value) -> Result<StreamItem, ProviderError> {
-    Ok(StreamItem::Parsed(serde_json::from_value(value).unwrap()))
+    Ok(StreamItem::Parsed(Box::new(
+        serde_json::from_value(value).unwrap(),
+    )))
 }
 
 fn timing() -> StreamTiming {
