@@ -12,7 +12,7 @@ use crate::error::{FieldError, FieldErrorKind, FieldPath, GatewayError, PathSegm
 /// Boxed: the request is most of a kilobyte, and moving it from frame to frame cost more
 /// than the box.
 pub fn parse_request(body: &[u8]) -> Result<Box<ChatRequest>, GatewayError> {
-    let parsed = std::str::from_utf8(body).map(serde_json::from_str);
+    let parsed = simdutf8::basic::from_utf8(body).map(serde_json::from_str);
     match parsed {
         Ok(Ok(request)) => Ok(request),
         _ => Err(GatewayError::InvalidRequest(vec![locate_error(body)])),

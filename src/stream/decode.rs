@@ -160,7 +160,7 @@ impl SseDecoder {
             return Ok(()); // a comment
         }
         let colon = memchr::memchr(b':', line);
-        let line = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
+        let line = simdutf8::basic::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
         // `:` is ASCII, so the text splits on a character boundary there.
         let (field, value) = match colon {
             Some(at) => {
@@ -174,8 +174,11 @@ impl SseDecoder {
                 self.reserve(value.len() + 1)?;
                 if self.has_data {
                     self.data.push('\n');
+                    self.data.push_str(value);
+                } else {
+                    // Most events are one line: allocated at its size, with no growth.
+                    self.data = value.to_owned();
                 }
-                self.data.push_str(value);
                 self.has_data = true;
             }
             "event" => {
