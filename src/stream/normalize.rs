@@ -196,10 +196,11 @@ impl ChunkNormalizer {
         }
     }
 
-    /// The event for a chunk in shape, when this stream's state lets it pass as written: the
-    /// stream's `id` and `created` are known, and every choice is below `n` and already had
-    /// its role. `None`: it takes the slow path ([`Self::push`]).
-    pub fn splice(&self, chunk: &InShape) -> Option<Bytes> {
+    /// The event for a chunk in shape, when this stream's state lets it pass as written:
+    /// every choice is below `n` and already had its role or has `"role":"assistant"`. The
+    /// first chunk to pass gives the stream its `id` and `created`, as [`Self::push`] takes
+    /// them. `None`: it takes the slow path ([`Self::push`]).
+    pub fn splice(&mut self, chunk: &InShape) -> Option<Bytes> {
         let mut event = Vec::new();
         self.splice_into(chunk, &mut event)
             .then(|| Bytes::from(event))
@@ -207,22 +208,44 @@ impl ChunkNormalizer {
 
     /// [`Self::splice`], appending the event to `out`; false (and nothing appended) when
     /// the chunk takes the slow path.
-    pub(crate) fn splice_into(&self, chunk: &InShape, out: &mut Vec<u8>) -> bool {
-        let Some(prefix) = self.prefix.as_deref() else {
-            return false;
-        };
-        let role_sent = |index: u32| {
+    pub(crate) fn splice_into(&mut self, chunk: &InShape, out: &mut Vec<u8>) -> bool {
+        let assistant = chunk.says_assistant();
+        let has_role = |index: u32| {
             index < self.max_choices
-                && self
-                    .choices
-                    .get(index as usize)
-                    .is_some_and(|state| state.role_sent)
+                && (assistant
+                    || (self.choices.get(index as usize)).is_some_and(|state| state.role_sent))
         };
-        let in_shape = chunk.indexes().iter().all(|&index| role_sent(index));
-        if in_shape {
-            chunk.write_event(prefix, out);
+        if !chunk.indexes().iter().all(|&index| has_role(index)) {
+            return false;
         }
-        in_shape
+        let prefix = match &self.prefix {
+            Some(prefix) => prefix.as_slice(),
+            None => self.start(chunk.id(), chunk.created()),
+        };
+        chunk.write_event(prefix, out);
+        if assistant {
+            for &index in chunk.indexes() {
+                // Below `n` (checked above), so the length cannot get out of hand.
+                let index = index as usize;
+                if self.choices.len() <= index {
+                    self.choices.resize(index + 1, ChoiceState::default());
+                }
+                self.choices[index].role_sent = true;
+            }
+        }
+        true
+    }
+
+    /// Takes the stream's `id` and `created` from its first chunk (new ones when it has
+    /// none) and writes the prefix of the events relayed as written.
+    fn start(&mut self, id: Option<String>, created: Option<i64>) -> &[u8] {
+        let id = id.filter(|id| !id.is_empty()).unwrap_or_else(completion_id);
+        self.created = created
+            .filter(|&created| created > 0)
+            .unwrap_or_else(unix_now);
+        let prefix = event_prefix(&id, self.created, &self.model);
+        self.id = Some(id);
+        self.prefix.insert(prefix)
     }
 
     /// Normalizes one upstream chunk. `Ok(None)` when nothing is left to send (a usage-only

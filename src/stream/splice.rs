@@ -7,11 +7,14 @@
 //! copying nothing, and takes it only when the slow
 //! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
 //! `usage` and no `error`, no member named twice, and every choice has an integer `index`
-//! and a `delta` whose known members are strings and that makes no tool or function call. A
-//! choice without `finish_reason` or `logprobs` gets them as `null` (as the slow path writes
+//! and a `delta` whose known members are strings (a `content` or `refusal` may be `null`) and
+//! that makes no tool or function call. A choice without `finish_reason` or `logprobs` gets
+//! them as `null`, and a `null` `content` or `refusal` is left out (as the slow path writes
 //! them), which costs a second read of the choices. The normalizer then decides with the stream's
-//! state ([`super::normalize::ChunkNormalizer::splice`]): the stream's `id` and `created` are
-//! known and every choice already had its role. Anything else takes the slow path, so the fast
+//! state ([`super::normalize::ChunkNormalizer::splice`]): every choice already had its role, or
+//! has `"role":"assistant"` (the role the normalizer gives a first delta); the stream's `id`
+//! and `created` are taken from its first chunk, as the slow path takes them. Anything else
+//! takes the slow path, so the fast
 //! path changes the bytes, never the JSON a client reads (a property test and the
 //! `upstream_stream` fuzz target check both paths against each other).
 
@@ -36,6 +39,12 @@ pub struct InShape {
     kept: Vec<Range<usize>>,
     /// Each choice's index.
     indexes: Vec<u32>,
+    /// Whether every choice's delta has `"role":"assistant"`.
+    assistant: bool,
+    /// The `id` string, quotes included (none when it is `null` or missing).
+    id: Option<Range<usize>>,
+    /// The `created` timestamp (none when it is `null` or missing).
+    created: Option<i64>,
     /// Whether a choice has a `finish_reason`.
     pub(crate) finished: bool,
     /// Bytes of answer text (`content`, unescaped) in this chunk.
@@ -71,11 +80,13 @@ impl InShape {
             kept,
             choices_at,
             choices: marks,
+            id,
+            created,
             ..
         } = read;
         // A chunk relayed as written with one choice whose delta has a `content` string.
         let content = match &marks[..] {
-            [mark] if !mark.lacks_a_member() => mark.content.clone(),
+            [mark] if !mark.is_rewritten() => mark.content.clone(),
             _ => None,
         };
         let text = event.data;
@@ -85,10 +96,13 @@ impl InShape {
             json_end,
             kept,
             indexes: marks.iter().map(|mark| mark.index).collect(),
+            assistant: marks.iter().all(|mark| mark.assistant),
+            id,
+            created,
             finished: marks.iter().any(|mark| mark.finished),
             text_bytes: marks.iter().map(|mark| mark.text_bytes as u64).sum(),
         };
-        if marks.iter().any(ChoiceMark::lacks_a_member)
+        if marks.iter().any(ChoiceMark::is_rewritten)
             && found.complete(choices_at, &marks).is_none()
         {
             return Err(found.into_event());
@@ -101,7 +115,8 @@ impl InShape {
     }
 
     /// Adds `"finish_reason":null` and `"logprobs":null` to the choices that lack them (the
-    /// slow path writes both always; OpenAI sends both, some servers leave them out). The
+    /// slow path writes both always; OpenAI sends both, some servers leave them out), and
+    /// leaves out the members the slow path drops (a `null` `content` or `refusal`). The
     /// completed `choices` member (kept member `at`) is written after the upstream's text and
     /// passed on from there. When it cannot be, what was written is dropped with the rest
     /// when the event is given back ([`InShape::into_event`]).
@@ -118,7 +133,23 @@ impl InShape {
             // A choice in shape has `index` and `delta`, so a member comes before its `}`.
             let end = mark.extent.end.checked_sub(1)?;
             (self.text.as_bytes().get(end) == Some(&b'}')).then_some(())?;
-            self.text.extend_from_within(mark.extent.start..end);
+            match &mark.delta {
+                // The delta is written anew with the members it keeps.
+                Some(delta) => {
+                    self.text
+                        .extend_from_within(mark.extent.start..delta.object.start);
+                    self.text.push('{');
+                    for (i, member) in delta.kept.iter().enumerate() {
+                        if i > 0 {
+                            self.text.push(',');
+                        }
+                        self.text.extend_from_within(member.clone());
+                    }
+                    self.text.push('}');
+                    self.text.extend_from_within(delta.object.end..end);
+                }
+                None => self.text.extend_from_within(mark.extent.start..end),
+            }
             if mark.lacks_finish_reason {
                 self.text.push_str(",\"finish_reason\":null");
             }
@@ -142,6 +173,25 @@ impl InShape {
     /// Each choice's index.
     pub(crate) fn indexes(&self) -> &[u32] {
         &self.indexes
+    }
+
+    /// Whether every choice's delta has `"role":"assistant"`.
+    pub(crate) fn says_assistant(&self) -> bool {
+        self.assistant
+    }
+
+    /// The `id`, when it is a string.
+    pub(crate) fn id(&self) -> Option<String> {
+        let token = self.text.get(self.id.clone()?)?;
+        match token.contains('\\') {
+            false => token.get(1..token.len().checked_sub(1)?).map(str::to_owned),
+            true => serde_json::from_str(token).ok(),
+        }
+    }
+
+    /// The `created` timestamp, when there is one.
+    pub(crate) fn created(&self) -> Option<i64> {
+        self.created
     }
 
     /// Appends the client's event to `out`: `prefix` (`data: {` and the rewritten members),
@@ -231,6 +281,9 @@ struct Template {
     content: Range<usize>,
     kept: Vec<Range<usize>>,
     indexes: Vec<u32>,
+    assistant: bool,
+    id: Option<Range<usize>>,
+    created: Option<i64>,
     finished: bool,
 }
 
@@ -243,6 +296,9 @@ impl Template {
             content,
             kept: found.kept.clone(),
             indexes: found.indexes.clone(),
+            assistant: found.assistant,
+            id: found.id.clone(),
+            created: found.created,
             finished: found.finished,
         })
     }
@@ -291,6 +347,9 @@ impl Template {
                 .map(|r| moved(r.start)..moved(r.end))
                 .collect(),
             indexes: self.indexes.clone(),
+            assistant: self.assistant,
+            id: self.id.as_ref().map(|r| moved(r.start)..moved(r.end)),
+            created: self.created,
             finished: self.finished,
             text_bytes: text_bytes as u64,
         }
@@ -320,6 +379,9 @@ struct Leading {
     keys: Vec<(usize, usize)>,
     /// The members among them passed on as written.
     kept: Vec<Range<usize>>,
+    /// The `id` string and `created` among them, as read.
+    id: Option<Range<usize>>,
+    created: Option<i64>,
 }
 
 impl Leading {
@@ -334,6 +396,8 @@ impl Leading {
             text: leading.to_owned(),
             keys: keys.spans(count),
             kept: read.kept[..read.choices_at].to_vec(),
+            id: read.id.clone().filter(|id| id.end <= read.choices_key),
+            created: read.created.filter(|_| read.created_before_choices),
         })
     }
 }
@@ -394,6 +458,11 @@ struct ChunkRead {
     choices_key: usize,
     /// At least one, at most [`MAX_CHOICES`].
     choices: Vec<ChoiceMark>,
+    /// The `id` string, quotes included, and the `created` timestamp, when there are.
+    id: Option<Range<usize>>,
+    created: Option<i64>,
+    /// Whether `created` (when there is one) comes before `choices`.
+    created_before_choices: bool,
 }
 
 /// Reads a chunk in one pass, or `None` when it is not in shape: its members are `id`,
@@ -410,18 +479,31 @@ fn read_chunk<'a>(
 ) -> Option<ChunkRead> {
     let mut reader = Reader::new(text);
     let mut kept = Vec::with_capacity(4);
+    let (mut id, mut created) = (None, None);
     if let Some(leading) = leading {
         for &(start, len) in &leading.keys {
             keys.first(text.get(start + 1..start + 1 + len)?, start)?;
         }
         kept.extend_from_slice(&leading.kept);
+        (id, created) = (leading.id.clone(), leading.created);
     }
     let mut choices = None;
     let member = |reader: &mut Reader<'_>, key, start| {
         keys.first(key, start)?;
         match key {
-            "id" | "object" | "model" => reader.string_or_null().map(drop),
-            "created" => read_created(reader).map(drop),
+            "id" => {
+                reader.skip_whitespace();
+                let start = reader.at();
+                if reader.string_or_null()?.is_some() {
+                    id = Some(start..reader.at());
+                }
+                Some(())
+            }
+            "object" | "model" => reader.string_or_null().map(drop),
+            "created" => {
+                created = read_created(reader)?;
+                Some(())
+            }
             "usage" => reader.null(),
             "error" => None,
             "choices" => {
@@ -443,12 +525,16 @@ fn read_chunk<'a>(
     }
     reader.at_end().then_some(())?;
     let (keys_before_choices, choices_at, choices_key, choices) = choices?;
+    let created_before_choices = keys.seen[..keys_before_choices].contains(&"created");
     Some(ChunkRead {
         keys_before_choices,
         kept,
         choices_at,
         choices_key,
         choices,
+        id,
+        created,
+        created_before_choices,
     })
 }
 
@@ -490,14 +576,20 @@ struct ChoiceMark {
     text_bytes: usize,
     /// Where its `content` string is, quotes included.
     content: Option<Range<usize>>,
+    /// Whether its delta has `"role":"assistant"`.
+    assistant: bool,
+    /// Its delta's members, when the slow path leaves some out (a `null` `content` or
+    /// `refusal`).
+    delta: Option<DeltaMembers>,
     /// Which members it lacks that the slow path always writes.
     lacks_finish_reason: bool,
     lacks_logprobs: bool,
 }
 
 impl ChoiceMark {
-    fn lacks_a_member(&self) -> bool {
-        self.lacks_finish_reason || self.lacks_logprobs
+    /// Whether the choice goes out other than as written.
+    fn is_rewritten(&self) -> bool {
+        self.lacks_finish_reason || self.lacks_logprobs || self.delta.is_some()
     }
 }
 
@@ -514,36 +606,110 @@ fn read_choice(reader: &mut Reader) -> Option<ChoiceMark> {
         "logprobs" => once(&mut logprobs, reader.value()?),
         _ => reader.value(),
     })?;
-    let (text_bytes, content) = delta?;
+    let Delta {
+        text_bytes,
+        content,
+        assistant,
+        members,
+    } = delta?;
     Some(ChoiceMark {
         extent: start..reader.at(),
         index: index?,
         finished: finish_reason.flatten().is_some(),
         text_bytes,
         content,
+        assistant,
+        delta: members,
         lacks_finish_reason: finish_reason.is_none(),
         lacks_logprobs: logprobs.is_none(),
     })
 }
 
-/// A delta whose known members are strings (a `null` one would be dropped by the slow path)
-/// and that makes no tool or function call: its `content`'s length, unescaped, and where
-/// the `content` string is (quotes included).
-fn read_delta(reader: &mut Reader) -> Option<(usize, Option<Range<usize>>)> {
+/// A delta as far as the fast path reads it.
+struct Delta {
+    /// Bytes of its `content`, unescaped.
+    text_bytes: usize,
+    /// Where its `content` string is, quotes included.
+    content: Option<Range<usize>>,
+    /// Whether it has `"role":"assistant"`.
+    assistant: bool,
+    /// Its members, when it has some the slow path leaves out.
+    members: Option<DeltaMembers>,
+}
+
+/// A delta with members the slow path leaves out.
+#[derive(Debug)]
+struct DeltaMembers {
+    /// The delta's object, braces included.
+    object: Range<usize>,
+    /// The members it keeps (`"key":value`), in order.
+    kept: Vec<Range<usize>>,
+}
+
+/// The most members of a delta that leaves some out (any number when it leaves none out).
+const MAX_DELTA_MEMBERS: usize = 8;
+
+/// A delta whose `role` is a string, whose `content` and `refusal` are strings or `null` (the
+/// slow path leaves a `null` one out), and that makes no tool or function call.
+fn read_delta(reader: &mut Reader) -> Option<Delta> {
     let (mut role, mut content, mut refusal) = (None, None, None);
-    reader.object(|reader, key, _| match key {
-        "role" => once(&mut role, reader.string()?),
-        "content" => {
-            reader.skip_whitespace();
-            let start = reader.at();
-            let len = reader.string()?;
-            once(&mut content, (len, start..reader.at()))
+    // Each member (where it is, and whether it is left out), up to the bound.
+    let mut members: [(Range<usize>, bool); MAX_DELTA_MEMBERS] =
+        std::array::from_fn(|_| (0..0, false));
+    let (mut count, mut dropping) = (0usize, false);
+    reader.skip_whitespace();
+    let object_start = reader.at();
+    reader.object(|reader, key, member_start| {
+        reader.skip_whitespace();
+        let start = reader.at();
+        let left_out = match key {
+            "role" => {
+                reader.string()?;
+                once(&mut role, reader.text(start) == Some("\"assistant\""))?;
+                false
+            }
+            "content" | "refusal" => {
+                let string = reader.string_or_null()?;
+                let slot = if key == "content" {
+                    &mut content
+                } else {
+                    &mut refusal
+                };
+                once(slot, string.map(|len| (len, start..reader.at())))?;
+                string.is_none()
+            }
+            "tool_calls" | "function_call" => return None,
+            _ => {
+                reader.value()?;
+                false
+            }
+        };
+        dropping |= left_out;
+        if let Some(slot) = members.get_mut(count) {
+            *slot = (member_start..reader.at(), left_out);
         }
-        "refusal" => once(&mut refusal, reader.string()?),
-        "tool_calls" | "function_call" => None,
-        _ => reader.value(),
+        count += 1;
+        Some(())
     })?;
-    Some(content.map_or((0, None), |(len, at)| (len, Some(at))))
+    let members = match dropping {
+        false => None,
+        true => Some(DeltaMembers {
+            object: object_start..reader.at(),
+            kept: (members.get(..count)?.iter())
+                .filter(|(_, left_out)| !left_out)
+                .map(|(member, _)| member.clone())
+                .collect(),
+        }),
+    };
+    let (text_bytes, content) = content
+        .flatten()
+        .map_or((0, None), |(len, at)| (len, Some(at)));
+    Some(Delta {
+        text_bytes,
+        content,
+        assistant: role == Some(true),
+        members,
+    })
 }
 
 /// Fills `slot`, which must still be empty: a member named twice is not in shape.

@@ -48,7 +48,7 @@ fn slow(normalizer: &ChunkNormalizer, text: &str) -> Option<Value> {
 /// The fast path's event for `text`, if it takes it.
 fn fast(normalizer: &ChunkNormalizer, text: &str) -> Option<Value> {
     let chunk = scan(text)?;
-    Some(event_json(&normalizer.splice(&chunk)?))
+    Some(event_json(&normalizer.clone().splice(&chunk)?))
 }
 
 #[test]
@@ -75,10 +75,10 @@ fn text_bytes_are_unescaped_and_a_finish_is_seen() {
 }
 
 #[test]
-fn the_first_chunk_and_a_choice_without_its_role_take_the_slow_path() {
-    let fresh = ChunkNormalizer::new("m", false, 2);
+fn a_choice_without_its_role_takes_the_slow_path() {
+    let mut fresh = ChunkNormalizer::new("m", false, 2);
     let chunk = scan(TYPICAL).unwrap();
-    assert!(fresh.splice(&chunk).is_none(), "no id and created yet");
+    assert!(fresh.splice(&chunk).is_none(), "no role yet");
     let mut one_role = ChunkNormalizer::new("m", false, 2);
     one_role
         .push(serde_json::from_str(TYPICAL).unwrap())
@@ -99,7 +99,6 @@ fn chunks_the_slow_path_would_change_are_not_in_shape() {
         // Tool calls get indexes and types; `null` members are dropped; missing ones added.
         r#"{"choices":[{"index":0,"delta":{"tool_calls":[]},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"delta":{"function_call":{"name":"f"}},"logprobs":null,"finish_reason":null}]}"#,
-        r#"{"choices":[{"index":0,"delta":{"content":null},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"delta":{"role":null},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"delta":{},"logprobs":null,"finish_reason":null}]}"#,
         r#"{"choices":[{"index":0,"logprobs":null,"finish_reason":null}]}"#,
@@ -150,11 +149,104 @@ fn a_missing_finish_reason_or_logprobs_is_added_as_null() {
 }
 
 #[test]
+fn a_null_content_or_refusal_is_left_out() {
+    let normalizer = primed(1);
+    for delta in [
+        r#"{"content":null}"#,
+        r#"{"refusal":null,"content":"a"}"#,
+        r#"{"role":"assistant","content":"","refusal":null}"#,
+        r#"{"role":"assistant" , "content" : null , "refusal":"no"}"#,
+        r#"{"content":null,"refusal":null}"#,
+        r#"{ "content" : null , "x":1, "refusal":null }"#,
+        r#"{"content":null,"refusal":null,"x":1}"#,
+        r#"{"x":1,"content":null,"refusal":null}"#,
+        r#"{"x":1,"content":null,"y":[2],"refusal":null,"z":{}}"#,
+    ] {
+        let text = format!(
+            r#"{{"choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":null}}]}}"#
+        );
+        let out = fast(&normalizer, &text).unwrap_or_else(|| panic!("fast path for {text}"));
+        assert_eq!(Some(out.clone()), slow(&normalizer, &text), "{text}");
+        let delta = &out["choices"][0]["delta"];
+        assert!(
+            !delta["content"].is_null() || delta.get("content").is_none(),
+            "{text}"
+        );
+        assert!(delta.get("refusal").is_none_or(|r| !r.is_null()), "{text}");
+    }
+    // A delta that leaves members out has a bound on its members; one that does not, none.
+    let many: String = (0..MAX_DELTA_MEMBERS)
+        .map(|i| format!(r#""x{i}":{i},"#))
+        .collect();
+    let delta = |last: &str| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{{many}{last}}},"logprobs":null,"finish_reason":null}}]}}"#
+        )
+    };
+    assert!(scan(&delta(r#""content":null"#)).is_none());
+    assert!(fast(&normalizer, &delta(r#""content":"a""#)).is_some());
+    // A `null` role is the slow path's (the normalizer may have to give one).
+    let role =
+        r#"{"choices":[{"index":0,"delta":{"role":null},"logprobs":null,"finish_reason":null}]}"#;
+    assert!(scan(role).is_none());
+}
+
+/// OpenAI's first chunk of a stream.
+const FIRST: &str = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_06","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#;
+
+#[test]
+fn a_first_chunk_with_the_assistant_role_opens_the_stream() {
+    let fresh = ChunkNormalizer::new("client/model", false, 1);
+    let out = fast(&fresh, FIRST).expect("the first chunk takes the fast path");
+    assert_eq!(Some(out.clone()), slow(&fresh, FIRST));
+    assert_eq!(out["id"], "chatcmpl-B9");
+    assert_eq!(out["created"], 1741570283);
+    assert_eq!(
+        out["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    // The chunks after it carry the stream's id and created, on either path.
+    let mut normalizer = fresh.clone();
+    normalizer.splice(&scan(FIRST).unwrap()).unwrap();
+    let later = TYPICAL
+        .replace("chatcmpl-B9", "other")
+        .replace("1741570283", "9");
+    let spliced = event_json(&normalizer.splice(&scan(&later).unwrap()).unwrap());
+    let parsed = normalizer
+        .push(serde_json::from_str(&later).unwrap())
+        .unwrap();
+    let parsed = event_json(&data_event(&parsed.unwrap()));
+    for out in [spliced, parsed] {
+        assert_eq!(
+            (&out["id"], &out["created"]),
+            (&json!("chatcmpl-B9"), &json!(1741570283))
+        );
+    }
+    // An escaped id is unescaped; a missing one and a missing `created` are made anew.
+    let escaped = FIRST.replace("chatcmpl-B9", r#"chat\u0063mpl-\"B9\""#);
+    assert_eq!(fast(&fresh, &escaped).unwrap()["id"], r#"chatcmpl-"B9""#);
+    let bare = FIRST
+        .replace(r#""id":"chatcmpl-B9","#, "")
+        .replace(r#""created":1741570283,"#, r#""created":null,"#);
+    let out = fast(&fresh, &bare).unwrap();
+    assert!(out["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(out["created"].as_i64().unwrap() > 1741570283);
+    // Another role, or none, is given by the slow path.
+    for other in [
+        FIRST.replace(r#""role":"assistant","#, r#""role":"user","#),
+        FIRST.replace(r#""role":"assistant","#, ""),
+    ] {
+        assert!(fast(&fresh, &other).is_none(), "{other}");
+        assert!(scan(&other).is_some(), "{other}");
+    }
+}
+
+#[test]
 fn a_number_beyond_f64_passes_as_written_on_both_paths() {
     // Valid JSON that serde_json cannot hold as a `Value`: both paths keep it raw.
     let text = TYPICAL.replace(r#""service_tier":"default""#, r#""service_tier":1e999"#);
     let normalizer = primed(1);
-    let spliced = normalizer.splice(&scan(&text).unwrap()).unwrap();
+    let spliced = normalizer.clone().splice(&scan(&text).unwrap()).unwrap();
     let slow = normalizer
         .clone()
         .push(serde_json::from_str(&text).unwrap());
@@ -329,6 +421,34 @@ proptest! {
         }
     }
 
+    /// A stream's first chunk opens it the same on both paths: the same JSON, with the
+    /// upstream's `id` and `created` when it has them.
+    #[test]
+    fn the_fast_path_opens_a_stream_as_the_slow_path_does(compact in chunk_text()) {
+        let mut value: Value = serde_json::from_str(&compact).unwrap();
+        for choice in value["choices"].as_array_mut().into_iter().flatten() {
+            if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                delta.insert("role".to_owned(), json!("assistant"));
+            }
+        }
+        let text = value.to_string();
+        let fresh = ChunkNormalizer::new("client/model", false, 3);
+        if let Some(mut spliced) = fast(&fresh, &text) {
+            let mut slow = slow(&fresh, &text).unwrap();
+            // Made anew on either path when the upstream gives none.
+            if value["id"].as_str().is_none_or(str::is_empty) {
+                prop_assert!(spliced["id"].as_str().unwrap().starts_with("chatcmpl-"));
+                spliced["id"] = Value::Null;
+                slow["id"] = Value::Null;
+            }
+            if !value["created"].as_f64().is_some_and(|created| created >= 1.0) {
+                spliced["created"] = Value::Null;
+                slow["created"] = Value::Null;
+            }
+            prop_assert_eq!(spliced, slow);
+        }
+    }
+
     /// The scan never panics, whatever the bytes.
     #[test]
     fn the_scan_takes_any_text(text in "\\PC{0,64}") {
@@ -442,6 +562,8 @@ fn a_streams_scanner_reads_only_the_text_of_a_chunk_like_the_last() {
         r#""""#,
         r#""a much longer text than the template's""#,
         r#""\"quoted\" \\ \n \u00e9 \ud83d\ude00 é""#,
+        "null",
+        r#""again""#,
     ] {
         let text = typical_with(token);
         assert_eq!(scan_in(&mut scanner, &text), scanned(&text), "{text}");
@@ -458,7 +580,6 @@ fn a_streams_scanner_reads_only_the_text_of_a_chunk_like_the_last() {
         r#""\ud800""#,
         r#""a"b""#,
         r#""a""#.trim_end_matches('"'),
-        "null",
         "7",
     ] {
         let text = typical_with(token);
