@@ -146,7 +146,8 @@ impl Upstream {
         if response.status().is_success() {
             Ok(response)
         } else {
-            Err(self.error_from_response(response).await)
+            // Boxed: the error path would double the size of every call's future.
+            Err(Box::pin(self.error_from_response(response)).await)
         }
     }
 

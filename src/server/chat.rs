@@ -253,7 +253,8 @@ async fn route(
         && let Some(hit) = cache_lookup(call, key).await
     {
         call.observed.update(|r| r.cache = CacheUse::Hit);
-        return replay(call, request, &hit).await;
+        // Boxed: a hit is the rarer path, and replaying takes most of this future.
+        return Box::pin(replay(call, request, &hit)).await;
     }
     if cache_key.is_some() {
         call.observed.update(|r| r.cache = CacheUse::Miss);

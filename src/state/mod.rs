@@ -192,15 +192,19 @@ impl SharedState {
                     Err(refusal) => return Admission::Refused(refusal),
                 }
             }
-            SharedState::Redis(redis) => match redis.admit(name, limits, reserved, &window).await {
-                Ok(Ok(admitted)) => admitted,
-                Ok(Err(refusal)) => return Admission::Refused(refusal),
-                Err(()) => match redis.config().on_error {
-                    OnStateError::Deny => return Admission::Unavailable,
-                    // Served without limits; nothing to settle.
-                    OnStateError::Allow => return Admission::Unlimited,
-                },
-            },
+            // Boxed: Redis's round trip is most of this future's size, and the memory
+            // backend has none.
+            SharedState::Redis(redis) => {
+                match Box::pin(redis.admit(name, limits, reserved, &window)).await {
+                    Ok(Ok(admitted)) => admitted,
+                    Ok(Err(refusal)) => return Admission::Refused(refusal),
+                    Err(()) => match redis.config().on_error {
+                        OnStateError::Deny => return Admission::Unavailable,
+                        // Served without limits; nothing to settle.
+                        OnStateError::Allow => return Admission::Unlimited,
+                    },
+                }
+            }
         };
         Admission::Admitted(Ticket {
             state: self.clone(),

@@ -140,7 +140,9 @@ impl Client {
         http1::write_head(&mut head, &parts);
         let mut conn = match self.shared.pool.checkout(&parts.origin) {
             Some(conn) => conn,
-            None => Conn::open(parts.origin, &self.shared.tls).await?,
+            // Boxed: opening (TCP, TLS) is most of this future's size, and most requests
+            // find a pooled connection.
+            None => Box::pin(Conn::open(parts.origin, &self.shared.tls)).await?,
         };
         conn.write_request(&head, &request.body).await?;
         drop(head);

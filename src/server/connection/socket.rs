@@ -127,9 +127,7 @@ impl Socket {
         let total: usize = slices.iter().map(|s| s.len()).sum();
         let mut written = 0;
         while written < total {
-            let mut io = [IoSlice::new(&[]); 16];
-            let count = unwritten(slices, written, &mut io);
-            match self.stream.try_write_vectored(&io[..count]) {
+            match self.write_some(slices, written) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
@@ -137,6 +135,14 @@ impl Socket {
             }
         }
         Ok(())
+    }
+
+    /// One vectored write of what is left of `slices` after `written` bytes. (Not inline in
+    /// [`Self::write_all`]: its slices would be kept in that future across the wait.)
+    fn write_some(&self, slices: &[&[u8]], written: usize) -> io::Result<usize> {
+        let mut io = [IoSlice::new(&[]); 16];
+        let count = unwritten(slices, written, &mut io);
+        self.stream.try_write_vectored(&io[..count])
     }
 
     /// Waits until the socket takes more, at most the write stall timeout.
