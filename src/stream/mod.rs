@@ -366,22 +366,32 @@ const FRAME_START_BYTES: usize = 2048;
 impl SseBody {
     /// Relays whatever the upstream has ready now, without waiting.
     fn drain_ready(&mut self, cx: &mut Context<'_>) {
+        // Chunks ready together arrived together: the clock is read once for them.
+        if self.relay_ready(cx) {
+            self.last_upstream = Instant::now();
+        }
+    }
+
+    /// [`Self::drain_ready`]'s loop; whether a chunk came.
+    fn relay_ready(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut came = false;
         while self.pending.len() < COALESCE_BYTES {
             let Some(upstream) = self.upstream.as_mut() else {
-                return;
+                break;
             };
             match upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    self.last_upstream = Instant::now();
+                    came = true;
                     if let Err(error) = self.relay(chunk) {
                         self.fail(error);
                     }
                 }
                 Poll::Ready(Some(Err(error))) => self.fail(error),
                 Poll::Ready(None) => self.finish(),
-                Poll::Pending => return,
+                Poll::Pending => break,
             }
         }
+        came
     }
 
     /// Everything queued, as one write. The buffer goes with it, or is dropped when nothing
