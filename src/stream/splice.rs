@@ -18,7 +18,9 @@
 //! path changes the bytes, never the JSON a client reads (a property test and the
 //! `upstream_stream` fuzz target check both paths against each other).
 
+use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use self::json::Reader;
 use super::decode::SseEvent;
@@ -28,17 +30,17 @@ use crate::schema::ChatChunk;
 use crate::schema::de::Timestamp;
 
 /// An upstream chunk in the contract's shape, still as the upstream's JSON text.
-#[derive(Debug)]
 pub struct InShape {
     /// The upstream's JSON text, then (when the choices were completed) the completed
     /// `choices` member.
     text: String,
     /// Where the upstream's JSON text ends.
     json_end: usize,
-    /// The top-level members passed on as written (`"key":value`), in the upstream's order.
-    kept: Vec<Range<usize>>,
-    /// Each choice's index.
-    indexes: Vec<u32>,
+    /// Its members as read: those of the template it was read by, when it was.
+    members: Arc<Members>,
+    /// For a chunk read by a template whose text is longer or shorter: the offsets at and
+    /// after the first (the end of the template's text) start at the second here.
+    moved: Option<(usize, usize)>,
     /// Whether every choice's delta has `"role":"assistant"`.
     assistant: bool,
     /// The `id` string, quotes included (none when it is `null` or missing).
@@ -49,6 +51,33 @@ pub struct InShape {
     pub(crate) finished: bool,
     /// Bytes of answer text (`content`, unescaped) in this chunk.
     pub(crate) text_bytes: u64,
+}
+
+/// What a chunk in shape passes on as written, and its choices: shared by the chunks a
+/// [`Template`] reads, so they are not copied for every chunk.
+#[derive(Debug, Clone)]
+struct Members {
+    /// The top-level members passed on as written (`"key":value`), in the upstream's order.
+    kept: Vec<Range<usize>>,
+    /// Each choice's index.
+    indexes: Vec<u32>,
+}
+
+impl fmt::Debug for InShape {
+    /// The chunk as read, whichever way it was read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InShape")
+            .field("text", &self.text)
+            .field("json_end", &self.json_end)
+            .field("kept", &self.kept().collect::<Vec<_>>())
+            .field("indexes", &self.members.indexes)
+            .field("assistant", &self.assistant)
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .field("finished", &self.finished)
+            .field("text_bytes", &self.text_bytes)
+            .finish()
+    }
 }
 
 impl InShape {
@@ -91,11 +120,15 @@ impl InShape {
         };
         let text = event.data;
         let json_end = text.len();
+        let members = Members {
+            kept,
+            indexes: marks.iter().map(|mark| mark.index).collect(),
+        };
         let mut found = InShape {
             text,
             json_end,
-            kept,
-            indexes: marks.iter().map(|mark| mark.index).collect(),
+            members: Arc::new(members),
+            moved: None,
             assistant: marks.iter().all(|mark| mark.assistant),
             id,
             created,
@@ -123,7 +156,7 @@ impl InShape {
     fn complete(&mut self, at: usize, marks: &[ChoiceMark]) -> Option<()> {
         let extra = marks.len().checked_mul(40)?;
         self.text
-            .reserve(self.kept.get(at)?.len().checked_add(extra)?);
+            .reserve(self.members.kept.get(at)?.len().checked_add(extra)?);
         let start = self.text.len();
         self.text.push_str("\"choices\":[");
         for (i, mark) in marks.iter().enumerate() {
@@ -159,7 +192,8 @@ impl InShape {
             self.text.push('}');
         }
         self.text.push(']');
-        self.kept[at] = start..self.text.len();
+        // Read whole just now: the members are this chunk's alone.
+        Arc::make_mut(&mut self.members).kept[at] = start..self.text.len();
         Some(())
     }
 
@@ -172,7 +206,16 @@ impl InShape {
 
     /// Each choice's index.
     pub(crate) fn indexes(&self) -> &[u32] {
-        &self.indexes
+        &self.members.indexes
+    }
+
+    /// The members passed on as written.
+    fn kept(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let moved = |at: usize| match self.moved {
+            Some((from, to)) if at >= from => at - from + to,
+            _ => at,
+        };
+        (self.members.kept.iter()).map(move |member| moved(member.start)..moved(member.end))
     }
 
     /// Whether every choice's delta has `"role":"assistant"`.
@@ -197,12 +240,12 @@ impl InShape {
     /// Appends the client's event to `out`: `prefix` (`data: {` and the rewritten members),
     /// the kept members (the choices among them), and the end of the event.
     pub(crate) fn write_event(&self, prefix: &[u8], out: &mut Vec<u8>) {
-        let kept: usize = self.kept.iter().map(|r| r.len() + 1).sum();
+        let kept: usize = self.kept().map(|r| r.len() + 1).sum();
         out.reserve(prefix.len() + kept + 3);
         out.extend_from_slice(prefix);
-        for member in &self.kept {
+        for member in self.kept() {
             out.push(b',');
-            out.extend_from_slice(&self.text.as_bytes()[member.clone()]);
+            out.extend_from_slice(&self.text.as_bytes()[member]);
         }
         out.extend_from_slice(b"}\n\n");
     }
@@ -279,8 +322,7 @@ struct Template {
     text: String,
     /// The `content` string, quotes included.
     content: Range<usize>,
-    kept: Vec<Range<usize>>,
-    indexes: Vec<u32>,
+    members: Arc<Members>,
     assistant: bool,
     id: Option<Range<usize>>,
     created: Option<i64>,
@@ -288,14 +330,14 @@ struct Template {
 }
 
 impl Template {
-    /// The template of `found`, whose `content` string is at `content`; `None` when it
-    /// takes more than [`MAX_TEMPLATE_BYTES`].
+    /// The template of `found`, read whole, whose `content` string is at `content`; `None`
+    /// when it takes more than [`MAX_TEMPLATE_BYTES`].
     fn of(found: &InShape, content: Range<usize>) -> Option<Template> {
-        (found.json_end <= MAX_TEMPLATE_BYTES).then(|| Template {
+        let whole = found.moved.is_none() && found.json_end <= MAX_TEMPLATE_BYTES;
+        whole.then(|| Template {
             text: found.text[..found.json_end].to_owned(),
             content,
-            kept: found.kept.clone(),
-            indexes: found.indexes.clone(),
+            members: found.members.clone(),
             assistant: found.assistant,
             id: found.id.clone(),
             created: found.created,
@@ -341,12 +383,8 @@ impl Template {
         InShape {
             json_end: text.len(),
             text,
-            kept: self
-                .kept
-                .iter()
-                .map(|r| moved(r.start)..moved(r.end))
-                .collect(),
-            indexes: self.indexes.clone(),
+            members: self.members.clone(),
+            moved: (end != self.content.end).then_some((self.content.end, end)),
             assistant: self.assistant,
             id: self.id.as_ref().map(|r| moved(r.start)..moved(r.end)),
             created: self.created,
