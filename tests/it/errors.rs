@@ -118,36 +118,29 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
         (status, error["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let response = app
-        .client
-        .get(app.url("/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["allow"], "POST");
-    let (status, error) = error_of(response).await;
-    assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (405, Some("method_not_allowed"))
-    );
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/v1/chat/completions")
-    );
-    let response = app
-        .client
-        .put(app.url("/api/v3/inference/chat/completions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["allow"], "POST");
-    let (status, error) = error_of(response).await;
-    assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (405, Some("method_not_allowed"))
-    );
+    // Both chat paths answer every method but POST with 405 and `Allow: POST`.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/chat/completions"),
+        (reqwest::Method::PUT, "/api/v3/inference/chat/completions"),
+    ] {
+        let response = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], "POST", "{path}");
+        let (status, error) = error_of(response).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{path}"
+        );
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(path),
+            "{path}: {error}"
+        );
+    }
 }
 
 #[tokio::test]
