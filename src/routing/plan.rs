@@ -75,8 +75,8 @@ struct Weighted {
 /// their keys; past it (an alias with many targets), by a hash set.
 const SCANNED_CANDIDATES: usize = 16;
 
-/// Whether `key` names none of `candidates` (whose keys `seen` holds once there are more
-/// than [`SCANNED_CANDIDATES`]).
+/// Whether `key` names none of `candidates` (whose keys `seen` holds once there are
+/// [`SCANNED_CANDIDATES`] or more).
 fn first_time(seen: &mut HashSet<String>, candidates: &[Candidate], key: &str) -> bool {
     if candidates.len() < SCANNED_CANDIDATES {
         return !candidates.iter().any(|c| c.key == key);

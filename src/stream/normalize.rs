@@ -236,8 +236,8 @@ impl ChunkNormalizer {
         true
     }
 
-    /// Takes the stream's `id` and `created` from its first chunk (new ones when it has
-    /// none) and writes the prefix of the events relayed as written.
+    /// Takes the stream's `id` and `created` from its first chunk, on either path (new ones
+    /// when it has none), and writes the prefix of the events relayed as written.
     fn start(&mut self, id: Option<String>, created: Option<i64>) -> &[u8] {
         let id = id.filter(|id| !id.is_empty()).unwrap_or_else(completion_id);
         self.created = created
@@ -298,30 +298,20 @@ impl ChunkNormalizer {
         Some(chunk)
     }
 
+    /// Gives `chunk` the stream's `id`, `created`, object and model; the first chunk of the
+    /// stream gives it its `id` and `created` ([`Self::start`]).
     fn stamp(&mut self, chunk: &mut ChatChunk) {
-        let id = self.id.get_or_insert_with(|| {
-            if chunk.id.is_empty() {
-                completion_id()
-            } else {
-                chunk.id.clone()
-            }
-        });
-        if chunk.id != *id {
-            chunk.id.clone_from(id);
+        if self.prefix.is_none() {
+            self.start(Some(chunk.id.clone()), Some(chunk.created));
         }
-        if self.created <= 0 {
-            self.created = if chunk.created > 0 {
-                chunk.created
-            } else {
-                unix_now()
-            };
+        if let Some(id) = &self.id
+            && chunk.id != *id
+        {
+            chunk.id.clone_from(id);
         }
         chunk.created = self.created;
         "chat.completion.chunk".clone_into(&mut chunk.object);
         chunk.model.clone_from(&self.model);
-        if self.prefix.is_none() {
-            self.prefix = Some(event_prefix(id, self.created, &self.model));
-        }
     }
 }
 

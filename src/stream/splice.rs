@@ -30,6 +30,7 @@ use crate::schema::ChatChunk;
 use crate::schema::de::Timestamp;
 
 /// An upstream chunk in the contract's shape, still as the upstream's JSON text.
+#[derive(Clone)]
 pub struct InShape {
     /// The upstream's JSON text, then (when the choices were completed) the completed
     /// `choices` member.
@@ -211,11 +212,7 @@ impl InShape {
 
     /// The members passed on as written.
     fn kept(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        let moved = |at: usize| match self.moved {
-            Some((from, to)) if at >= from => at - from + to,
-            _ => at,
-        };
-        (self.members.kept.iter()).map(move |member| moved(member.start)..moved(member.end))
+        (self.members.kept.iter()).map(|member| moved(member, self.moved))
     }
 
     /// Whether every choice's delta has `"role":"assistant"`.
@@ -319,29 +316,20 @@ const MAX_TEMPLATE_BYTES: usize = 2048;
 /// but for where the members after the string are and how long the text is.
 #[derive(Debug)]
 struct Template {
-    text: String,
-    /// The `content` string, quotes included.
+    /// The chunk, read whole and relayed as written.
+    chunk: InShape,
+    /// Its `content` string, quotes included.
     content: Range<usize>,
-    members: Arc<Members>,
-    assistant: bool,
-    id: Option<Range<usize>>,
-    created: Option<i64>,
-    finished: bool,
 }
 
 impl Template {
-    /// The template of `found`, read whole, whose `content` string is at `content`; `None`
-    /// when it takes more than [`MAX_TEMPLATE_BYTES`].
+    /// The template of `found`, read whole and relayed as written, whose `content` string is
+    /// at `content`; `None` when it takes more than [`MAX_TEMPLATE_BYTES`].
     fn of(found: &InShape, content: Range<usize>) -> Option<Template> {
-        let whole = found.moved.is_none() && found.json_end <= MAX_TEMPLATE_BYTES;
-        whole.then(|| Template {
-            text: found.text[..found.json_end].to_owned(),
+        let whole = found.moved.is_none() && found.json_end == found.text.len();
+        (whole && found.json_end <= MAX_TEMPLATE_BYTES).then(|| Template {
+            chunk: found.clone(),
             content,
-            members: found.members.clone(),
-            assistant: found.assistant,
-            id: found.id.clone(),
-            created: found.created,
-            finished: found.finished,
         })
     }
 
@@ -358,7 +346,7 @@ impl Template {
     /// the template's text around another string.
     fn read_text(&self, event: &SseEvent) -> Option<(usize, usize)> {
         event.event.is_none().then_some(())?;
-        let (text, template) = (event.data.as_bytes(), self.text.as_bytes());
+        let (text, template) = (event.data.as_bytes(), self.chunk.text.as_bytes());
         let (before, after) = (
             &template[..self.content.start],
             &template[self.content.end..],
@@ -373,25 +361,32 @@ impl Template {
         (reader.at() == end).then_some((end, text_bytes))
     }
 
-    /// The chunk in shape `text`, whose `content` string ends at `end`.
+    /// The chunk in shape `text`, whose `content` string ends at `end`: the template's, but
+    /// for the offsets after the string, which move with its end.
     fn chunk(&self, text: String, end: usize, text_bytes: usize) -> InShape {
-        // Offsets after the string move with its end; those before it stay.
-        let moved = |at: usize| match at.checked_sub(self.content.end) {
-            Some(past) => end + past,
-            None => at,
-        };
+        let template = &self.chunk;
+        let shift = (end != self.content.end).then_some((self.content.end, end));
         InShape {
             json_end: text.len(),
             text,
-            members: self.members.clone(),
-            moved: (end != self.content.end).then_some((self.content.end, end)),
-            assistant: self.assistant,
-            id: self.id.as_ref().map(|r| moved(r.start)..moved(r.end)),
-            created: self.created,
-            finished: self.finished,
+            members: template.members.clone(),
+            moved: shift,
+            assistant: template.assistant,
+            id: template.id.as_ref().map(|id| moved(id, shift)),
+            created: template.created,
+            finished: template.finished,
             text_bytes: text_bytes as u64,
         }
     }
+}
+
+/// `range` as [`InShape::moved`] says: offsets at and after `from` start at `to` instead.
+fn moved(range: &Range<usize>, shift: Option<(usize, usize)>) -> Range<usize> {
+    let at = |offset: usize| match shift {
+        Some((from, to)) if offset >= from => offset - from + to,
+        _ => offset,
+    };
+    at(range.start)..at(range.end)
 }
 
 /// What [`InShape::read_event`] knows of an event before reading it.
