@@ -34,7 +34,7 @@ fuzz_target!(|input: &[u8]| {
         }
         assert!(decoder.buffered() <= MAX_EVENT_BYTES + read);
         for event in events.drain(..) {
-            let upstream: Value = serde_json::from_str(&event.data).unwrap_or_default();
+            let upstream: Value = serde_json::from_slice(&event.data).unwrap_or_default();
             let outcome = match scanner.scan(event) {
                 Ok(chunk) => {
                     let mut before = normalizer.clone();

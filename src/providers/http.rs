@@ -394,7 +394,10 @@ pub enum EventOutcome {
 /// Interprets an OpenAI-shaped event: `[DONE]`, `{"error": ...}` or a chunk. The data is
 /// parsed once, as a chunk; an `error` key lands in the chunk's extras and makes it an error.
 pub fn openai_event(event: &SseEvent) -> EventOutcome {
-    let data = event.data.trim();
+    let data = match event.text() {
+        Ok(text) => text.trim(),
+        Err(e) => return EventOutcome::Fail(ProviderError::Stream(e.to_string())),
+    };
     if data == "[DONE]" {
         return EventOutcome::Done;
     }
@@ -590,7 +593,7 @@ mod tests {
     fn error_events_get_a_status() {
         let event = |v: Value| SseEvent {
             event: None,
-            data: v.to_string(),
+            data: v.to_string().into(),
         };
         let EventOutcome::Fail(e) = openai_event(&event(
             json!({"error": {"message": "slow down", "code": "rate_limit_exceeded"}}),
@@ -616,6 +619,14 @@ mod tests {
             }),
             EventOutcome::Done
         ));
+        // Data that is not UTF-8 ends the stream with the decoder's error.
+        let EventOutcome::Fail(ProviderError::Stream(message)) = openai_event(&SseEvent {
+            event: None,
+            data: bytes::Bytes::from_static(b"{\"x\":\"\xff\"}"),
+        }) else {
+            panic!()
+        };
+        assert_eq!(message, "an event-stream line is not valid UTF-8");
     }
 
     #[test]
@@ -646,9 +657,10 @@ mod tests {
     fn parser_messages_quoting_upstream_text_are_cut() {
         // serde quotes a string of the wrong type in full.
         let data = json!({"choices": "z".repeat(5000)}).to_string();
-        let EventOutcome::Fail(ProviderError::Decode(message)) =
-            openai_event(&SseEvent { event: None, data })
-        else {
+        let EventOutcome::Fail(ProviderError::Decode(message)) = openai_event(&SseEvent {
+            event: None,
+            data: data.into(),
+        }) else {
             panic!()
         };
         assert!(message.len() < 2 * MAX_MESSAGE_BYTES, "{}", message.len());

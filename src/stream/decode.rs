@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::Stream;
 
 /// One dispatched event.
@@ -24,31 +24,73 @@ use futures_util::Stream;
 pub struct SseEvent {
     /// The `event:` field, if any.
     pub event: Option<String>,
-    /// The `data:` lines joined by `\n`.
-    pub data: String,
+    /// The `data:` lines joined by `\n`, not yet checked as UTF-8 (see [`SseEvent::text`]):
+    /// the reader of a chunk checks what it reads once. An event of one line that came in
+    /// one read shares that read's bytes.
+    pub data: Bytes,
+}
+
+impl SseEvent {
+    /// The event's data as text; an error when it is not UTF-8.
+    pub fn text(&self) -> Result<&str, DecodeError> {
+        simdutf8::basic::from_utf8(&self.data).map_err(|_| DecodeError::InvalidUtf8)
+    }
 }
 
 /// The default limit of one event (or line), in bytes.
 const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// An incremental SSE parser: feed bytes, collect events.
+/// An incremental SSE parser: feed bytes, take events.
 #[derive(Debug)]
 pub struct SseDecoder {
     /// Bytes of the current, incomplete line.
     line: Vec<u8>,
     /// The previous chunk ended in CR, so a leading LF belongs to that line end.
     skip_lf: bool,
-    data: String,
-    has_data: bool,
+    data: Data,
     event: Option<String>,
     /// The most bytes the pending line and event may hold together.
     max_event_bytes: usize,
 }
 
+/// The `data` of the event being built.
+#[derive(Debug, Default)]
+enum Data {
+    /// No `data` line yet.
+    #[default]
+    None,
+    /// One line, shared with the read it came in.
+    Line(Bytes),
+    /// More lines, joined by `\n`.
+    Lines(Vec<u8>),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::None => 0,
+            Data::Line(line) => line.len(),
+            Data::Lines(lines) => lines.len(),
+        }
+    }
+
+    fn push(&mut self, value: Bytes) {
+        *self = match std::mem::take(self) {
+            Data::None => Data::Line(value),
+            Data::Line(first) => Data::Lines([&first[..], b"\n", &value].concat()),
+            Data::Lines(mut lines) => {
+                lines.push(b'\n');
+                lines.extend_from_slice(&value);
+                Data::Lines(lines)
+            }
+        }
+    }
+}
+
 /// Why the decoder refused its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// A line is not UTF-8.
+    /// A line (or an event's data) is not UTF-8.
     #[error("an event-stream line is not valid UTF-8")]
     InvalidUtf8,
     /// An event (or one line) is larger than the limit.
@@ -73,8 +115,7 @@ impl SseDecoder {
         SseDecoder {
             line: Vec::new(),
             skip_lf: false,
-            data: String::new(),
-            has_data: false,
+            data: Data::None,
             event: None,
             max_event_bytes,
         }
@@ -94,112 +135,119 @@ impl SseDecoder {
     }
 
     /// Feeds the next bytes; completed events are appended to `out`.
-    pub fn push(
-        &mut self,
-        mut input: &[u8],
-        out: &mut VecDeque<SseEvent>,
-    ) -> Result<(), DecodeError> {
+    pub fn push(&mut self, input: &[u8], out: &mut VecDeque<SseEvent>) -> Result<(), DecodeError> {
+        let mut input = Bytes::copy_from_slice(input);
+        while let Some(event) = self.next_event(&mut input)? {
+            out.push_back(event);
+        }
+        Ok(())
+    }
+
+    /// Reads `input` up to the end of the next event and returns it; `input` is left with the
+    /// bytes after it. When no event ends in `input`, all of it is taken (the start of a line
+    /// is kept for the next read).
+    pub fn next_event(&mut self, input: &mut Bytes) -> Result<Option<SseEvent>, DecodeError> {
         // A CR ended the previous read: an LF opening this one belongs to that line end. (An
         // empty read decides nothing, so the flag waits for real bytes.)
         if self.skip_lf && !input.is_empty() {
             self.skip_lf = false;
-            if let [b'\n', rest @ ..] = input {
-                input = rest;
+            if input[0] == b'\n' {
+                input.advance(1);
             }
         }
         while let Some(end) = memchr::memchr2(b'\n', b'\r', input) {
-            let terminator = input[end];
-            if self.line.is_empty() {
-                self.line_complete(&input[..end], out)?;
+            let line = if self.line.is_empty() {
+                input.slice(..end)
             } else {
                 self.reserve(end)?;
                 self.line.extend_from_slice(&input[..end]);
-                let line = std::mem::take(&mut self.line);
-                self.line_complete(&line, out)?;
-                self.line = line;
-                self.line.clear();
-            }
-            input = &input[end + 1..];
+                Bytes::from(std::mem::take(&mut self.line))
+            };
+            let terminator = input[end];
+            input.advance(end + 1);
             if terminator == b'\r' {
-                match input {
-                    [b'\n', rest @ ..] => input = rest,
-                    [] => self.skip_lf = true,
-                    _ => {}
+                match input.first() {
+                    Some(b'\n') => input.advance(1),
+                    None => self.skip_lf = true,
+                    Some(_) => {}
                 }
+            }
+            if let Some(event) = self.line_complete(line)? {
+                return Ok(Some(event));
             }
         }
         self.reserve(input.len())?;
         self.line.extend_from_slice(input);
-        Ok(())
+        input.clear();
+        Ok(None)
     }
 
     /// Ends the input: a last line or event without its terminator is still delivered
     /// (servers often end with `data: [DONE]\n` and no blank line).
     pub fn finish(&mut self, out: &mut VecDeque<SseEvent>) -> Result<(), DecodeError> {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.line_complete(&line, out)?;
-        }
-        self.dispatch(out);
+        out.extend(self.last_event()?);
         Ok(())
     }
 
-    fn line_complete(
-        &mut self,
-        line: &[u8],
-        out: &mut VecDeque<SseEvent>,
-    ) -> Result<(), DecodeError> {
+    /// [`Self::finish`]'s event: the one the last line (not a blank one) ends, if any.
+    fn last_event(&mut self) -> Result<Option<SseEvent>, DecodeError> {
+        if !self.line.is_empty() {
+            let line = Bytes::from(std::mem::take(&mut self.line));
+            self.line_complete(line)?;
+        }
+        Ok(self.dispatch())
+    }
+
+    /// Takes one line (without its end); an empty line dispatches the event.
+    fn line_complete(&mut self, line: Bytes) -> Result<Option<SseEvent>, DecodeError> {
         if line.is_empty() {
-            self.dispatch(out);
-            return Ok(());
+            return Ok(self.dispatch());
         }
         if line.len() > self.max_event_bytes {
             return Err(DecodeError::TooLarge(self.max_event_bytes));
         }
         if line[0] == b':' {
-            return Ok(()); // a comment
+            return Ok(None); // a comment
         }
-        let colon = memchr::memchr(b':', line);
-        let line = simdutf8::basic::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
-        // `:` is ASCII, so the text splits on a character boundary there.
-        let (field, value) = match colon {
+        let (field, value) = match memchr::memchr(b':', &line) {
             Some(at) => {
                 let value = &line[at + 1..];
-                (&line[..at], value.strip_prefix(' ').unwrap_or(value))
+                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
             }
-            None => (line, ""),
+            None => (&line[..], &b""[..]),
         };
-        match field {
-            "data" => {
-                self.reserve(value.len() + 1)?;
-                if self.has_data {
-                    self.data.push('\n');
-                    self.data.push_str(value);
-                } else {
-                    // Most events are one line: allocated at its size, with no growth.
-                    self.data = value.to_owned();
-                }
-                self.has_data = true;
-            }
-            "event" => {
-                self.reserve(value.len())?;
-                self.event = Some(value.to_owned());
-            }
-            _ => {} // `id`, `retry` and unknown fields mean nothing to a chat stream
+        if field == b"data" {
+            // Checked as UTF-8 where it is read (`SseEvent::text`): chunk data is most of a
+            // stream, and its reader checks it once.
+            self.reserve(value.len() + 1)?;
+            self.data.push(line.slice_ref(value));
+            return Ok(None);
         }
-        Ok(())
+        // The other lines are checked whole (`:` is ASCII: the line is its two sides).
+        let utf8 = |bytes| simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8);
+        utf8(field)?;
+        let value = utf8(value)?;
+        // `id`, `retry` and unknown fields mean nothing to a chat stream.
+        if field == b"event" {
+            self.reserve(value.len())?;
+            self.event = Some(value.to_owned());
+        }
+        Ok(None)
     }
 
-    fn dispatch(&mut self, out: &mut VecDeque<SseEvent>) {
-        if self.has_data {
-            out.push_back(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
-            });
-            self.has_data = false;
-        } else {
-            self.event = None;
-        }
+    fn dispatch(&mut self) -> Option<SseEvent> {
+        let data = match std::mem::take(&mut self.data) {
+            Data::None => {
+                self.event = None;
+                return None;
+            }
+            Data::Line(line) => line,
+            Data::Lines(lines) => lines.into(),
+        };
+        Some(SseEvent {
+            event: self.event.take(),
+            data,
+        })
     }
 }
 
@@ -223,11 +271,15 @@ pub(crate) enum SseItem {
     Partial,
 }
 
-/// Turns a stream of body chunks into a stream of events.
+/// Turns a stream of body chunks into a stream of events, decoding each read as its events
+/// are taken.
 pub(crate) struct SseStream<S> {
     body: S,
     decoder: SseDecoder,
-    ready: VecDeque<SseEvent>,
+    /// What is left of the last read.
+    read: Bytes,
+    /// Whether the last read brought an event yet.
+    read_had_event: bool,
     finished: bool,
 }
 
@@ -237,7 +289,8 @@ impl<S> SseStream<S> {
         SseStream {
             body,
             decoder: SseDecoder::with_limit(max_event_bytes),
-            ready: VecDeque::new(),
+            read: Bytes::new(),
+            read_had_event: false,
             finished: false,
         }
     }
@@ -247,6 +300,26 @@ impl<S> SseStream<S> {
     /// The body being decoded.
     pub(crate) fn body_mut(&mut self) -> &mut S {
         &mut self.body
+    }
+
+    /// The next event of the last read; `Partial` when that read, now all taken, brought
+    /// none; `None` when there is nothing left of it.
+    fn next_of_read<E>(&mut self) -> Option<Result<SseItem, SseError<E>>> {
+        if self.read.is_empty() {
+            return None;
+        }
+        match self.decoder.next_event(&mut self.read) {
+            Ok(Some(event)) => {
+                self.read_had_event = true;
+                Some(Ok(SseItem::Event(event)))
+            }
+            Ok(None) => (!self.read_had_event).then_some(Ok(SseItem::Partial)),
+            Err(e) => {
+                self.finished = true;
+                self.read.clear();
+                Some(Err(e.into()))
+            }
+        }
     }
 }
 
@@ -259,8 +332,8 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(event) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(SseItem::Event(event))));
+            if let Some(item) = this.next_of_read() {
+                return Poll::Ready(Some(item));
             }
             if this.finished {
                 return Poll::Ready(None);
@@ -268,13 +341,8 @@ where
             match Pin::new(&mut this.body).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
-                    if let Err(e) = this.decoder.push(&bytes, &mut this.ready) {
-                        this.finished = true;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                    if this.ready.is_empty() && !bytes.is_empty() {
-                        return Poll::Ready(Some(Ok(SseItem::Partial)));
-                    }
+                    this.read = bytes;
+                    this.read_had_event = false;
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.finished = true;
@@ -282,8 +350,10 @@ where
                 }
                 Poll::Ready(None) => {
                     this.finished = true;
-                    if let Err(e) = this.decoder.finish(&mut this.ready) {
-                        return Poll::Ready(Some(Err(e.into())));
+                    match this.decoder.last_event() {
+                        Ok(None) => {}
+                        Ok(Some(event)) => return Poll::Ready(Some(Ok(SseItem::Event(event)))),
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
                     }
                 }
             }
@@ -318,7 +388,7 @@ mod tests {
     fn data(d: &str) -> SseEvent {
         SseEvent {
             event: None,
-            data: d.to_owned(),
+            data: Bytes::copy_from_slice(d.as_bytes()),
         }
     }
 
@@ -370,11 +440,17 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_an_error() {
+        // Data where it is read as text; any other line at once.
         let mut out = VecDeque::new();
-        assert_eq!(
-            SseDecoder::new().push(b"data: \xff\n\n", &mut out),
-            Err(DecodeError::InvalidUtf8)
-        );
+        SseDecoder::new().push(b"data: \xff\n\n", &mut out).unwrap();
+        assert_eq!(out[0].text(), Err(DecodeError::InvalidUtf8));
+        for line in [&b"event: \xff\n"[..], b"\xff: x\n", b"id: \xc3\n"] {
+            assert_eq!(
+                SseDecoder::new().push(line, &mut out),
+                Err(DecodeError::InvalidUtf8),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
@@ -417,7 +493,7 @@ mod tests {
                     input.push_str(&format!("data: {line}{line_end}"));
                 }
                 input.push_str(line_end);
-                expected.push(SseEvent { event: event.clone(), data: lines.join("\n") });
+                expected.push(SseEvent { event: event.clone(), data: lines.join("\n").into() });
             }
             let mut cuts = cuts;
             cuts.sort_unstable();

@@ -359,9 +359,9 @@ impl Drop for SseBody {
 
 /// Events already available together are written together, up to this many bytes.
 const COALESCE_BYTES: usize = 16 * 1024;
-/// The room a frame starts with once an event comes (a few chunks' worth: a frame of many
-/// grows a few times, not once per doubling from one event's size).
-const FRAME_START_BYTES: usize = 2048;
+/// The room a frame starts with once an event comes: a burst of some twenty chunks fits
+/// without growing. Held only until the frame is written.
+const FRAME_START_BYTES: usize = 8 * 1024;
 
 impl SseBody {
     /// Relays whatever the upstream has ready now, without waiting.

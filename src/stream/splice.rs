@@ -22,7 +22,10 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use self::json::Reader;
+
 use super::decode::SseEvent;
 use super::normalize::MAX_CHOICES;
 use crate::error::ProviderError;
@@ -33,8 +36,9 @@ use crate::schema::de::Timestamp;
 #[derive(Clone)]
 pub struct InShape {
     /// The upstream's JSON text, then (when the choices were completed) the completed
-    /// `choices` member.
-    text: String,
+    /// `choices` member. Shared with the upstream's read, unless completed; checked as UTF-8
+    /// where it was read.
+    text: Bytes,
     /// Where the upstream's JSON text ends.
     json_end: usize,
     /// Its members as read: those of the template it was read by, when it was.
@@ -99,11 +103,14 @@ impl InShape {
         };
         // Kept here, not returned: the keys take 600 bytes, and this runs for every chunk.
         let mut keys = Keys::default();
-        let Some(read) = read_chunk(&event.data, read_leading, &mut keys) else {
+        let Ok(text) = event.text() else {
+            return Err(event);
+        };
+        let Some(read) = read_chunk(text, read_leading, &mut keys) else {
             return Err(event);
         };
         let leading = match known {
-            Known::WantLeading => Leading::of(&event.data, &read, &keys),
+            Known::WantLeading => Leading::of(text, &read, &keys),
             Known::Nothing | Known::Leading(_) => None,
         };
         let ChunkRead {
@@ -141,6 +148,7 @@ impl InShape {
         {
             return Err(found.into_event());
         }
+        found.join_adjacent();
         Ok(EventRead {
             found,
             leading,
@@ -156,46 +164,63 @@ impl InShape {
     /// when the event is given back ([`InShape::into_event`]).
     fn complete(&mut self, at: usize, marks: &[ChoiceMark]) -> Option<()> {
         let extra = marks.len().checked_mul(40)?;
-        self.text
-            .reserve(self.members.kept.get(at)?.len().checked_add(extra)?);
-        let start = self.text.len();
-        self.text.push_str("\"choices\":[");
+        let room = (self.members.kept.get(at)?.len().checked_add(extra))
+            .and_then(|more| more.checked_add(self.text.len()))?;
+        let mut text = Vec::with_capacity(room);
+        text.extend_from_slice(&self.text);
+        let start = text.len();
+        text.extend_from_slice(b"\"choices\":[");
         for (i, mark) in marks.iter().enumerate() {
             if i > 0 {
-                self.text.push(',');
+                text.push(b',');
             }
             // A choice in shape has `index` and `delta`, so a member comes before its `}`.
             let end = mark.extent.end.checked_sub(1)?;
-            (self.text.as_bytes().get(end) == Some(&b'}')).then_some(())?;
+            (text.get(end) == Some(&b'}')).then_some(())?;
             match &mark.delta {
                 // The delta is written anew with the members it keeps.
                 Some(delta) => {
-                    self.text
-                        .extend_from_within(mark.extent.start..delta.object.start);
-                    self.text.push('{');
+                    text.extend_from_within(mark.extent.start..delta.object.start);
+                    text.push(b'{');
                     for (i, member) in delta.kept.iter().enumerate() {
                         if i > 0 {
-                            self.text.push(',');
+                            text.push(b',');
                         }
-                        self.text.extend_from_within(member.clone());
+                        text.extend_from_within(member.clone());
                     }
-                    self.text.push('}');
-                    self.text.extend_from_within(delta.object.end..end);
+                    text.push(b'}');
+                    text.extend_from_within(delta.object.end..end);
                 }
-                None => self.text.extend_from_within(mark.extent.start..end),
+                None => text.extend_from_within(mark.extent.start..end),
             }
             if mark.lacks_finish_reason {
-                self.text.push_str(",\"finish_reason\":null");
+                text.extend_from_slice(b",\"finish_reason\":null");
             }
             if mark.lacks_logprobs {
-                self.text.push_str(",\"logprobs\":null");
+                text.extend_from_slice(b",\"logprobs\":null");
             }
-            self.text.push('}');
+            text.push(b'}');
         }
-        self.text.push(']');
+        text.push(b']');
         // Read whole just now: the members are this chunk's alone.
-        Arc::make_mut(&mut self.members).kept[at] = start..self.text.len();
+        Arc::make_mut(&mut self.members).kept[at] = start..text.len();
+        self.text = text.into();
         Some(())
+    }
+
+    /// Joins kept members one comma apart in the text into one range: a run of them is
+    /// copied at once.
+    fn join_adjacent(&mut self) {
+        let text = &self.text;
+        let members = Arc::make_mut(&mut self.members);
+        members.kept.dedup_by(|next, run| {
+            let adjacent =
+                run.end.checked_add(1) == Some(next.start) && text.get(run.end) == Some(&b',');
+            if adjacent {
+                run.end = next.end;
+            }
+            adjacent
+        });
     }
 
     /// The upstream's event, given back.
@@ -222,7 +247,7 @@ impl InShape {
 
     /// The `id`, when it is a string.
     pub(crate) fn id(&self) -> Option<String> {
-        let token = self.text.get(self.id.clone()?)?;
+        let token = std::str::from_utf8(self.text.get(self.id.clone()?)?).ok()?;
         match token.contains('\\') {
             false => token.get(1..token.len().checked_sub(1)?).map(str::to_owned),
             true => serde_json::from_str(token).ok(),
@@ -242,14 +267,14 @@ impl InShape {
         out.extend_from_slice(prefix);
         for member in self.kept() {
             out.push(b',');
-            out.extend_from_slice(&self.text.as_bytes()[member]);
+            out.extend_from_slice(&self.text[member]);
         }
         out.extend_from_slice(b"}\n\n");
     }
 
     /// The chunk parsed, for the slow path.
     pub fn parse(&self) -> Result<ChatChunk, ProviderError> {
-        serde_json::from_str(&self.text[..self.json_end]).map_err(|e| {
+        serde_json::from_slice(&self.text[..self.json_end]).map_err(|e| {
             ProviderError::Decode(format!("an event is not a chat completion chunk ({e})"))
         })
     }
@@ -281,7 +306,7 @@ impl ChunkScanner {
             None => event,
         };
         let leading = (self.leading.as_ref())
-            .filter(|leading| event.data.as_bytes().starts_with(leading.text.as_bytes()));
+            .filter(|leading| event.data.starts_with(leading.text.as_bytes()));
         let read = match leading {
             Some(leading) => InShape::read_event(event, Known::Leading(leading))?,
             None => {
@@ -328,7 +353,11 @@ impl Template {
     fn of(found: &InShape, content: Range<usize>) -> Option<Template> {
         let whole = found.moved.is_none() && found.json_end == found.text.len();
         (whole && found.json_end <= MAX_TEMPLATE_BYTES).then(|| Template {
-            chunk: found.clone(),
+            chunk: InShape {
+                // A copy: the upstream's read the chunk came in is not kept with it.
+                text: Bytes::copy_from_slice(&found.text),
+                ..found.clone()
+            },
             content,
         })
     }
@@ -346,7 +375,7 @@ impl Template {
     /// the template's text around another string.
     fn read_text(&self, event: &SseEvent) -> Option<(usize, usize)> {
         event.event.is_none().then_some(())?;
-        let (text, template) = (event.data.as_bytes(), self.chunk.text.as_bytes());
+        let (text, template) = (&event.data, &self.chunk.text);
         let (before, after) = (
             &template[..self.content.start],
             &template[self.content.end..],
@@ -356,14 +385,21 @@ impl Template {
         (end >= before.len() + 2 && text.starts_with(before) && text.ends_with(after))
             .then_some(())?;
         (text[before.len()] == b'"').then_some(())?;
-        let mut reader = Reader::at_offset(&event.data, before.len());
+        // The template's bytes around it are UTF-8 and end and start at a character's
+        // boundary (the string's quotes): the event is UTF-8 when the string is.
+        let string = &text[before.len()..end];
+        if let Some(text_bytes) = json::plain_ascii_string(string) {
+            return Some((end, text_bytes));
+        }
+        let string = simdutf8::basic::from_utf8(string).ok()?;
+        let mut reader = Reader::new(string);
         let text_bytes = reader.string()?;
-        (reader.at() == end).then_some((end, text_bytes))
+        (reader.at() == string.len()).then_some((end, text_bytes))
     }
 
     /// The chunk in shape `text`, whose `content` string ends at `end`: the template's, but
     /// for the offsets after the string, which move with its end.
-    fn chunk(&self, text: String, end: usize, text_bytes: usize) -> InShape {
+    fn chunk(&self, text: Bytes, end: usize, text_bytes: usize) -> InShape {
         let template = &self.chunk;
         let shift = (end != self.content.end).then_some((self.content.end, end));
         InShape {

@@ -50,6 +50,13 @@ fn plain_run(text: &[u8]) -> Option<usize> {
     Some(at + rest)
 }
 
+/// The length of `string` when it is one JSON string of ASCII without escapes, the usual
+/// text of a chunk (taken without a check of UTF-8 first); `None` for any other bytes.
+pub(super) fn plain_ascii_string(string: &[u8]) -> Option<usize> {
+    let inner = string.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    (plain_run(inner).is_none() && inner.is_ascii()).then_some(inner.len())
+}
+
 /// A position in a JSON text. Every method returns `None` for text it does not take, and
 /// then the reader's position means nothing.
 pub(super) struct Reader<'a> {
@@ -69,14 +76,6 @@ impl<'a> Reader<'a> {
             text: text.as_bytes(),
             at: 0,
             fractional_numbers: 0,
-        }
-    }
-
-    /// A reader at byte `at` of `text`.
-    pub(super) fn at_offset(text: &'a str, at: usize) -> Self {
-        Reader {
-            at,
-            ..Reader::new(text)
         }
     }
 
@@ -491,6 +490,41 @@ mod tests {
         )) {
             let expected = text.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
             prop_assert_eq!(plain_run(&text), expected);
+        }
+
+        /// A string taken without a check of UTF-8 is one the reader takes, as long.
+        #[test]
+        fn a_plain_ascii_string_is_a_string(inner in prop::collection::vec(
+            prop_oneof![Just(b'"'), Just(b'\\'), Just(0x1f), Just(b'a'), Just(0xc3), Just(0xa9), any::<u8>()],
+            0..24,
+        )) {
+            let string = [&b"\""[..], &inner, b"\""].concat();
+            let taken = plain_ascii_string(&string);
+            let plain = inner.iter().all(|&b| b.is_ascii() && b >= 0x20 && b != b'"' && b != b'\\');
+            prop_assert_eq!(taken, plain.then_some(inner.len()));
+            if let Some(len) = taken {
+                let text = std::str::from_utf8(&string).expect("ASCII");
+                let mut reader = Reader::new(text);
+                prop_assert_eq!(reader.string(), Some(len));
+                prop_assert_eq!(reader.at(), string.len());
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_ascii_strings_are_taken_unchecked() {
+        assert_eq!(plain_ascii_string(br#""Hello""#), Some(5));
+        assert_eq!(plain_ascii_string(br#""""#), Some(0));
+        for string in [
+            &br#""caf\xc3\xa9""#[..],
+            br#""a\"b""#,
+            br#""a"b""#,
+            b"\"a\nb\"",
+            br#""a"#,
+            b"\"",
+            b"",
+        ] {
+            assert_eq!(plain_ascii_string(string), None, "{string:?}");
         }
     }
 

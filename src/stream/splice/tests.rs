@@ -25,7 +25,7 @@ fn primed(n: u32) -> ChunkNormalizer {
 fn scan(text: &str) -> Option<InShape> {
     InShape::scan(SseEvent {
         event: None,
-        data: text.to_owned(),
+        data: Bytes::copy_from_slice(text.as_bytes()),
     })
     .ok()
 }
@@ -123,7 +123,7 @@ fn chunks_the_slow_path_would_change_are_not_in_shape() {
     }
     let named = SseEvent {
         event: Some("error".to_owned()),
-        data: TYPICAL.to_owned(),
+        data: TYPICAL.into(),
     };
     assert!(InShape::scan(named).is_err());
 }
@@ -464,7 +464,7 @@ fn scanned(text: &str) -> String {
 fn scan_in(scanner: &mut ChunkScanner, text: &str) -> String {
     let event = SseEvent {
         event: None,
-        data: text.to_owned(),
+        data: Bytes::copy_from_slice(text.as_bytes()),
     };
     format!("{:?}", scanner.scan(event).ok())
 }
@@ -570,7 +570,7 @@ fn a_streams_scanner_reads_only_the_text_of_a_chunk_like_the_last() {
     }
     let found = scanner.scan(SseEvent {
         event: None,
-        data: typical_with(r#""\"é""#),
+        data: typical_with(r#""\"é""#).into(),
     });
     assert_eq!(found.unwrap().text_bytes, 3);
     // Bytes that are not one string around the same text are read whole, and refused.
@@ -601,7 +601,7 @@ fn a_streams_scanner_reads_only_the_text_of_a_chunk_like_the_last() {
     // An event with a name is not a chunk, whatever its text.
     let named = SseEvent {
         event: Some("error".to_owned()),
-        data: TYPICAL.to_owned(),
+        data: TYPICAL.into(),
     };
     assert!(scanner.scan(named).is_err());
 }
