@@ -313,7 +313,11 @@ impl<S> SseStream<S> {
                 self.read_had_event = true;
                 Some(Ok(SseItem::Event(event)))
             }
-            Ok(None) => (!self.read_had_event).then_some(Ok(SseItem::Partial)),
+            Ok(None) => {
+                // Not even an empty view is kept: it would hold the read's buffer.
+                self.read = Bytes::new();
+                (!self.read_had_event).then_some(Ok(SseItem::Partial))
+            }
             Err(e) => {
                 self.finished = true;
                 self.read.clear();
