@@ -75,13 +75,12 @@ impl Data {
     }
 
     fn push(&mut self, value: Bytes) {
-        *self = match std::mem::take(self) {
-            Data::None => Data::Line(value),
-            Data::Line(first) => Data::Lines([&first[..], b"\n", &value].concat()),
-            Data::Lines(mut lines) => {
+        match self {
+            Data::None => *self = Data::Line(value),
+            Data::Line(first) => *self = Data::Lines([&first[..], b"\n", &value].concat()),
+            Data::Lines(lines) => {
                 lines.push(b'\n');
                 lines.extend_from_slice(&value);
-                Data::Lines(lines)
             }
         }
     }
@@ -209,24 +208,26 @@ impl SseDecoder {
         if line[0] == b':' {
             return Ok(None); // a comment
         }
-        let (field, value) = match memchr::memchr(b':', &line) {
-            Some(at) => {
-                let value = &line[at + 1..];
-                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (&line[..], &b""[..]),
+        // The field, and where its value starts (after one optional space).
+        let (field_end, value_start) = match memchr::memchr(b':', &line) {
+            Some(at) if line.get(at + 1) == Some(&b' ') => (at, at + 2),
+            Some(at) => (at, at + 1),
+            None => (line.len(), line.len()),
         };
+        let field = &line[..field_end];
         if field == b"data" {
             // Checked as UTF-8 where it is read (`SseEvent::text`): chunk data is most of a
             // stream, and its reader checks it once.
-            self.reserve(value.len() + 1)?;
-            self.data.push(line.slice_ref(value));
+            self.reserve(line.len() - value_start + 1)?;
+            let mut value = line;
+            value.advance(value_start);
+            self.data.push(value);
             return Ok(None);
         }
         // The other lines are checked whole (`:` is ASCII: the line is its two sides).
         let utf8 = |bytes| simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8);
         utf8(field)?;
-        let value = utf8(value)?;
+        let value = utf8(&line[value_start..])?;
         // `id`, `retry` and unknown fields mean nothing to a chat stream.
         if field == b"event" {
             self.reserve(value.len())?;
