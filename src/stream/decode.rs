@@ -309,22 +309,24 @@ impl<S> SseStream<S> {
         if self.read.is_empty() {
             return None;
         }
-        match self.decoder.next_event(&mut self.read) {
+        let item = match self.decoder.next_event(&mut self.read) {
             Ok(Some(event)) => {
                 self.read_had_event = true;
                 Some(Ok(SseItem::Event(event)))
             }
-            Ok(None) => {
-                // Not even an empty view is kept: it would hold the read's buffer.
-                self.read = Bytes::new();
-                (!self.read_had_event).then_some(Ok(SseItem::Partial))
-            }
+            Ok(None) => (!self.read_had_event).then_some(Ok(SseItem::Partial)),
             Err(e) => {
                 self.finished = true;
                 self.read.clear();
                 Some(Err(e.into()))
             }
+        };
+        if self.read.is_empty() {
+            // Not even an empty view is kept: it would hold the read's buffer while the
+            // stream waits for the next.
+            self.read = Bytes::new();
         }
+        item
     }
 }
 
@@ -535,6 +537,24 @@ mod tests {
         let mut decoder = SseDecoder::with_limit(16);
         decoder.push(b"data: 0123456789\n\n", &mut out).unwrap();
         assert_eq!(out.pop_front(), Some(data("0123456789")));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_stream_holds_none_of_its_last_read() {
+        let read = Bytes::from(b"data: a\n\n".to_vec());
+        let probe = read.clone();
+        use futures_util::StreamExt;
+        let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(read)])
+            .chain(futures_util::stream::pending());
+        let mut stream = SseStream::new(body, 64);
+        let event = stream.next().await;
+        assert_eq!(event, Some(Ok(SseItem::Event(data("a")))));
+        // The event shares the read; once it is gone, the waiting stream holds nothing of it.
+        assert!(!probe.is_unique());
+        drop(event);
+        let waiting = futures_util::poll!(stream.next());
+        assert!(waiting.is_pending());
+        assert!(probe.is_unique());
     }
 
     #[tokio::test]
