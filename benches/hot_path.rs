@@ -88,25 +88,41 @@ fn request(c: &mut Criterion) {
     });
 }
 
-/// The events of `input`, delivered the way upstreams do: in network-sized pieces (512 bytes
-/// splits events mid-line).
-fn decode(input: &[u8]) -> VecDeque<SseEvent> {
+/// `input` cut the way upstreams deliver it: in network-sized pieces (512 bytes splits
+/// events mid-line), or `per_event`, one event per read (as a model's tokens trickle in).
+fn reads(input: &[u8], per_event: bool) -> Vec<&[u8]> {
+    if !per_event {
+        return input.chunks(512).collect();
+    }
+    let mut pieces = Vec::new();
+    let mut rest = input;
+    while let Some(at) = rest.windows(2).position(|w| w == b"\n\n") {
+        let (event, after) = rest.split_at(at + 2);
+        pieces.push(event);
+        rest = after;
+    }
+    pieces.push(rest);
+    pieces
+}
+
+/// The events of the upstream's `reads`.
+fn decode(reads: &[&[u8]]) -> VecDeque<SseEvent> {
     let mut decoder = SseDecoder::new();
     let mut events = VecDeque::new();
-    for piece in input.chunks(512) {
+    for piece in reads {
         decoder.push(piece, &mut events).expect("utf-8");
     }
     decoder.finish(&mut events).expect("utf-8");
     events
 }
 
-/// The client's bytes for `input`, relayed the way the gateway does: chunks in shape take
-/// the fast path (`stream::splice`), the others the slow one.
-fn relay(input: &[u8]) -> usize {
+/// The client's bytes for the upstream's `reads`, relayed the way the gateway does: chunks
+/// in shape take the fast path (`stream::splice`), the others the slow one.
+fn relay(reads: &[&[u8]]) -> usize {
     let mut normalizer = ChunkNormalizer::new("fast", true, 1);
     let mut scanner = ChunkScanner::default();
     let mut bytes = 0;
-    for event in decode(input) {
+    for event in decode(reads) {
         let chunk = match scanner.scan(event) {
             Ok(chunk) => match normalizer.splice(&chunk) {
                 Some(spliced) => {
@@ -128,10 +144,16 @@ fn relay(input: &[u8]) -> usize {
 }
 
 fn stream(c: &mut Criterion) {
-    let input = twenty_chunk_stream(true);
+    let stream = twenty_chunk_stream(true);
     let without_logprobs = twenty_chunk_stream(false);
+    let input = reads(&stream, false);
+    let per_event = reads(&stream, true);
+    let without_logprobs = reads(&without_logprobs, false);
     c.bench_function("stream/relay_20_chunks", |b| {
         b.iter(|| relay(black_box(&input)))
+    });
+    c.bench_function("stream/relay_20_chunks_one_event_per_read", |b| {
+        b.iter(|| relay(black_box(&per_event)))
     });
     c.bench_function("stream/relay_20_chunks_without_logprobs", |b| {
         b.iter(|| relay(black_box(&without_logprobs)))

@@ -160,7 +160,10 @@ impl SseDecoder {
             } else {
                 self.reserve(end)?;
                 self.line.extend_from_slice(&input[..end]);
-                Bytes::from(std::mem::take(&mut self.line))
+                // A copy at its size; the pending line keeps its room for the next read's.
+                let line = Bytes::copy_from_slice(&self.line);
+                self.line.clear();
+                line
             };
             let terminator = input[end];
             input.advance(end + 1);
