@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(plain_ascii_string(br#""Hello""#), Some(5));
         assert_eq!(plain_ascii_string(br#""""#), Some(0));
         for string in [
-            &br#""caf\xc3\xa9""#[..],
+            &b"\"caf\xc3\xa9\""[..],
             br#""a\"b""#,
             br#""a"b""#,
             b"\"a\nb\"",
