@@ -1,6 +1,10 @@
 //! Criterion benchmarks of the gateway's per-request CPU work:
 //! - `request/parse_validate_serialize`: a typical request body from bytes to the validated
-//!   canonical request and back to the upstream body;
+//!   canonical request and back to a body written from the typed request;
+//!   `request/parse_validate_forward`: the same to the OpenAI upstream body the gateway sends,
+//!   the client's text with the per-call members (`request/upstream_body` alone, and
+//!   `request/upstream_body_typed` as it was written before, from the typed request; and
+//!   both for a 24 KB conversation, `..._long`);
 //! - `stream/normalize_20_chunks`: a 20-chunk upstream event stream decoded, parsed,
 //!   normalized and re-encoded as the client's events (the slow path of every chunk);
 //! - `stream/relay_20_chunks`: the same stream the way the gateway relays it: chunks already
@@ -14,13 +18,30 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use llmgate::providers::CallCx;
+use llmgate::providers::http::Dialect;
 use llmgate::providers::http::{EventOutcome, openai_event};
-use llmgate::schema::{parse_and_validate, parse_request, validate};
+use llmgate::providers::openai::OpenAi;
+use llmgate::schema::{parse_and_validate, parse_client_body, parse_request, validate};
 use llmgate::stream::data_event;
 use llmgate::stream::decode::{SseDecoder, SseEvent};
 use llmgate::stream::normalize::ChunkNormalizer;
 use llmgate::stream::splice::ChunkScanner;
 use serde_json::json;
+
+/// A conversation of 16 turns of about 1.5 KB each (24 KB), as a chat product sends.
+fn long_conversation() -> Vec<u8> {
+    let turn = "The quick brown fox jumps over the lazy dog, then explains why. ".repeat(24);
+    let messages: Vec<_> = (0..16)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": turn})
+        })
+        .collect();
+    json!({"model": "openai/gpt-4o-mini", "messages": messages, "stream": true})
+        .to_string()
+        .into_bytes()
+}
 
 fn typical_request() -> Vec<u8> {
     json!({
@@ -72,6 +93,34 @@ fn request(c: &mut Criterion) {
             let request = parse_and_validate(black_box(&body)).expect("valid");
             black_box(serde_json::to_vec(&request).expect("serializable"))
         })
+    });
+    let cx = CallCx {
+        upstream_model: "gpt-4o-mini".to_owned(),
+        ..CallCx::default()
+    };
+    let shared = bytes::Bytes::from(body.clone());
+    c.bench_function("request/parse_validate_forward", |b| {
+        b.iter(|| {
+            let request = parse_client_body(black_box(shared.clone())).expect("valid");
+            black_box(OpenAi.prepare("openai", &request, &cx).expect("sendable"))
+        })
+    });
+    let client_request = parse_client_body(shared.clone()).expect("valid");
+    c.bench_function("request/upstream_body", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
+    });
+    let without_body = parse_and_validate(&body).expect("valid");
+    c.bench_function("request/upstream_body_typed", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
+    });
+    let long = long_conversation();
+    let client_request = parse_client_body(long.clone().into()).expect("valid");
+    c.bench_function("request/upstream_body_long", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
+    });
+    let without_body = parse_and_validate(&long).expect("valid");
+    c.bench_function("request/upstream_body_long_typed", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
     });
     let request = parse_request(&body).expect("valid");
     c.bench_function("request/parse", |b| {

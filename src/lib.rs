@@ -21,6 +21,8 @@
 //! - [`stream`]: upstream SSE decoding, chunk normalization, the outgoing event stream.
 //! - [`observe`]: Prometheus metrics and the access log, from one record per request.
 //! - [`healthcheck`]: `llmgate health`, the container's health check.
+//! - `json_reader`: a strict JSON reader that copies nothing, for the fast paths (a
+//!   chunk, a whole answer, a request body forwarded as written).
 //! - `http1`: HTTP/1.1's wire format (a head's end, bodies by their framing) for the
 //!   upstream client and the client-facing server.
 //! - [`telemetry`]: OpenTelemetry spans per request and upstream attempt, OTLP export,
@@ -35,6 +37,7 @@ pub mod error;
 pub mod healthcheck;
 #[doc(hidden)]
 pub mod http1;
+mod json_reader;
 pub mod observe;
 pub mod providers;
 mod routing;

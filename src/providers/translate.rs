@@ -311,7 +311,7 @@ pub(crate) mod testing {
         body: Value,
         session: Option<&str>,
     ) -> Result<Sent, Unsupported> {
-        let request = crate::schema::parse_and_validate(body.to_string().as_bytes()).unwrap();
+        let request = crate::schema::parse_client_body(body.to_string().into()).unwrap();
         let (provider, model) = request.model.split_once('/').unwrap();
         let cx = CallCx {
             upstream_model: model.to_owned(),

@@ -21,6 +21,8 @@ pub(crate) fn apply(request: &mut ChatRequest, max_bytes: usize) -> Result<(), G
     let Some(variables) = request.variables.take() else {
         return Ok(());
     };
+    // The messages may change: the client's body no longer says what the request is.
+    request.source = None;
     let result = {
         let mut substitution = Substitution {
             values: rendered(&variables),

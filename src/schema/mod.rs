@@ -2,13 +2,14 @@
 //! and the parsing and validation of request bodies.
 
 pub(crate) mod de;
+mod forward;
 mod parse;
 mod policy;
 mod request;
 mod response;
 mod validate;
 
-pub use parse::{parse_and_validate, parse_request};
+pub use parse::{parse_and_validate, parse_client_body, parse_request};
 pub use request::*;
 pub use response::*;
 pub use validate::validate;
@@ -120,6 +121,26 @@ mod tests {
         assert_eq!(
             keys,
             BTreeSet::from(["messages", "temperature", "unknown_field"])
+        );
+        let consumed = BTreeSet::from_iter(ChatRequest::CONSUMED.iter().copied());
+        let sent = BTreeSet::from([
+            "model",
+            "messages",
+            "temperature",
+            "stream",
+            "stream_options",
+            "retry",
+            "fallbacks",
+            "timeout",
+            "cache",
+            "load_balancer",
+            "variables",
+            "unknown_field",
+        ]);
+        assert_eq!(
+            consumed,
+            &sent - &keys,
+            "CONSUMED names the fields left out"
         );
     }
 }

@@ -1,5 +1,7 @@
 //! Parsing a request body: JSON into a [`ChatRequest`], with type errors reported by path.
 
+use bytes::Bytes;
+
 use super::request::ChatRequest;
 use super::validate::validate;
 use crate::error::{FieldError, FieldErrorKind, FieldPath, GatewayError, PathSegment};
@@ -38,6 +40,14 @@ fn locate_error(body: &[u8]) -> FieldError {
             },
         },
     }
+}
+
+/// Parses and validates the body a client sent, and keeps the body with the request so it can
+/// be forwarded as written (see `forward`).
+pub fn parse_client_body(body: Bytes) -> Result<Box<ChatRequest>, GatewayError> {
+    let mut request = parse_and_validate(&body)?;
+    request.source = Some(body);
+    Ok(request)
 }
 
 /// Parses and validates a body in one step.

@@ -5,6 +5,7 @@
 //! and forwarded. Shape rules that serde cannot express (which role needs which field, ranges,
 //! cross-field rules) live in [`super::validate`].
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -156,6 +157,13 @@ pub struct ChatRequest {
     #[serde(flatten)]
     #[schema(ignore)]
     pub(crate) extra: Extra,
+
+    /// The client's body while the request is still exactly what it says, for forwarding its
+    /// members as written ([`ChatRequest::write_forwarded_members`]). Whatever changes the
+    /// request drops it.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub(crate) source: Option<Bytes>,
 }
 
 deserialize_with_extras!(ChatRequest, "a chat completion request object",
@@ -182,6 +190,22 @@ deserialize_with_extras!(ChatRequest, "a chat completion request object",
 /// Marks a field the gateway consumes itself: it never appears in a forwarded body.
 fn not_forwarded<T>(_: &T) -> bool {
     true
+}
+
+impl ChatRequest {
+    /// The fields marked `not_forwarded`: the per-call fields each adapter sets itself and the
+    /// routing policy.
+    pub(crate) const CONSUMED: &'static [&'static str] = &[
+        "model",
+        "stream",
+        "stream_options",
+        "retry",
+        "fallbacks",
+        "timeout",
+        "load_balancer",
+        "cache",
+        "variables",
+    ];
 }
 
 impl ChatRequest {

@@ -33,7 +33,7 @@ use crate::providers::{Answer, CallCx, Prepared, Unsupported};
 use crate::routing::execute::{AttemptError, Failure, Success, execute};
 use crate::routing::plan::{Candidate, Plan};
 use crate::routing::variables;
-use crate::schema::{ChatRequest, ChatResponse, Usage, parse_and_validate};
+use crate::schema::{ChatRequest, ChatResponse, Usage, parse_client_body};
 use crate::state::Admission;
 use crate::state::limits::{self, RateHeaders};
 use crate::stream::normalize::{ChunkNormalizer, choice_count, normalize_response};
@@ -176,7 +176,7 @@ async fn answer(
     call: ChatCall,
     body: Result<Bytes, GatewayError>,
 ) -> Result<Response, GatewayError> {
-    let mut request = parse_and_validate(&body?)?;
+    let mut request = parse_client_body(body?)?;
     call.span
         .record("gen_ai.request.model", request.model.as_str());
     let model = call.state.router.model_label(&request.model);

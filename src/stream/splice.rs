@@ -24,11 +24,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use self::json::Reader;
-
 use super::decode::SseEvent;
 use super::normalize::MAX_CHOICES;
 use crate::error::ProviderError;
+use crate::json_reader::{self, Reader};
 use crate::schema::ChatChunk;
 use crate::schema::de::Timestamp;
 
@@ -388,7 +387,7 @@ impl Template {
         // The template's bytes around it are UTF-8 and end and start at a character's
         // boundary (the string's quotes): the event is UTF-8 when the string is.
         let string = &text[before.len()..end];
-        if let Some(text_bytes) = json::plain_ascii_string(string) {
+        if let Some(text_bytes) = json_reader::plain_ascii_string(string) {
             return Some((end, text_bytes));
         }
         let string = simdutf8::basic::from_utf8(string).ok()?;
@@ -787,7 +786,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 mod answer;
-mod json;
+
 #[cfg(test)]
 mod tests;
 

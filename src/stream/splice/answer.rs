@@ -12,9 +12,9 @@
 
 use std::ops::Range;
 
-use super::json::Reader;
 use super::{Keys, once, read_created, write_created_and_model};
 use crate::error::ProviderError;
+use crate::json_reader::Reader;
 use crate::schema::{ChatResponse, Usage};
 use crate::stream::normalize::unix_now;
 

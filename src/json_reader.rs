@@ -1,10 +1,12 @@
-//! A strict JSON reader for the fast paths (a chunk, a whole answer): it walks the upstream's
-//! text once, copies nothing, and checks every value it passes over.
+//! A strict JSON reader for the fast paths (a chunk, a whole answer, a request body forwarded
+//! as the client wrote it): it walks the text once, copies nothing, and checks every value it
+//! passes over.
 //!
 //! It is conservative by design. What it accepts is valid JSON (RFC 8259) that serde_json
 //! reads the same way; some valid JSON it declines (a `\u` escape naming a lone surrogate,
-//! nesting deeper than [`MAX_DEPTH`]), and then the chunk takes the slow path, which serde_json
-//! reads. Declining costs time, never correctness. Property tests hold it to serde_json.
+//! nesting deeper than [`MAX_DEPTH`]), and then the caller takes its slow path, which
+//! serde_json reads. Declining costs time, never correctness. Property tests hold it to
+//! serde_json.
 
 /// The deepest nesting of arrays and objects the reader follows.
 const MAX_DEPTH: usize = 32;
@@ -52,14 +54,14 @@ fn plain_run(text: &[u8]) -> Option<usize> {
 
 /// The length of `string` when it is one JSON string of ASCII without escapes, the usual
 /// text of a chunk (taken without a check of UTF-8 first); `None` for any other bytes.
-pub(super) fn plain_ascii_string(string: &[u8]) -> Option<usize> {
+pub(crate) fn plain_ascii_string(string: &[u8]) -> Option<usize> {
     let inner = string.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     (plain_run(inner).is_none() && inner.is_ascii()).then_some(inner.len())
 }
 
 /// A position in a JSON text. Every method returns `None` for text it does not take, and
 /// then the reader's position means nothing.
-pub(super) struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     /// The text, for slices of it that are `str` (no check of UTF-8 needed).
     source: &'a str,
     text: &'a [u8],
@@ -70,7 +72,7 @@ pub(super) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `text`.
-    pub(super) fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         Reader {
             source: text,
             text: text.as_bytes(),
@@ -80,24 +82,24 @@ impl<'a> Reader<'a> {
     }
 
     /// Where the reader is, as a byte offset into the text.
-    pub(super) fn at(&self) -> usize {
+    pub(crate) fn at(&self) -> usize {
         self.at
     }
 
     /// How many numbers read so far have a fraction or an exponent.
-    pub(super) fn fractional_numbers(&self) -> usize {
+    pub(crate) fn fractional_numbers(&self) -> usize {
         self.fractional_numbers
     }
 
     /// Skips JSON whitespace.
-    pub(super) fn skip_whitespace(&mut self) {
+    pub(crate) fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
             self.at += 1;
         }
     }
 
     /// Whether only whitespace is left.
-    pub(super) fn at_end(&mut self) -> bool {
+    pub(crate) fn at_end(&mut self) -> bool {
         self.skip_whitespace();
         self.at == self.text.len()
     }
@@ -115,7 +117,7 @@ impl<'a> Reader<'a> {
     /// Reads an object, calling `member` with each key (one without escapes, borrowed: an
     /// object with another key is declined) and where its opening quote is; `member` must
     /// read the value. Whitespace is skipped first.
-    pub(super) fn object(
+    pub(crate) fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, &'a str, usize) -> Option<()>,
     ) -> Option<()> {
@@ -136,7 +138,7 @@ impl<'a> Reader<'a> {
 
     /// Goes on reading an object's members at `at`, just after a `,` that follows a member,
     /// as [`Reader::object`] does.
-    pub(super) fn object_from(
+    pub(crate) fn object_from(
         &mut self,
         at: usize,
         mut member: impl FnMut(&mut Self, &'a str, usize) -> Option<()>,
@@ -164,7 +166,7 @@ impl<'a> Reader<'a> {
 
     /// Reads an array, calling `element` for each element (which it must read). Whitespace
     /// is skipped first.
-    pub(super) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    pub(crate) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         if self.open(b'[', b']')? {
             return Some(());
         }
@@ -211,7 +213,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a string (after whitespace) and gives its length unescaped, in bytes.
-    pub(super) fn string(&mut self) -> Option<usize> {
+    pub(crate) fn string(&mut self) -> Option<usize> {
         self.expect(b'"')?;
         let mut len = 0usize;
         loop {
@@ -265,7 +267,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a string or `null`: `Some(length)` for a string, `None` inside for `null`.
-    pub(super) fn string_or_null(&mut self) -> Option<Option<usize>> {
+    pub(crate) fn string_or_null(&mut self) -> Option<Option<usize>> {
         self.skip_whitespace();
         if self.peek()? == b'n' {
             self.literal(b"null")?;
@@ -275,7 +277,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `null`.
-    pub(super) fn null(&mut self) -> Option<()> {
+    pub(crate) fn null(&mut self) -> Option<()> {
         self.skip_whitespace();
         self.literal(b"null")
     }
@@ -286,24 +288,24 @@ impl<'a> Reader<'a> {
 
     /// Reads a count: a plain non-negative integer that fits a `u64` (no sign, fraction or
     /// exponent, which serde_json would also read but which no server sends).
-    pub(super) fn count(&mut self) -> Option<u64> {
+    pub(crate) fn count(&mut self) -> Option<u64> {
         let text = self.number_text()?;
         text.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
         text.parse().ok()
     }
 
     /// Reads an index: a count that fits a `u32`.
-    pub(super) fn index(&mut self) -> Option<u32> {
+    pub(crate) fn index(&mut self) -> Option<u32> {
         u32::try_from(self.count()?).ok()
     }
 
     /// The text from `start` to where the reader is.
-    pub(super) fn text(&self, start: usize) -> Option<&'a str> {
+    pub(crate) fn text(&self, start: usize) -> Option<&'a str> {
         self.source.get(start..self.at)
     }
 
     /// Reads a number (after whitespace) and gives its text.
-    pub(super) fn number_text(&mut self) -> Option<&'a str> {
+    pub(crate) fn number_text(&mut self) -> Option<&'a str> {
         self.skip_whitespace();
         let start = self.at;
         self.number()?;
@@ -352,8 +354,38 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads any value (after whitespace).
-    pub(super) fn value(&mut self) -> Option<()> {
+    pub(crate) fn value(&mut self) -> Option<()> {
         self.value_within(MAX_DEPTH)
+    }
+
+    /// Reads any value (after whitespace) as [`Reader::value`] does, and declines one with an
+    /// object that has a key with an escape or the same key twice. Such text reads two ways
+    /// (serde_json keeps the last of two values, other parsers the first), so it must not be
+    /// passed on as written. `keys` is room for the keys of the objects open at a time.
+    pub(crate) fn value_with_unique_keys(&mut self, keys: &mut Vec<&'a str>) -> Option<()> {
+        self.unique_within(MAX_DEPTH, keys)
+    }
+
+    fn unique_within(&mut self, depth: usize, keys: &mut Vec<&'a str>) -> Option<()> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b'{' => {
+                let depth = depth.checked_sub(1)?;
+                let first = keys.len();
+                self.object(|reader, key, _| {
+                    keys.push(key);
+                    reader.unique_within(depth, keys)
+                })?;
+                let unique = all_different(&mut keys[first..]);
+                keys.truncate(first);
+                unique.then_some(())
+            }
+            b'[' => {
+                let depth = depth.checked_sub(1)?;
+                self.array(|reader| reader.unique_within(depth, keys))
+            }
+            _ => self.value_within(depth),
+        }
     }
 
     fn value_within(&mut self, depth: usize) -> Option<()> {
@@ -374,6 +406,20 @@ impl<'a> Reader<'a> {
             _ => self.number(),
         }
     }
+}
+
+/// Whether no two of `keys` are the same. A few keys (an object's usual count) are compared
+/// pair by pair; more are sorted first.
+pub(crate) fn all_different(keys: &mut [&str]) -> bool {
+    const PAIRWISE_UP_TO: usize = 8;
+    if keys.len() <= PAIRWISE_UP_TO {
+        return keys
+            .iter()
+            .enumerate()
+            .all(|(i, key)| !keys[..i].contains(key));
+    }
+    keys.sort_unstable();
+    keys.windows(2).all(|pair| pair[0] != pair[1])
 }
 
 #[cfg(test)]
@@ -462,6 +508,35 @@ mod tests {
         });
         assert!(read.is_some() && reader.at_end());
         assert_eq!(keys, [("ab", 3), ("é", 12)]);
+    }
+
+    #[test]
+    fn values_with_a_key_twice_in_one_object_are_declined() {
+        let unique = |text: &str| {
+            let mut keys = Vec::new();
+            let mut reader = Reader::new(text);
+            let read = reader.value_with_unique_keys(&mut keys).is_some() && reader.at_end();
+            assert!(!read || keys.is_empty(), "{text}: the room is left empty");
+            read
+        };
+        for taken in [
+            r#"{"a":1,"b":{"a":2,"b":[{"a":3},{"a":4}]}}"#,
+            r#"[{"a":1},{"a":1}]"#,
+            r#"{"ab":1,"a":2,"b":3,"ba":4}"#,
+            r#"{}"#,
+            r#""x""#,
+        ] {
+            assert!(unique(taken), "{taken}");
+        }
+        for declined in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"b":{"c":2,"d":3,"c":4}}"#,
+            r#"[1,{"x":{},"y":null,"x":[]}]"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"a":1,"b":2"#,
+        ] {
+            assert!(!unique(declined), "{declined}");
+        }
     }
 
     #[test]
