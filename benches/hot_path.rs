@@ -4,7 +4,8 @@
 //!   `request/parse_validate_forward`: the same to the OpenAI upstream body the gateway sends,
 //!   the client's text with the per-call members (`request/upstream_body` alone, and
 //!   `request/upstream_body_typed` as it was written before, from the typed request; and
-//!   both for a 24 KB conversation, `..._long`);
+//!   both for the load harness's 210-byte body, `..._short`, and a 24 KB conversation,
+//!   `..._long`);
 //! - `stream/normalize_20_chunks`: a 20-chunk upstream event stream decoded, parsed,
 //!   normalized and re-encoded as the client's events (the slow path of every chunk);
 //! - `stream/relay_20_chunks`: the same stream the way the gateway relays it: chunks already
@@ -28,6 +29,9 @@ use llmgate::stream::decode::{SseDecoder, SseEvent};
 use llmgate::stream::normalize::ChunkNormalizer;
 use llmgate::stream::splice::ChunkScanner;
 use serde_json::json;
+
+/// The body the load harness sends (`benches/load/`).
+const HARNESS_REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"temperature":0.7}"#;
 
 /// A conversation of 16 turns of about 1.5 KB each (24 KB), as a chat product sends.
 fn long_conversation() -> Vec<u8> {
@@ -111,6 +115,15 @@ fn request(c: &mut Criterion) {
     });
     let without_body = parse_and_validate(&body).expect("valid");
     c.bench_function("request/upstream_body_typed", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
+    });
+    let short = HARNESS_REQUEST.to_vec();
+    let client_request = parse_client_body(short.clone().into()).expect("valid");
+    c.bench_function("request/upstream_body_short", |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
+    });
+    let without_body = parse_and_validate(&short).expect("valid");
+    c.bench_function("request/upstream_body_short_typed", |b| {
         b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
     });
     let long = long_conversation();
