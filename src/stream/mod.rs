@@ -396,9 +396,18 @@ impl SseBody {
 
     /// Everything queued, as one write. The buffer goes with it, or is dropped when nothing
     /// was queued (room reserved for an event that wrote nothing): an idle stream holds none.
+    /// A frame that fills less than a quarter of its room (an event or two of a trickle) goes
+    /// as a copy of its size instead, so a client that stops reading holds its last events'
+    /// bytes until the write goes out, not [`FRAME_START_BYTES`].
     fn take_queued(&mut self) -> Option<Bytes> {
         let frame = std::mem::take(&mut self.pending);
-        (!frame.is_empty()).then(|| Bytes::from(frame))
+        if frame.is_empty() {
+            None
+        } else if frame.len() < frame.capacity() / 4 {
+            Some(Bytes::copy_from_slice(&frame))
+        } else {
+            Some(Bytes::from(frame))
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! members normalization rewrites (for a chunk `id`, `object`, `created`, `model`) written
 //! anew.
 //!
-//! [`InShape::scan`] reads an event once with a strict JSON reader of its own ([`json`]),
+//! [`InShape::scan`] reads an event once with the gateway's strict JSON reader
+//! ([`crate::json_reader`]),
 //! copying nothing, and takes it only when the slow
 //! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
 //! `usage` and no `error`, no member named twice, and every choice has an integer `index`

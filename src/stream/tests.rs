@@ -121,6 +121,24 @@ async fn events_ready_together_share_one_write() {
 }
 
 #[tokio::test]
+async fn a_lone_event_is_written_in_a_buffer_of_its_size() {
+    let chunks = vec![chunk(
+        json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]}),
+    )];
+    let mut body = body_of(chunks, false);
+    body.open(None).await.unwrap();
+    let writes: Vec<Bytes> = body.map(|f| f.unwrap()).collect().await;
+    for write in writes {
+        let len = write.len();
+        let room = write.try_into_mut().expect("the only reference").capacity();
+        assert!(
+            len < FRAME_START_BYTES / 4 && room == len,
+            "{len} bytes held in {room}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_write_stops_growing_at_the_coalescing_bound() {
     let word = "x".repeat(200);
     let chunks =
