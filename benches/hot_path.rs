@@ -109,32 +109,9 @@ fn request(c: &mut Criterion) {
             black_box(OpenAi.prepare("openai", &request, &cx).expect("sendable"))
         })
     });
-    let client_request = parse_client_body(shared.clone()).expect("valid");
-    c.bench_function("request/upstream_body", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
-    });
-    let without_body = parse_and_validate(&body).expect("valid");
-    c.bench_function("request/upstream_body_typed", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
-    });
-    let short = HARNESS_REQUEST.to_vec();
-    let client_request = parse_client_body(short.clone().into()).expect("valid");
-    c.bench_function("request/upstream_body_short", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
-    });
-    let without_body = parse_and_validate(&short).expect("valid");
-    c.bench_function("request/upstream_body_short_typed", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
-    });
-    let long = long_conversation();
-    let client_request = parse_client_body(long.clone().into()).expect("valid");
-    c.bench_function("request/upstream_body_long", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), &cx))
-    });
-    let without_body = parse_and_validate(&long).expect("valid");
-    c.bench_function("request/upstream_body_long_typed", |b| {
-        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), &cx))
-    });
+    upstream_body(c, "request/upstream_body", &body, &cx);
+    upstream_body(c, "request/upstream_body_short", HARNESS_REQUEST, &cx);
+    upstream_body(c, "request/upstream_body_long", &long_conversation(), &cx);
     let request = parse_request(&body).expect("valid");
     c.bench_function("request/parse", |b| {
         b.iter(|| parse_request(black_box(&body)))
@@ -147,6 +124,19 @@ fn request(c: &mut Criterion) {
     });
     c.bench_function("request/json_value_baseline", |b| {
         b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)))
+    });
+}
+
+/// The OpenAI upstream body for `body`, as written (`name`) and from the typed request
+/// (`name` + `_typed`).
+fn upstream_body(c: &mut Criterion, name: &str, body: &[u8], cx: &CallCx) {
+    let client_request = parse_client_body(body.to_vec().into()).expect("valid");
+    c.bench_function(name, |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&client_request), cx))
+    });
+    let without_body = parse_and_validate(body).expect("valid");
+    c.bench_function(&format!("{name}_typed"), |b| {
+        b.iter(|| OpenAi.prepare("openai", black_box(&without_body), cx))
     });
 }
 

@@ -361,7 +361,8 @@ impl<'a> Reader<'a> {
     /// Reads any value (after whitespace) as [`Reader::value`] does, and declines one with an
     /// object that has a key with an escape or the same key twice. Such text reads two ways
     /// (serde_json keeps the last of two values, other parsers the first), so it must not be
-    /// passed on as written. `keys` is room for the keys of the objects open at a time.
+    /// passed on as written. `keys` is room for the keys of the objects open at a time; what
+    /// it held before is left as it was when the value is taken.
     pub(crate) fn value_with_unique_keys(&mut self, keys: &mut Vec<&'a str>) -> Option<()> {
         self.unique_within(MAX_DEPTH, keys)
     }

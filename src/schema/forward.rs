@@ -21,11 +21,11 @@ impl ChatRequest {
     pub(crate) fn write_forwarded_members(&self, out: &mut Vec<u8>) -> Option<()> {
         let source = simdutf8::basic::from_utf8(self.source.as_deref()?).ok()?;
         let mut reader = Reader::new(source);
-        let mut top_level = Vec::with_capacity(16);
-        let mut nested = Vec::with_capacity(16);
+        // The top level's keys; a value's own keys are checked above them and taken off.
+        let mut keys = Vec::with_capacity(16);
         reader.object(|reader, key, start| {
-            reader.value_with_unique_keys(&mut nested)?;
-            top_level.push(key);
+            reader.value_with_unique_keys(&mut keys)?;
+            keys.push(key);
             let member = reader.text(start)?;
             if forwarded(key, member) {
                 out.push(b',');
@@ -33,7 +33,7 @@ impl ChatRequest {
             }
             Some(())
         })?;
-        (reader.at_end() && all_different(&mut top_level)).then_some(())
+        (reader.at_end() && all_different(&mut keys)).then_some(())
     }
 }
 

@@ -4,10 +4,9 @@
 //! anew.
 //!
 //! [`InShape::scan`] reads an event once with the gateway's strict JSON reader
-//! ([`crate::json_reader`]),
-//! copying nothing, and takes it only when the slow
-//! path (parse into a [`ChatChunk`], normalize, serialize) would change nothing else: no
-//! `usage` and no `error`, no member named twice, and every choice has an integer `index`
+//! ([`crate::json_reader`]), copying nothing, and takes it only when the slow path (parse
+//! into a [`ChatChunk`], normalize, serialize) would change nothing else: no `usage` and no
+//! `error`, no member named twice, and every choice has an integer `index`
 //! and a `delta` whose known members are strings (a `content` or `refusal` may be `null`) and
 //! that makes no tool or function call. A choice without `finish_reason` or `logprobs` gets
 //! them as `null`, and a `null` `content` or `refusal` is left out (as the slow path writes
@@ -787,7 +786,6 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 mod answer;
-
 #[cfg(test)]
 mod tests;
 

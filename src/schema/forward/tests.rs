@@ -61,3 +61,12 @@ fn a_request_without_its_body_has_none_to_forward() {
     let request = parse_and_validate(body.as_bytes()).unwrap();
     assert!(request.write_forwarded_members(&mut Vec::new()).is_none());
 }
+
+#[test]
+fn the_same_key_at_two_depths_reads_one_way_and_is_taken() {
+    let body = format!(r#"{{"model":"a/m","messages":{HI},"v":{{"v":{{"v":1}},"w":2}},"w":3}}"#);
+    assert_eq!(
+        forwarded(&body).unwrap(),
+        format!(r#""messages":{HI},"v":{{"v":{{"v":1}},"w":2}},"w":3"#)
+    );
+}
