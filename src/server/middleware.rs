@@ -8,8 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{self, HeaderMap, HeaderValue};
 use axum::response::Response;
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -106,26 +105,36 @@ where
             observed: finish.observed(),
         };
         // The chat routes get the arrival as it is; the router's handlers, as an extension.
-        let routed = match ChatRoute::of(request.uri().path()) {
+        // Each future is made inside the boxed one, not moved into it: these futures are
+        // large, and a move is a copy.
+        match ChatRoute::of(request.uri().path()) {
             Some(route) => {
+                let state = self.state.clone();
                 let request = request.map(axum::body::Body::new);
-                let served = chat::serve(route, self.state.clone(), request, arrival);
-                Either::Left(served.map(Ok))
+                Box::pin(async move {
+                    let response = chat::serve(route, state, request, arrival).await;
+                    Ok(finished(response, id, finish))
+                })
             }
             None => {
                 request.extensions_mut().insert(arrival);
-                Either::Right(self.router.call(request))
+                let routed = self.router.call(request);
+                Box::pin(async move {
+                    let response = match routed.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    Ok(finished(response, id, finish))
+                })
             }
-        };
-        Box::pin(async move {
-            let mut response = match routed.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
-            Ok(finish.respond(response))
-        })
+        }
     }
+}
+
+/// The response with its request id (unless a handler set one), handed to its record.
+fn finished(mut response: Response, id: HeaderValue, finish: Finish) -> Response {
+    response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
+    finish.respond(response)
 }
 
 #[cfg(test)]
