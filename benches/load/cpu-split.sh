@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Where a request's time goes at c=1: the user and kernel CPU each request costs nginx-proxy
+# (the floor) and llmgate, side by side, with oha's p50.
+#
+#   benches/load/cpu-split.sh                 # json and stream, 3 rounds of 20,000 requests each
+#   ROUNDS=1 REQUESTS=5000 benches/load/cpu-split.sh
+#
+# At c=1 a request's latency is mostly CPU time on the gateway's core: its kernel part
+# (loopback TCP, both sides' wake-ups, epoll) is the same for any proxy that makes the same
+# system calls, so the gap between two proxies is their user CPU. This script reads each
+# server's user and system time (/proc/<pid>/stat, clock ticks) before and after a fixed
+# number of c=1 requests and prints them per request.
+#
+# It starts the nginx mock upstream (CPU 0) and nginx-proxy (CPU 1) from ../shared/bench, and
+# llmgate (CPU 1, RUST_LOG=warn) on 127.0.0.1:8080 with benches/load/llmgate.toml; oha runs on
+# CPU 0. It stops what it started, by PID. Nothing else should run on the machine meanwhile.
+# Environment: LLMGATE_BIN (target/release/llmgate), BENCH (../shared/bench), ROUNDS (3),
+# REQUESTS (20000), MODES ("json stream").
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+BENCH="${BENCH:-$REPO/../shared/bench}"
+LLMGATE_BIN="${LLMGATE_BIN:-$REPO/target/release/llmgate}"
+ROUNDS="${ROUNDS:-3}" REQUESTS="${REQUESTS:-20000}" MODES="${MODES:-json stream}"
+export BENCH_RUN="${BENCH_RUN:-/tmp/bench-run}"
+command -v oha >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+TICKS_PER_S="$(getconf CLK_TCK)"
+WORK="$(mktemp -d)"
+GW_PID=""
+
+cleanup() {
+  [[ -n "$GW_PID" ]] && kill "$GW_PID" 2>/dev/null || true
+  "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  "$BENCH/upstream/start.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BENCH/upstream/start.sh" >/dev/null
+NGINX_MASTER="$("$BENCH/peers/nginx-proxy.sh" start | tail -1)"
+taskset -c 1 env RUST_LOG=warn "$LLMGATE_BIN" serve --config "$HERE/llmgate.toml" \
+  --listen 127.0.0.1:8080 >"$WORK/llmgate.log" 2>&1 &
+GW_PID=$!
+for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+
+# user and system ticks of the listed processes, summed
+ticks() { for pid in "$@"; do cut -d' ' -f14,15 "/proc/$pid/stat"; done | awk '{u+=$1; s+=$2} END {print u, s}'; }
+
+# measure NAME URL BODY [oha header args...]: one row of per-request figures
+measure() {
+  local name=$1 url=$2 body=$3; shift 3
+  local pids; if [[ $name == nginx-proxy ]]; then pids=$NGINX_PIDS; else pids=$GW_PID; fi
+  local u0 s0 u1 s1
+  # shellcheck disable=SC2086
+  read -r u0 s0 < <(ticks $pids)
+  taskset -c 0 oha -n "$REQUESTS" -c 1 --no-tui --output-format json -m POST \
+    -H "content-type: application/json" "$@" -D "$body" "$url" >"$WORK/oha.json"
+  # shellcheck disable=SC2086
+  read -r u1 s1 < <(ticks $pids)
+  python3 - "$WORK/oha.json" "$name" "$REQUESTS" "$TICKS_PER_S" "$((u1 - u0))" "$((s1 - s0))" <<'PY'
+import json, sys
+path, name, n, hz, user, system = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+oha = json.load(open(path))
+codes = oha.get("statusCodeDistribution", {})
+assert set(codes) == {"200"}, f"{name}: not all answers were 200: {codes}"
+per = lambda ticks: ticks * 1e6 / hz / n
+print(f"| {name} | {oha['latencyPercentiles']['p50'] * 1e6:.0f} | {per(user):.1f} | {per(system):.1f} | {per(user + system):.1f} |")
+PY
+}
+
+for mode in $MODES; do
+  model=gpt-4o-mini upstream=/v1 stream=""
+  if [[ $mode == stream ]]; then model=gpt-4o-mini-stream upstream=/stream/v1 stream=',"stream":true'; fi
+  body="$WORK/$mode.json"
+  printf '{"model":"%s","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32%s}' \
+    "$model" "$stream" >"$body"
+  echo
+  echo "$mode, c=1, $REQUESTS requests per row (µs per request)"
+  echo
+  echo "| server | p50 | user CPU | kernel CPU | CPU |"
+  echo "|---|--:|--:|--:|--:|"
+  for _ in $(seq "$ROUNDS"); do
+    measure nginx-proxy http://127.0.0.1:8090/v1/chat/completions "$body" \
+      -H "X-Upstream: http://127.0.0.1:9100$upstream"
+    measure llmgate http://127.0.0.1:8080/v1/chat/completions "$body"
+  done
+done
