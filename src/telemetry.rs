@@ -415,6 +415,12 @@ pub(crate) mod testing {
 
     /// Sends this thread's spans to the returned collection while the guard lives.
     pub(crate) fn capture() -> (tracing::subscriber::DefaultGuard, Collected) {
+        // While at most one dispatcher is registered, tracing-core asks only the registering
+        // thread's own dispatcher about a new callsite and caches its answer for every
+        // thread: a span first met by a test without a subscriber would stay off for the
+        // test that captures. A second dispatcher, kept for the process, makes it ask all.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let collected = Collected::default();
         let telemetry = Telemetry {
             provider: SdkTracerProvider::builder()
