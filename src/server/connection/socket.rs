@@ -159,19 +159,20 @@ impl Socket {
     /// Closes the connection after an answer that left some of the request unread (a refused
     /// head, a body the routes did not read): ends the sending side, then reads and drops what
     /// the client still sends for a moment (at most [`LINGER_BYTES`]), so that the client reads the
-    /// answer rather than a reset.
-    pub(crate) async fn linger(mut self) {
+    /// answer rather than a reset. Gives how many bytes it dropped.
+    pub(crate) async fn linger(mut self) -> usize {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        let mut dropped = 0;
         let discard = async {
-            let mut left = LINGER_BYTES;
-            while left > 0 {
+            while dropped < LINGER_BYTES {
                 match std::future::poll_fn(|cx| self.poll_read_some(cx)).await {
-                    Ok(piece) if !piece.is_empty() => left = left.saturating_sub(piece.len()),
+                    Ok(piece) if !piece.is_empty() => dropped += piece.len(),
                     _ => return,
                 }
             }
         };
         let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+        dropped
     }
 }
 
@@ -253,6 +254,39 @@ mod tests {
             "at the bound it stops looking, so it never resolves"
         );
         assert_eq!(early.len(), 1024);
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_drops_at_most_a_megabyte_of_what_the_client_still_sends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (socket, client) = connected(Duration::from_secs(5)).await;
+        let (mut from_gateway, mut to_gateway) = client.into_split();
+        // The client keeps sending, four times the cap, and stops at the reset.
+        let sender = async move {
+            let piece = vec![b'x'; 64 * 1024];
+            for _ in 0..(4 * LINGER_BYTES / piece.len()) {
+                if to_gateway.write_all(&piece).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let ((), dropped) = tokio::join!(sender, socket.linger());
+        assert!(
+            (LINGER_BYTES..LINGER_BYTES + READ_BYTES).contains(&dropped),
+            "dropped {dropped} bytes"
+        );
+        // The gateway's side was ended first: the client reads an end, not a reset.
+        let mut rest = Vec::new();
+        assert_eq!(from_gateway.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_stops_lingering_when_the_client_closes() {
+        use tokio::io::AsyncWriteExt;
+        let (socket, mut client) = connected(Duration::from_secs(5)).await;
+        client.write_all(&[b'x'; 1000]).await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(socket.linger().await, 1000);
     }
 
     proptest! {
