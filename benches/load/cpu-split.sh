@@ -11,9 +11,10 @@
 # server's user and system time (/proc/<pid>/stat, clock ticks) before and after a fixed
 # number of c=1 requests and prints them per request.
 #
-# It starts the nginx mock upstream (CPU 0) and nginx-proxy (CPU 1) from ../shared/bench, and
-# llmgate (CPU 1, RUST_LOG=warn) on 127.0.0.1:8080 with benches/load/llmgate.toml; oha runs on
-# CPU 0. It stops what it started, by PID. Nothing else should run on the machine meanwhile.
+# It starts the nginx mock upstream (CPU 0) unless it is already up, nginx-proxy (CPU 1) from
+# ../shared/bench, and llmgate (CPU 1, RUST_LOG=warn) on 127.0.0.1:8080 with
+# benches/load/llmgate.toml; oha runs on CPU 0. It stops what it started, by PID. Nothing else
+# should run on the machine meanwhile.
 # Environment: LLMGATE_BIN (target/release/llmgate), BENCH (../shared/bench), ROUNDS (3),
 # REQUESTS (20000), MODES ("json stream").
 set -euo pipefail
@@ -24,27 +25,39 @@ BENCH="${BENCH:-$REPO/../shared/bench}"
 LLMGATE_BIN="${LLMGATE_BIN:-$REPO/target/release/llmgate}"
 ROUNDS="${ROUNDS:-3}" REQUESTS="${REQUESTS:-20000}" MODES="${MODES:-json stream}"
 export BENCH_RUN="${BENCH_RUN:-/tmp/bench-run}"
+# shellcheck source=/dev/null
+. "$BENCH/lib/common.sh"   # log, die, wait_http
 command -v oha >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+command -v oha >/dev/null || die "oha not found: cargo install oha --locked"
+[[ -x "$LLMGATE_BIN" ]] || die "no llmgate binary at $LLMGATE_BIN (cargo build --release)"
+for port in 8080 8090; do
+  if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then
+    die "something already listens on 127.0.0.1:$port; stop it first (this script only stops what it started)"
+  fi
+done
 TICKS_PER_S="$(getconf CLK_TCK)"
 WORK="$(mktemp -d)"
-GW_PID=""
+GW_PID="" STARTED_MOCK=0 STARTED_PROXY=0
 
 cleanup() {
   [[ -n "$GW_PID" ]] && kill "$GW_PID" 2>/dev/null || true
-  "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
-  "$BENCH/upstream/start.sh" stop >/dev/null 2>&1 || true
+  ((STARTED_PROXY)) && "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  ((STARTED_MOCK)) && "$BENCH/upstream/start.sh" stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BENCH/upstream/start.sh" >/dev/null
+if ! curl -s -o /dev/null -m 1 http://127.0.0.1:9100/v1/models; then
+  "$BENCH/upstream/start.sh" >/dev/null
+  STARTED_MOCK=1
+fi
 NGINX_MASTER="$("$BENCH/peers/nginx-proxy.sh" start | tail -1)"
+STARTED_PROXY=1
 taskset -c 1 env RUST_LOG=warn "$LLMGATE_BIN" serve --config "$HERE/llmgate.toml" \
   --listen 127.0.0.1:8080 >"$WORK/llmgate.log" 2>&1 &
 GW_PID=$!
-for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+wait_http http://127.0.0.1:8080/healthz 10 || die "llmgate did not come up: $(cat "$WORK/llmgate.log")"
 NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
 
 # user and system ticks of the listed processes, summed
