@@ -120,10 +120,7 @@ where
                 request.extensions_mut().insert(arrival);
                 let routed = self.router.call(request);
                 Box::pin(async move {
-                    let response = match routed.await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    };
+                    let Ok(response) = routed.await;
                     Ok(finished(response, id, finish))
                 })
             }

@@ -786,6 +786,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 mod answer;
+
 #[cfg(test)]
 mod tests;
 
